@@ -1,0 +1,239 @@
+"""Configurations of the TRRG models.
+
+This file is part of the hub bundle (remote code): it may import only ``transformers`` and its
+siblings in this folder.
+
+* ``TRRGContrastiveConfig``: stage 1, an image encoder and a text encoder trained contrastively.
+* ``TRRGClueConfig``: the clue injection / clue interaction / consistency-loss settings.
+* ``TRRGConfig``: stage 2, vision encoder + clue modules + any causal LM.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PretrainedConfig
+
+# The 14 CheXpert observations, in the order of the CheXpert labeler's output. Everything that
+# indexes diseases (prompt bank rows, clue slots, label vectors, metrics) uses this order.
+CHEXPERT_OBSERVATIONS: tuple[str, ...] = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+
+# Positive and negated disease prompts (already in the project's cleaned text form: lower case,
+# " ." sentence end). Stage 1 contrasts the image with both; the stage-2 prompt bank stores their
+# embeddings. The phrasing is ours; the paper describes "disease prompts" without listing them.
+DEFAULT_DISEASE_PROMPTS: dict[str, tuple[str, str]] = {
+    "No Finding": ("there is no acute cardiopulmonary abnormality .", "there is an acute cardiopulmonary abnormality ."),
+    "Enlarged Cardiomediastinum": ("the cardiomediastinal silhouette is enlarged .", "the cardiomediastinal silhouette is normal ."),
+    "Cardiomegaly": ("there is cardiomegaly .", "there is no cardiomegaly ."),
+    "Lung Opacity": ("there is a lung opacity .", "there is no lung opacity ."),
+    "Lung Lesion": ("there is a lung nodule or mass .", "there is no lung nodule or mass ."),
+    "Edema": ("there is pulmonary edema .", "there is no pulmonary edema ."),
+    "Consolidation": ("there is consolidation .", "there is no consolidation ."),
+    "Pneumonia": ("there is pneumonia .", "there is no pneumonia ."),
+    "Atelectasis": ("there is atelectasis .", "there is no atelectasis ."),
+    "Pneumothorax": ("there is a pneumothorax .", "there is no pneumothorax ."),
+    "Pleural Effusion": ("there is a pleural effusion .", "there is no pleural effusion ."),
+    "Pleural Other": ("there is pleural thickening .", "there is no pleural thickening ."),
+    "Fracture": ("there is a fracture .", "there is no fracture ."),
+    "Support Devices": ("there is a support device .", "there is no support device ."),
+}
+
+
+def _sub_config(value, default_model_type: str) -> PretrainedConfig:
+    """Accept a config object, a dict (as read from config.json) or None."""
+    if isinstance(value, PretrainedConfig):
+        return value
+    value = dict(value or {})
+    model_type = value.pop("model_type", default_model_type)
+    return AutoConfig.for_model(model_type, **value)
+
+
+def _disease_fields(disease_names, disease_prompts) -> tuple[list[str], dict[str, list[str]]]:
+    names = list(disease_names or CHEXPERT_OBSERVATIONS)
+    prompts = dict(disease_prompts or {})
+    for name in names:
+        if name not in prompts:
+            if name not in DEFAULT_DISEASE_PROMPTS:
+                raise ValueError(
+                    f"disease {name!r} has no prompts: pass disease_prompts={{{name!r}: [positive, negated]}}"
+                )
+            prompts[name] = DEFAULT_DISEASE_PROMPTS[name]
+    return names, {name: list(prompts[name]) for name in names}
+
+
+class TRRGContrastiveConfig(PretrainedConfig):
+    """Stage 1: image encoder + text encoder + projections into a joint space.
+
+    Args:
+        vision_config: config of any transformers vision backbone (ResNet, ConvNeXt, ViT, Swin, ...).
+        text_config: config of any transformers text encoder (BERT-like).
+        projection_dim: size of the joint image-text space (also the prompt-bank width in stage 2).
+        logit_scale_init: initial temperature as a scale (CLIP uses 1/0.07).
+        logit_scale_max: the scale is clamped to this after each optimizer step (open_clip uses 100).
+        disease_names / disease_prompts: the observation vocabulary and its positive/negated prompts.
+        sentence_loss_weight / prompt_loss_weight: weights of the two contrastive losses.
+        prompt_pos_weight_power: the prompt loss weights positives by ((1-prev)/prev)**power to counter
+            the flood of negated findings (0 disables; 0.5 is the square-root weighting).
+    """
+
+    model_type = "trrg_contrastive"
+    sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}
+
+    def __init__(
+        self,
+        vision_config=None,
+        text_config=None,
+        projection_dim: int = 128,
+        logit_scale_init: float = 1 / 0.07,
+        logit_scale_max: float = 100.0,
+        disease_names=None,
+        disease_prompts=None,
+        sentence_loss_weight: float = 1.0,
+        prompt_loss_weight: float = 1.0,
+        prompt_pos_weight_power: float = 0.5,
+        image_size: int = 128,
+        **kwargs,
+    ):
+        self.vision_config = _sub_config(vision_config, "resnet")
+        self.text_config = _sub_config(text_config, "bert")
+        self.projection_dim = projection_dim
+        self.logit_scale_init = logit_scale_init
+        self.logit_scale_max = logit_scale_max
+        self.disease_names, self.disease_prompts = _disease_fields(disease_names, disease_prompts)
+        self.sentence_loss_weight = sentence_loss_weight
+        self.prompt_loss_weight = prompt_loss_weight
+        self.prompt_pos_weight_power = prompt_pos_weight_power
+        self.image_size = image_size
+        super().__init__(**kwargs)
+
+    @property
+    def num_diseases(self) -> int:
+        return len(self.disease_names)
+
+
+class TRRGClueConfig(PretrainedConfig):
+    """The clue modules of stage 2.
+
+    Args:
+        use_clue_injection: feed one clue token per disease to the LLM (off = plain captioner input).
+        use_clue_interaction: run the cross-modal clue interaction layers (off = clues and visual
+            tokens reach the LLM without attending to each other).
+        clue_selection: "all" injects every disease clue (soft, weighted by its probability);
+            "threshold" injects only diseases with p >= clue_threshold and masks the rest, so the
+            number of clues differs per example.
+        clue_threshold: probability above which a disease counts as a detected clue.
+        hidden_size: width of the clue interaction layers.
+        num_layers / num_heads: size of the clue interaction module.
+        consistency_loss_weight: lambda of the disease-aware consistency loss (0 disables it).
+        consistency_pos_weight_power: positive weighting of that loss, as in the stage-1 prompt loss.
+        clue_dropout: probability, in training, of replacing a clue by the "no clue" embedding, so the
+            LLM does not learn to trust clues that are more accurate on train images than on test.
+    """
+
+    model_type = "trrg_clue"
+
+    def __init__(
+        self,
+        use_clue_injection: bool = True,
+        use_clue_interaction: bool = True,
+        clue_selection: str = "all",
+        clue_threshold: float = 0.5,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        num_heads: int = 4,
+        consistency_loss_weight: float = 0.5,
+        consistency_pos_weight_power: float = 0.5,
+        clue_dropout: float = 0.0,
+        **kwargs,
+    ):
+        if clue_selection not in {"all", "threshold"}:
+            raise ValueError(f"clue_selection must be 'all' or 'threshold', got {clue_selection!r}")
+        if hidden_size % num_heads:
+            raise ValueError(f"clue hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
+        self.use_clue_injection = use_clue_injection
+        self.use_clue_interaction = use_clue_interaction
+        self.clue_selection = clue_selection
+        self.clue_threshold = clue_threshold
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.consistency_loss_weight = consistency_loss_weight
+        self.consistency_pos_weight_power = consistency_pos_weight_power
+        self.clue_dropout = clue_dropout
+        super().__init__(**kwargs)
+
+
+class TRRGConfig(PretrainedConfig):
+    """Stage 2: vision encoder (from stage 1) + projector + clue modules + a causal LM.
+
+    Args:
+        vision_config: the stage-1 vision backbone's config.
+        text_config: config of any transformers causal LM (the report writer).
+        clue_config: a ``TRRGClueConfig``.
+        projection_dim: width of the stage-1 joint space (the prompt bank's last dimension).
+        image_token_grid: visual tokens per view = image_token_grid ** 2 (backbone features are
+            average-pooled to this grid); None keeps the backbone's own token count.
+        max_views: most views a study may have (frontal, lateral, ...).
+        image_token_id / clue_token_id: placeholder ids in the LLM tokenizer.
+        disease_names / disease_prompts: as in stage 1 (the prompt bank rows follow this order).
+    """
+
+    model_type = "trrg"
+    sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig, "clue_config": TRRGClueConfig}
+
+    def __init__(
+        self,
+        vision_config=None,
+        text_config=None,
+        clue_config=None,
+        projection_dim: int = 128,
+        image_token_grid: int | None = 4,
+        max_views: int = 2,
+        image_token_id: int | None = None,
+        clue_token_id: int | None = None,
+        disease_names=None,
+        disease_prompts=None,
+        image_size: int = 128,
+        tie_word_embeddings: bool = False,
+        **kwargs,
+    ):
+        self.vision_config = _sub_config(vision_config, "resnet")
+        self.text_config = _sub_config(text_config, "llama")
+        if isinstance(clue_config, TRRGClueConfig):
+            self.clue_config = clue_config
+        else:
+            self.clue_config = TRRGClueConfig(**dict(clue_config or {}))
+        self.projection_dim = projection_dim
+        self.image_token_grid = image_token_grid
+        self.max_views = max_views
+        self.image_token_id = image_token_id
+        self.clue_token_id = clue_token_id
+        self.disease_names, self.disease_prompts = _disease_fields(disease_names, disease_prompts)
+        self.image_size = image_size
+        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+    @property
+    def num_diseases(self) -> int:
+        return len(self.disease_names)
+
+    @property
+    def num_clue_tokens(self) -> int:
+        """Clue placeholders the prompt carries: one per disease when clues are injected."""
+        return self.num_diseases if self.clue_config.use_clue_injection else 0
+
+
+TRRGContrastiveConfig.register_for_auto_class()
+TRRGConfig.register_for_auto_class()

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up .venv (if needed) and run the main job: phantom data -> stage 1 -> stage 2 -> metrics.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+exec .venv/bin/trrg demo "${@:---out runs/demo}"

@@ -1,0 +1,193 @@
+"""Study loaders (R2Gen, imagefolder, JSONL, in-memory datasets), the collator's image reader and
+up-front validation."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from trrg.modeling.configuration_trrg import CHEXPERT_OBSERVATIONS
+from trrg.modeling.image_processing_trrg import XRayImageError
+from trrg.processing.datasets import (
+    StudyDataError,
+    StudyImageReader,
+    load_hf,
+    load_r2gen,
+    validate_studies,
+)
+
+REPORT = "The heart is enlarged. There is no pleural effusion."
+
+
+def save_png(path, value: int = 128, size: tuple[int, int] = (16, 12)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size, value, np.uint8)).save(path)
+    return path
+
+
+def write_r2gen(root, entries_by_split: dict, make_images: bool = True):
+    for entries in entries_by_split.values():
+        for entry in entries:
+            for relative in entry["image_path"] if make_images else []:
+                save_png(root / "images" / relative)
+    path = root / "annotation.json"
+    path.write_text(json.dumps(entries_by_split))
+    return path
+
+
+def entry(study_id: str, views: int = 2, **extra) -> dict:
+    return {"id": study_id, "report": REPORT, "image_path": [f"{study_id}/{v}.png" for v in range(views)], **extra}
+
+
+# --- R2Gen ---------------------------------------------------------------------------------
+
+
+def test_r2gen_string_labels_and_schema(tmp_path):
+    chexbert = {name: "" for name in CHEXPERT_OBSERVATIONS} | {"Cardiomegaly": "1.0", "Pleural Effusion": "0.0",
+                                                                 "Edema": "-1.0"}  # fmt: skip
+    path = write_r2gen(tmp_path, {"train": [entry("s1", labels=chexbert)], "val": [entry("s2", views=1, labels=chexbert)]})
+    studies = load_r2gen(path)
+    assert list(studies) == ["train", "val"]
+    row = studies["train"][0]
+    assert row["id"] == "s1" and row["split"] == "train" and row["report"] == REPORT
+    assert row["images"] == [str((tmp_path / "images" / "s1" / f"{v}.png").absolute()) for v in range(2)]
+    assert row["labels"]["Cardiomegaly"] == 1 and row["labels"]["Pleural Effusion"] == 0
+    assert row["labels"]["Edema"] == -1 and row["labels"]["Fracture"] is None
+    assert set(row["labels"]) == set(CHEXPERT_OBSERVATIONS)
+    assert len(studies["val"][0]["images"]) == 1
+
+
+def test_r2gen_int_labels_list_form_and_split_selection(tmp_path):
+    labels = [None] * len(CHEXPERT_OBSERVATIONS)
+    labels[CHEXPERT_OBSERVATIONS.index("Pneumothorax")] = 1
+    path = write_r2gen(tmp_path, {"train": [entry("a", labels=labels)], "test": [entry("b", labels={"No Finding": 1})]})
+    studies = load_r2gen(path, splits=["test", "train"])
+    assert studies["train"][0]["labels"]["Pneumothorax"] == 1
+    assert studies["test"][0]["labels"]["No Finding"] == 1 and studies["test"][0]["labels"]["Edema"] is None
+    with pytest.raises(StudyDataError, match=r"no split named \['validation'\]"):
+        load_r2gen(path, splits=["validation"])
+
+
+def test_r2gen_bad_label_names_the_study(tmp_path):
+    path = write_r2gen(tmp_path, {"train": [entry("bad", labels={"Cardiomegaly": "yes"})]})
+    with pytest.raises(StudyDataError, match=r"study 'bad', label 'Cardiomegaly'"):
+        load_r2gen(path)
+
+
+def test_r2gen_labeler_fallback(tmp_path):
+    path = write_r2gen(tmp_path, {"train": [entry("nolabels")]})
+    labels = load_r2gen(path)["train"][0]["labels"]
+    assert labels["Cardiomegaly"] == 1 and labels["Pleural Effusion"] == 0
+    forced = write_r2gen(tmp_path, {"train": [entry("x", labels={"Fracture": 1})]})
+    assert load_r2gen(forced, labels="labeler")["train"][0]["labels"]["Fracture"] is None  # report wins
+
+
+def test_r2gen_missing_image_names_id_and_path(tmp_path):
+    path = write_r2gen(tmp_path, {"train": [entry("ok"), entry("gone")]})
+    (tmp_path / "images" / "gone" / "1.png").unlink()
+    with pytest.raises(StudyDataError, match=r"study 'gone': .*gone[/\\]1\.png"):
+        load_r2gen(path)
+    kept = load_r2gen(path, on_missing="skip")
+    assert kept["train"]["id"] == ["ok"]
+    assert load_r2gen(path, check_images=False)["train"].num_rows == 2
+
+
+def test_r2gen_custom_image_root(tmp_path):
+    path = write_r2gen(tmp_path, {"train": [entry("s1")]})
+    (tmp_path / "images").rename(tmp_path / "files")
+    assert load_r2gen(path, image_root=tmp_path / "files")["train"][0]["images"][0].endswith("s1/0.png")
+
+
+# --- Hugging Face sources ------------------------------------------------------------------
+
+
+def test_imagefolder_one_image_per_row_grouped_by_study(tmp_path):
+    folder = tmp_path / "folder"
+    for name in ("a_front.png", "a_side.png", "b_front.png"):
+        save_png(folder / name)
+    rows = [
+        {"file_name": "a_front.png", "study_id": "a", "report": REPORT},
+        {"file_name": "a_side.png", "study_id": "a", "report": REPORT},
+        {"file_name": "b_front.png", "study_id": "b", "report": "Normal chest."},
+    ]
+    (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    studies = load_hf(folder, study_column="study_id", cache_dir=tmp_path / "cache")["train"]
+    assert studies["id"] == ["a", "b"]
+    assert [len(images) for images in studies["images"]] == [2, 1]
+    assert studies[0]["images"][0] == str((folder / "a_front.png").absolute())
+    assert studies[0]["labels"]["Cardiomegaly"] == 1  # labelled from the report
+
+
+def test_jsonl_with_relative_paths_and_label_column(tmp_path):
+    save_png(tmp_path / "img" / "1.png")
+    save_png(tmp_path / "img" / "2.png")
+    record = {"id": "s1", "images": ["img/1.png", "img/2.png"], "report": REPORT, "labels": {"Edema": 1}}
+    path = tmp_path / "studies.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    studies = load_hf(path, cache_dir=tmp_path / "cache")["train"]
+    assert studies[0]["images"] == [str((tmp_path / "img" / f"{i}.png").absolute()) for i in (1, 2)]
+    assert studies[0]["labels"]["Edema"] == 1 and studies[0]["labels"]["Cardiomegaly"] is None
+    record["images"] = ["img/missing.png"]
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.raises(StudyDataError, match=r"study 's1': .*missing\.png"):
+        load_hf(path, cache_dir=tmp_path / "cache2")
+
+
+def test_in_memory_dataset_with_image_feature(tmp_path):
+    image = Image.fromarray(np.full((12, 12), 200, np.uint8))
+    dataset = datasets.Dataset.from_dict(
+        {"image": [image, image], "report": [REPORT, "No acute disease."]},
+        features=datasets.Features({"image": datasets.Image(), "report": datasets.Value("string")}),
+    )
+    studies = load_hf(dataset, split="validation")
+    assert list(studies) == ["validation"]
+    row = studies["validation"][0]
+    assert row["id"] == "validation-0" and row["split"] == "validation"
+    assert isinstance(row["images"][0], dict) and row["images"][0]["bytes"]  # kept in memory, nothing on disk
+    assert not list(tmp_path.iterdir())
+    views = StudyImageReader().read(row)
+    assert np.asarray(views[0]).mean() == 200
+
+
+# --- StudyImageReader ----------------------------------------------------------------------
+
+
+def test_reader_skips_corrupt_images_and_counts(tmp_path, caplog):
+    good = save_png(tmp_path / "good.png")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    reader = StudyImageReader()
+    with caplog.at_level(logging.WARNING):
+        kept, views = reader.read_batch(
+            [{"id": "s1", "images": [str(good), str(corrupt)]}, {"id": "s2", "images": [str(corrupt)]}]
+        )
+    assert [study["id"] for study in kept] == ["s1"] and len(views[0]) == 1
+    assert reader.skipped_images == 2 and reader.dropped_studies == 1
+    assert "s1" in caplog.text and "corrupt.png" in caplog.text and "dropped" in caplog.text
+    with pytest.raises(XRayImageError, match=r"study 's1': .*corrupt\.png"):
+        StudyImageReader(strict=True).read({"id": "s1", "images": [str(good), str(corrupt)]})
+
+
+# --- validate_studies ----------------------------------------------------------------------
+
+
+def test_validate_studies_finds_empty_report_missing_images_and_duplicates(tmp_path):
+    rows = [
+        {"id": "ok", "images": ["/x/1.png"], "report": REPORT},
+        {"id": "blank", "images": ["/x/2.png"], "report": " ... "},
+        {"id": "noimg", "images": [], "report": REPORT},
+    ]
+    studies = datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows), "test": datasets.Dataset.from_list([rows[0]])}
+    )
+    problems = validate_studies(studies)
+    assert len(problems) == 3, problems
+    assert "split 'train', row 1 (id 'blank'): report is empty" in problems[0]
+    assert "split 'train', row 2 (id 'noimg'): has no images" in problems[1]
+    assert "split 'test', row 0 (id 'ok'): duplicate id, first seen at split 'train', row 0" in problems[2]
+    assert validate_studies(studies["train"].select([0])) == []

@@ -1,0 +1,203 @@
+"""Stage-1 and stage-2 models on tiny configs: shapes, losses, gradients, masking, save/load, generate."""
+
+import copy
+
+import pytest
+import torch
+
+from conftest import xray_like
+
+REPORTS = [
+    "the heart is enlarged . small left pleural effusion . no pneumothorax .",
+    "lungs are clear . no pleural effusion or pneumothorax . heart size is normal .",
+]
+
+
+def _training_batch(processor, views=(2, 1)):
+    studies = [[xray_like(10 * i + v) for v in range(n)] for i, n in enumerate(views)]
+    batch = processor(images=studies, reports=REPORTS[: len(views)], return_tensors="pt")
+    batch["disease_labels"] = torch.zeros(len(views), 14)
+    batch["disease_labels"][0, [2, 10]] = 1.0
+    return batch
+
+
+def test_stage2_forward_shapes_and_separate_losses(tiny_generator):
+    model, processor = tiny_generator
+    batch = _training_batch(processor)
+    assert batch["pixel_values"].shape == (2, 2, 3, 128, 128)
+    assert batch["view_mask"].tolist() == [[1, 1], [1, 0]]
+    out = model(**batch)
+    assert out.logits.shape[:2] == batch["input_ids"].shape
+    assert out.disease_probs.shape == (2, 14) and out.clue_logits.shape == (2, 14)
+    assert torch.isfinite(out.lm_loss) and torch.isfinite(out.consistency_loss)
+    weight = model.config.clue_config.consistency_loss_weight
+    assert torch.allclose(out.loss, out.lm_loss + weight * out.consistency_loss)
+
+
+def test_gradients_reach_the_clue_modules(tiny_generator):
+    model = copy.deepcopy(tiny_generator[0]).train()
+    model(**_training_batch(tiny_generator[1])).loss.backward()
+    for name in ("clue_injector.clue_mlp.0.weight", "clue_interaction.layers.0.clue_to_patch.attention.in_proj_weight",
+                 "clue_interaction.layers.0.patch_to_clue.attention.in_proj_weight", "clue_projector.weight",
+                 "consistency_head.weight", "multi_modal_projector.weight"):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_a_few_steps_on_one_batch_lower_the_loss(tiny_generator):
+    torch.manual_seed(0)
+    model = copy.deepcopy(tiny_generator[0]).train()
+    batch = _training_batch(tiny_generator[1])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        out = model(**batch)
+        losses.append((out.lm_loss.item(), out.consistency_loss.item()))
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert losses[-1][0] < 0.7 * losses[0][0]
+    assert losses[-1][1] < losses[0][1]
+
+
+def test_an_example_does_not_change_when_another_example_has_more_clues(tiny_generator):
+    model, processor = tiny_generator
+    batch = processor(images=[[xray_like(1), xray_like(2)], [xray_like(3)]], return_tensors="pt")
+    clue_embeds = torch.nn.functional.normalize(torch.randn(2, 64, model.config.projection_dim), dim=-1)
+    few = torch.zeros(2, 64, dtype=torch.bool)
+    few[:, :3] = True
+    many = few.clone()
+    many[1] = True  # example 1 gets 64 extra clues; example 0 keeps 3
+    with torch.no_grad():
+        out_few = model(**batch, clue_embeds=clue_embeds, clue_embeds_mask=few)
+        out_many = model(**batch, clue_embeds=clue_embeds, clue_embeds_mask=many)
+    assert torch.allclose(out_few.logits[0], out_many.logits[0], atol=1e-5)
+    assert not torch.allclose(out_few.logits[1], out_many.logits[1], atol=1e-5)
+
+
+def test_threshold_selection_masks_clues_and_changes_the_input(tiny_generator):
+    model = copy.deepcopy(tiny_generator[0])
+    processor = tiny_generator[1]
+    batch = processor(images=[[xray_like(1)]], return_tensors="pt")
+    probs = torch.full((1, 14), 0.1)
+    probs[0, 2] = 0.9
+    model.config.clue_config.clue_selection = "threshold"
+    with torch.no_grad():
+        out = model(**batch, clue_probs=probs)
+        out_all_low = model(**batch, clue_probs=torch.full((1, 14), 0.1))
+    assert out.clue_mask.tolist()[0] == [i == 2 for i in range(14)]
+    assert not out_all_low.clue_mask.any()  # no clue at all is well defined (null key), not NaN
+    assert torch.isfinite(out_all_low.logits).all()
+
+
+def test_stage2_save_load_equality(tiny_generator, tmp_path):
+    from trrg.modeling.modeling_trrg import TRRGForConditionalGeneration
+
+    model, processor = tiny_generator
+    model.save_pretrained(tmp_path)
+    assert not list(tmp_path.glob("*.bin")) and (tmp_path / "model.safetensors").exists()
+    loaded = TRRGForConditionalGeneration.from_pretrained(tmp_path).eval()
+    batch = _training_batch(processor)
+    with torch.no_grad():
+        a, b = model(**batch), loaded(**batch)
+    assert torch.allclose(a.logits, b.logits, atol=1e-5)
+    assert torch.allclose(a.disease_probs, b.disease_probs, atol=1e-5)
+    assert torch.equal(loaded.prompt_bank, model.prompt_bank)
+
+
+def test_generate_greedy_beam_and_sampling(tiny_generator):
+    model, processor = tiny_generator
+    inputs = processor(images=[[xray_like(1), xray_like(2)], [xray_like(3)]], return_tensors="pt")
+    prompt_length = inputs["input_ids"].shape[1]
+    greedy = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    beams = model.generate(**inputs, max_new_tokens=6, num_beams=3, num_return_sequences=2)
+    torch.manual_seed(0)
+    sampled = model.generate(**inputs, max_new_tokens=6, do_sample=True, top_k=20)
+    assert greedy.shape[0] == 2 and beams.shape[0] == 4 and sampled.shape[0] == 2
+    assert torch.equal(greedy[:, :prompt_length], inputs["input_ids"])
+    # Greedy generation with the cache equals step-by-step argmax over full forwards.
+    ids = inputs["input_ids"][:1]
+    mask = inputs["attention_mask"][:1]
+    for _ in range(3):
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask, pixel_values=inputs["pixel_values"][:1],
+                           view_mask=inputs["view_mask"][:1]).logits
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    single = model.generate(**{k: v[:1] for k, v in inputs.items()}, max_new_tokens=3, do_sample=False)
+    assert torch.equal(single, ids)
+
+
+def test_streaming_yields_the_greedy_text(tiny_generator):
+    from transformers import TextIteratorStreamer
+    import threading
+
+    model, processor = tiny_generator
+    inputs = processor(images=[xray_like(4)], return_tensors="pt")
+    streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    thread = threading.Thread(target=model.generate, kwargs={**inputs, "max_new_tokens": 6, "streamer": streamer})
+    thread.start()
+    streamed = "".join(streamer)
+    thread.join()
+    greedy = model.generate(**inputs, max_new_tokens=6)
+    assert streamed.strip() == processor.batch_decode(greedy, prompt_length=inputs["input_ids"].shape[1])[0]
+
+
+def test_mismatched_placeholders_give_a_clear_error(tiny_generator):
+    model, processor = tiny_generator
+    inputs = processor(images=[[xray_like(1), xray_like(2)]], return_tensors="pt")
+    one_view = {**inputs, "pixel_values": inputs["pixel_values"][:, :1], "view_mask": inputs["view_mask"][:, :1]}
+    with pytest.raises(ValueError, match=r"32 <image> tokens but the images give 16 visual tokens"):
+        model(**one_view)
+    with pytest.raises(ValueError, match="no pixel_values"):
+        model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+
+
+def test_ablation_switches_remove_clue_tokens(tiny_tokenizer):
+    from trrg.trainers.init_model import build_generator
+
+    model, processor = build_generator(
+        "tiny", tokenizer=tiny_tokenizer, clue={"use_clue_injection": False, "use_clue_interaction": False}
+    )
+    assert model.config.num_clue_tokens == 0 and processor.num_clue_tokens == 0
+    assert model.clue_interaction is None
+    batch = _training_batch(processor)
+    out = model(**batch)
+    assert (batch["input_ids"] == model.config.clue_token_id).sum() == 0
+    assert out.consistency_loss is None and torch.equal(out.loss, out.lm_loss)
+
+
+def test_stage1_losses_gradients_and_zero_shot(tiny_contrastive):
+    model, processor = tiny_contrastive
+    model = copy.deepcopy(model).train()
+    studies = processor.image_processor([[xray_like(1), xray_like(2)], [xray_like(3)], [xray_like(4)]], return_tensors="pt")
+    sentences = processor.encode_sentences(["no pneumothorax .", "no pneumothorax .", "the heart is enlarged ."])
+    prompts = processor.encode_disease_prompts(model.config.disease_prompts, model.config.disease_names)
+    assert prompts["prompt_input_ids"].shape[0] == 28
+    labels = torch.zeros(3, 14)
+    labels[2, 2] = 1
+    out = model(**studies, **sentences, **prompts, disease_labels=labels)
+    assert out.logits_per_image.shape == (3, 3) and out.disease_logits.shape == (3, 14)
+    assert torch.isfinite(out.sentence_loss) and torch.isfinite(out.prompt_loss)
+    out.loss.backward()
+    assert model.logit_scale.grad is not None and model.visual_projection.weight.grad.abs().sum() > 0
+    bank = model.encode_prompt_bank(**prompts)
+    probs = model.predict_diseases(studies["pixel_values"], studies["view_mask"], bank)
+    assert probs.shape == (3, 14) and ((probs > 0) & (probs < 1)).all()
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)
+    model.clamp_logit_scale()
+    assert model.logit_scale.exp().item() == pytest.approx(model.config.logit_scale_max, rel=1e-4)
+
+
+def test_stage1_save_load_equality(tiny_contrastive, tmp_path):
+    from trrg.modeling.modeling_trrg import TRRGContrastiveModel
+
+    model, processor = tiny_contrastive
+    model.save_pretrained(tmp_path)
+    loaded = TRRGContrastiveModel.from_pretrained(tmp_path).eval()
+    studies = processor.image_processor([[xray_like(1)], [xray_like(2)]], return_tensors="pt")
+    sentences = processor.encode_sentences(["a b .", "c ."])
+    with torch.no_grad():
+        a, b = model(**studies, **sentences), loaded(**studies, **sentences)
+    assert torch.allclose(a.logits_per_image, b.logits_per_image, atol=1e-5)
