@@ -1,0 +1,101 @@
+"""The hub folder is an API: safetensors only, auto_map, flat remote code, loadable without `trrg`."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from trrg.trainers.presets import save_hub_folder
+
+# Runs in a fresh interpreter where `import trrg` fails, as for a user who only has the hub folder.
+REMOTE_LOAD = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+    class BlockTRRG(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "trrg" or name.startswith("trrg."):
+                raise ImportError("trrg is not installed for this user")
+    sys.meta_path.insert(0, BlockTRRG())
+    try:
+        import trrg
+        raise SystemExit("trrg was importable")
+    except ImportError:
+        pass
+    import numpy as np
+    from transformers import AutoModel, AutoProcessor
+    source, kind = sys.argv[1], sys.argv[2]
+    model = AutoModel.from_pretrained(source, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+    image = (np.random.default_rng(0).random((90, 70)) * 255).astype("uint8")
+    result = {"model": type(model).__name__, "module": type(model).__module__, "processor": type(processor).__name__}
+    if kind == "generator":
+        inputs = processor(images=[[image, image]], return_tensors="pt")
+        ids = model.generate(**inputs, max_new_tokens=5, num_beams=2)
+        result["report"] = processor.batch_decode(ids, prompt_length=inputs["input_ids"].shape[1])[0]
+        result["new_tokens"] = ids.shape[1] - inputs["input_ids"].shape[1]
+    else:
+        pixels = processor.image_processor([[image]], return_tensors="pt")
+        result["embed_shape"] = list(model.get_image_embeds(**pixels).shape)
+    print(json.dumps(result))
+    """
+)
+
+
+def _remote_load(source, kind, env_extra, cwd):
+    env = {**os.environ, **env_extra, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", REMOTE_LOAD, str(source), kind], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def hub_folder(tiny_generator, tmp_path_factory):
+    model, processor = tiny_generator
+    return save_hub_folder(model, processor, tmp_path_factory.mktemp("hub") / "trrg-tiny")
+
+
+def test_folder_holds_safetensors_remote_code_and_auto_map(hub_folder):
+    names = {p.name for p in hub_folder.iterdir()}
+    assert {"model.safetensors", "config.json", "processor_config.json", "tokenizer.json",
+            "configuration_trrg.py", "modeling_trrg.py", "processing_trrg.py", "image_processing_trrg.py"} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    config = json.loads((hub_folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_trrg.TRRGForConditionalGeneration"
+    assert config["auto_map"]["AutoConfig"] == "configuration_trrg.TRRGConfig"
+    for code in hub_folder.glob("*.py"):  # remote code must be flat and self-contained
+        text = code.read_text()
+        assert "import trrg" not in text and "from trrg" not in text and "from .." not in text, code.name
+
+
+def test_remote_code_load_without_the_package_writes_a_report(hub_folder, tmp_path):
+    result = _remote_load(hub_folder, "generator", {"HF_HOME": str(tmp_path / "home")}, cwd=tmp_path)
+    assert result["model"] == "TRRGForConditionalGeneration" and result["processor"] == "TRRGProcessor"
+    assert result["module"].startswith("transformers_modules.")  # the folder's copy, not the package
+    assert result["new_tokens"] > 0 and result["report"].strip()
+
+
+def test_load_by_hub_id_from_an_offline_cache(hub_folder, tmp_path):
+    cache = tmp_path / "hub_cache"
+    snapshot = cache / "models--trrg-org--trrg-tiny" / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    snapshot.mkdir(parents=True)
+    for file in hub_folder.iterdir():
+        (snapshot / file.name).write_bytes(file.read_bytes())
+    (cache / "models--trrg-org--trrg-tiny" / "refs").mkdir()
+    (cache / "models--trrg-org--trrg-tiny" / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
+    env = {"HF_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": str(cache)}
+    result = _remote_load("trrg-org/trrg-tiny", "generator", env, cwd=tmp_path)
+    assert result["model"] == "TRRGForConditionalGeneration" and result["new_tokens"] > 0
+
+
+def test_stage1_model_round_trips_through_remote_code(tiny_contrastive, tmp_path):
+    model, processor = tiny_contrastive
+    folder = save_hub_folder(model, processor, tmp_path / "stage1")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_trrg.TRRGContrastiveModel"
+    result = _remote_load(folder, "contrastive", {"HF_HOME": str(tmp_path / "home")}, cwd=tmp_path)
+    assert result["model"] == "TRRGContrastiveModel"
+    assert result["embed_shape"] == [1, model.config.projection_dim]
