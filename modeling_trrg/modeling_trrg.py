@@ -343,6 +343,9 @@ class TRRGPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = False
     _supports_sdpa = True
+    # Losses are per-batch means (LM tokens, diseases, contrastive pairs); the Trainer scales them
+    # for gradient accumulation instead of passing num_items_in_batch.
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -424,6 +427,7 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
         prompt_attention_mask: torch.Tensor | None = None,
         disease_labels: torch.Tensor | None = None,
         disease_label_mask: torch.Tensor | None = None,
+        sentence_group_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> TRRGContrastiveOutput:
         """
@@ -433,6 +437,8 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
             prompt_input_ids / prompt_attention_mask: the disease prompts, (2 * diseases, length).
             disease_labels: (batch, diseases) in {0, 1} (uncertain mapped by the collator);
             disease_label_mask: (batch, diseases), 0 where a label should not count.
+            sentence_group_ids: (batch,) ids equal for equal sentences (e.g. a hash of the text);
+                without them, equal token sequences define the positives.
         """
         scale = self.logit_scale.exp()
         image_embeds = self.get_image_embeds(pixel_values, view_mask)
@@ -440,7 +446,10 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
         losses = []
         if input_ids is not None:
             text_embeds = self.get_text_embeds(input_ids, attention_mask)
-            positives = same_text_mask(input_ids, attention_mask)
+            if sentence_group_ids is not None:
+                positives = sentence_group_ids[:, None] == sentence_group_ids[None, :]
+            else:
+                positives = same_text_mask(input_ids, attention_mask)
             output.text_embeds = text_embeds
             output.logits_per_image = scale * image_embeds @ text_embeds.t()
             output.sentence_loss = multi_positive_contrastive_loss(image_embeds, text_embeds, scale, positives)

@@ -55,3 +55,13 @@ def tiny_contrastive(tiny_tokenizer):
 def xray_like(seed: int, height: int = 96, width: int = 80) -> np.ndarray:
     """A small random grayscale image (uint8)."""
     return (np.random.default_rng(seed).random((height, width)) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory):
+    """A small phantom data set on disk (R2Gen layout): 48 train, 8 val, 8 test studies, 64 px."""
+    from trrg.processing.phantom import generate_phantom
+
+    folder = tmp_path_factory.mktemp("phantom") / "data"
+    generate_phantom(folder, num_train=48, num_val=8, num_test=8, image_size=64, seed=0)
+    return folder

@@ -31,7 +31,9 @@ def _tokenizer_for(spec, vocab_size: int, corpus_size: int):
     if isinstance(spec, str):
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(spec)
+        from trrg.trainers.presets import check_pretrained_source
+
+        tokenizer = AutoTokenizer.from_pretrained(check_pretrained_source(spec, "llm/--text"))
         add_placeholder_tokens(tokenizer)
         return tokenizer
     return train_report_tokenizer(phantom_report_corpus(corpus_size), vocab_size=vocab_size)
@@ -60,8 +62,15 @@ def build_contrastive(preset_name: str = "tiny", vision: str | None = None, text
 
 def build_generator(preset_name: str = "tiny", vision: str | None = None, llm: str | None = None,
                     tokenizer=None, clue: dict | None = None, vocab_size: int = 1024, corpus_size: int = 3000,
-                    seed: int = 0):
-    """A stage-2 model and processor (random clue modules; an all-zero prompt bank until the bridge)."""
+                    seed: int = 0, vision_config=None, image_size: int | None = None,
+                    projection_dim: int | None = None):
+    """A stage-2 model and processor (random clue modules; an all-zero prompt bank until the bridge).
+
+    ``vision_config`` / ``image_size`` / ``projection_dim`` override the preset (the bridge passes
+    the stage-1 model's, so its weights fit).
+    """
+    import dataclasses
+
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
 
@@ -69,13 +78,16 @@ def build_generator(preset_name: str = "tiny", vision: str | None = None, llm: s
     from trrg.trainers.presets import _config_of
 
     preset = PRESETS[preset_name]
+    overrides = {"image_size": image_size, "projection_dim": projection_dim}
+    preset = dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})
     llm_spec = llm or preset.llm
     tokenizer = tokenizer or _tokenizer_for(llm_spec, vocab_size, corpus_size)
-    vision_config = _config_of(vision or preset.vision, "vision")
+    pretrained_vision = vision_config is None and isinstance(vision or preset.vision, str)
+    vision_config = vision_config or _config_of(vision or preset.vision, "vision")
     config = generation_config(preset, tokenizer, vision_config=vision_config, llm=llm, clue=clue)
     torch.manual_seed(seed)
     model = TRRGForConditionalGeneration(config)
-    if isinstance(vision or preset.vision, str):
+    if pretrained_vision:
         model.vision_model.backbone = AutoModel.from_pretrained(vision or preset.vision)
     if isinstance(llm_spec, str):
         model.language_model = AutoModelForCausalLM.from_pretrained(llm_spec)

@@ -1,0 +1,179 @@
+"""Both stages through their Trainer subclasses on a tiny phantom: losses, logging, LoRA, export, errors."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments, TRRGPretrainArguments
+from trrg.trainers.data import PretrainCollator, SentenceSampler, disease_targets
+from trrg.trainers.distributed import gather_with_local_grad, scale_gradient
+
+
+def _args(cls, tmp_path, **extra):
+    base = dict(output_dir=str(tmp_path / "run"), per_device_train_batch_size=16, per_device_eval_batch_size=8,
+                learning_rate=3e-3, num_train_epochs=1, max_steps=6, logging_steps=2, save_strategy="no",
+                eval_strategy="no", use_cpu=True, seed=0, disable_tqdm=True, report_to="none")
+    return cls(**{**base, **extra})
+
+
+def test_sentence_sampler_oversamples_findings_and_is_order_independent():
+    report = "Small left pleural effusion. No pneumothorax. Heart size is normal. Lungs are otherwise clear."
+    sampler = SentenceSampler(positive_rate=0.8, seed=0)
+    picks = [sampler("study-1", report) for _ in range(200)]
+    share = sum("effusion" in p for p in picks) / len(picks)
+    assert 0.75 < share < 0.95  # uniform sampling would give about 0.25
+    again = SentenceSampler(positive_rate=0.8, seed=0)
+    again("other-study", "No pneumothorax.")  # another study in between changes nothing for study-1
+    assert [again("study-1", report) for _ in range(200)] == picks
+
+
+def test_disease_targets_follow_the_uncertain_policy():
+    rows = [{"labels": {"Cardiomegaly": -1, "Edema": 1, "Pneumothorax": 0}}]
+    positive = disease_targets(rows, "positive")[0]
+    negative = disease_targets(rows, "negative")[0]
+    from trrg.modeling.configuration_trrg import CHEXPERT_OBSERVATIONS as names
+
+    assert positive[names.index("Cardiomegaly")] == 1 and negative[names.index("Cardiomegaly")] == 0
+    assert positive[names.index("Edema")] == 1 and positive[names.index("Pneumothorax")] == 0
+    with pytest.raises(ValueError, match="uncertain must be one of"):
+        disease_targets(rows, "maybe")
+
+
+def test_gather_keeps_gradient_only_for_the_local_part(monkeypatch):
+    import torch.distributed as dist
+
+    other_rank = torch.tensor([[5.0, 6.0]])
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "all_gather", lambda out, t: (out[0].copy_(other_rank), out[1].copy_(t)))
+    local = torch.tensor([[1.0, 2.0]], requires_grad=True)
+    gathered = gather_with_local_grad(local)
+    assert gathered.tolist() == [[5.0, 6.0], [1.0, 2.0]]
+    (gathered * torch.tensor([[10.0, 10.0], [3.0, 4.0]])).sum().backward()
+    assert local.grad.tolist() == [[3.0, 4.0]]
+
+
+def test_scale_gradient_keeps_the_value():
+    x = torch.tensor(2.0, requires_grad=True)
+    loss = scale_gradient(x * x, 3.0)
+    loss.backward()
+    assert loss.item() == 4.0 and x.grad.item() == 12.0
+
+
+def test_pretrainer_lowers_the_loss_logs_parts_and_clamps_the_temperature(tiny_phantom, tmp_path):
+    from trrg.trainers.pretrain import build_pretrainer
+
+    args = _args(TRRGPretrainArguments, tmp_path, max_steps=12, logging_steps=3)
+    trainer, _ = build_pretrainer(args, TRRGDataArguments(data=str(tiny_phantom), eval_split=""))
+    model = trainer.model
+    with torch.no_grad():
+        model.logit_scale.fill_(20.0)  # far above log(100): the callback must clamp it after a step
+    weights = model.disease_pos_weight.clone()
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert {"sentence_loss", "prompt_loss"} <= set(logs[0])
+    assert logs[-1]["loss"] < logs[0]["loss"]
+    assert model.logit_scale.item() <= torch.log(torch.tensor(100.0)).item() + 1e-6
+    # Positive weights from the training prevalence: the most common label (No Finding) weighs least.
+    assert weights.max() > 3 and weights.argmin().item() == 0
+
+
+def test_finetune_with_lora_trains_adapters_and_clues_and_exports_merged(tiny_phantom, tiny_contrastive, tmp_path):
+    from trrg.trainers.bridge import bridge
+    from trrg.trainers.export import export_hub_folder
+    from trrg.trainers.finetune import build_finetuner
+
+    model, processor = bridge(None, stage1=tiny_contrastive)
+    assert torch.count_nonzero(model.prompt_bank) > 0
+    args = _args(TRRGFinetuneArguments, tmp_path, lora_r=4, lora_target_modules="q_proj,v_proj")
+    trainer, processor = build_finetuner(args, TRRGDataArguments(data=str(tiny_phantom), eval_split=""), model, processor)
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable) and any(n.startswith("clue_injector") for n in trainable)
+    assert not any(n.startswith("vision_model") for n in trainable)  # frozen stage-1 perception
+    assert not any("language_model" in n and "lora" not in n for n in trainable)  # LLM base frozen under LoRA
+    vision_before = trainer.model.vision_model.backbone.embeddings.patch_embeddings.weight.clone()
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert {"lm_loss", "consistency_loss"} <= set(logs[0])
+    assert torch.equal(trainer.model.vision_model.backbone.embeddings.patch_embeddings.weight, vision_before)
+    folder = export_hub_folder(trainer.model, processor, tmp_path / "export", metrics={"ce_macro_f1_14": 0.5})
+    from safetensors import safe_open
+
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        keys = list(weights.keys())
+    assert not any("lora" in k or "base_layer" in k for k in keys)
+    assert "ce_macro_f1_14" in (folder / "README.md").read_text()
+    from trrg.trainers.checkpoints import load_model_folder
+
+    reloaded, _ = load_model_folder(folder, expected="trrg")
+    assert type(reloaded.language_model).__name__ == "LlamaForCausalLM"
+
+
+def test_generation_evaluation_adds_ce_metrics(tiny_phantom, tiny_generator, tmp_path):
+    from trrg.trainers.finetune import build_finetuner
+
+    import copy
+
+    model, processor = copy.deepcopy(tiny_generator[0]), tiny_generator[1]
+    args = _args(TRRGFinetuneArguments, tmp_path, max_steps=1, generation_max_new_tokens=8)
+    trainer, _ = build_finetuner(args, TRRGDataArguments(data=str(tiny_phantom), eval_split="val"), model, processor)
+    metrics = trainer.evaluate()
+    assert "eval_loss" in metrics and 0.0 <= metrics["eval_ce_micro_f1_14"] <= 1.0 and "eval_bleu_4" in metrics
+
+
+def test_oracle_clues_reach_the_model(tiny_phantom, tiny_generator):
+    from trrg.processing.datasets import load_r2gen
+    from trrg.trainers.data import FinetuneCollator
+
+    rows = list(load_r2gen(tiny_phantom / "annotation.json")["train"])[:4]
+    batch = FinetuneCollator(tiny_generator[1], oracle_clues=True)(rows)
+    assert torch.equal(batch["clue_probs"], batch["disease_labels"])
+    with torch.no_grad():
+        out = tiny_generator[0](**batch)
+    assert torch.equal(out.disease_probs, batch["disease_labels"])
+
+
+def test_bad_inputs_are_named_before_training(tiny_phantom, tiny_contrastive, tiny_generator, tmp_path):
+    from trrg.trainers.bridge import bridge
+    from trrg.trainers.checkpoints import load_model_folder
+    from trrg.trainers.presets import save_hub_folder
+    from trrg.trainers.studies import load_studies
+
+    stage2_dir = save_hub_folder(*tiny_generator, tmp_path / "stage2")
+    with pytest.raises(ValueError, match="stage-2 .* but a stage-1 .* is needed"):
+        load_model_folder(stage2_dir, expected="trrg_contrastive")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_model_folder(tmp_path / "nowhere", expected="trrg")
+    stage1_dir = save_hub_folder(*tiny_contrastive, tmp_path / "stage1")
+    with pytest.raises(FileNotFoundError, match="--llm"):
+        bridge(stage1_dir, llm=str(tmp_path / "missing-llm"))
+
+    annotation = json.loads((tiny_phantom / "annotation.json").read_text())
+    annotation["train"][3]["image_path"] = []
+    annotation["train"][5]["report"] = " ... "
+    bad = tmp_path / "bad" / "annotation.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps(annotation))
+    data_args = SimpleNamespace(data=str(bad), image_root=str(tiny_phantom / "images"), train_split="train",
+                                eval_split="", max_train_studies=None, max_eval_studies=None)
+    with pytest.raises(SystemExit) as error:
+        load_studies(data_args)
+    message = str(error.value)
+    assert annotation["train"][3]["id"] in message and annotation["train"][5]["id"] in message
+
+
+def test_unreadable_image_is_skipped_and_counted(tiny_phantom, tiny_generator, tmp_path):
+    from trrg.processing.datasets import load_r2gen
+    from trrg.trainers.data import FinetuneCollator
+
+    rows = list(load_r2gen(tiny_phantom / "annotation.json")["train"])[:3]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    rows[1] = {**rows[1], "images": [str(broken)]}
+    collator = FinetuneCollator(tiny_generator[1])
+    batch = collator(rows)
+    assert batch["pixel_values"].shape[0] == 2
+    assert collator.reader.skipped_images == 1 and collator.reader.dropped_studies == 1

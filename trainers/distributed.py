@@ -1,0 +1,37 @@
+"""Cross-process helpers as pure functions (tested on CPU with patched collectives, as open_clip does)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_local_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """All-gather along dim 0; this rank's slice keeps its autograd graph, the others are constants.
+
+    Every rank then computes the loss over the global batch, and gradients flow only into the
+    features it computed itself (all ranks must pass tensors of the same shape).
+    """
+    size = world_size()
+    if size == 1:
+        return tensor
+    gathered = [torch.zeros_like(tensor) for _ in range(size)]
+    dist.all_gather(gathered, tensor.detach().contiguous())
+    gathered[dist.get_rank()] = tensor
+    return torch.cat(gathered, dim=0)
+
+
+def scale_gradient(loss: torch.Tensor, factor: float) -> torch.Tensor:
+    """Same value, gradient times ``factor``.
+
+    A loss computed over gathered features gives each rank only d loss / d (its own features); DDP
+    then averages over ranks, i.e. divides the true gradient by the world size. Scaling the gradient
+    by the world size restores the single-process gradient while the logged value stays the loss.
+    """
+    if factor == 1:
+        return loss
+    return loss + (factor - 1) * (loss - loss.detach())

@@ -1,0 +1,161 @@
+"""Stage 2: ``TRRGFinetuneTrainer`` and ``trrg finetune``.
+
+    trrg finetune --model runs/stage2-init --data runs/phantom --output_dir runs/stage2 --num_train_epochs 10
+    trrg finetune --stage1 runs/stage1/final --llm /models/llama-7b --lora_r 16 --data DIR --output_dir OUT
+    trrg finetune ... --resume          # continue from the newest checkpoint in --output_dir
+
+Trains the LM loss and the disease-aware consistency loss (logged apart as ``lm_loss`` and
+``consistency_loss``). Evaluation generates reports for the evaluation split and adds the
+clinical-efficacy and NLG metrics (``eval_ce_macro_f1_14``, ``eval_bleu_4``, ...); the best
+checkpoint is chosen by ``--metric_for_best_model`` (default CE macro-F1 over the 14 observations).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from transformers import Trainer
+
+from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments
+from trrg.trainers.data import FinetuneCollator, disease_targets
+from trrg.trainers.generation import generate_reports
+from trrg.trainers.logging_utils import LossPartsMixin
+
+
+class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
+    """``Trainer`` for ``TRRGForConditionalGeneration`` with generation-based evaluation."""
+
+    loss_parts = ("lm_loss", "consistency_loss")
+
+    def __init__(self, *args, generation_kwargs: dict | None = None, oracle_clues: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generation_kwargs = generation_kwargs or {}
+        self.oracle_clues = oracle_clues
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        self.record_loss_parts(outputs)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None or not self.is_world_process_zero():
+            return metrics
+        scores = self.generation_scores(dataset)
+        metrics.update({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
+        self.log({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
+        return metrics
+
+    def generation_scores(self, dataset) -> dict[str, float]:
+        """Generate for every study of ``dataset`` and score against its reports (no METEOR: speed)."""
+        from trrg.evaluation.score import score_reports
+
+        rows = list(dataset)
+        model = self.accelerator.unwrap_model(self.model)
+        predictions = generate_reports(model, self.processing_class, rows, batch_size=self.args.per_device_eval_batch_size,
+                                       oracle_clues=self.oracle_clues, **self.generation_kwargs)
+        by_id = {row["id"]: row["report"] for row in rows}
+        scores = score_reports([p["report"] for p in predictions], [by_id[p["id"]] for p in predictions], meteor=False)
+        return {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and "/" not in k}
+
+
+def prepare_for_training(model, args: TRRGFinetuneArguments):
+    """Freezing policy and LoRA. Frozen: the stage-1 perception when ``freeze_vision``."""
+    frozen = [model.vision_model, model.visual_projection] if args.freeze_vision else []
+    for module in frozen:
+        module.requires_grad_(False)
+    if args.freeze_vision:
+        model.logit_scale.requires_grad_(False)
+    if args.lora_r > 0:
+        model.language_model = _with_lora(model.language_model, args, args.lora_target_modules.split(","))
+    if args.lora_vision:
+        model.vision_model.backbone = _with_lora(model.vision_model.backbone, args, _linear_names(model.vision_model.backbone))
+    return model
+
+
+def _with_lora(module, args, targets):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=args.lora_r or 8, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                        target_modules=[t.strip() for t in targets if t.strip()], bias="none")
+    return get_peft_model(module, config)
+
+
+def _linear_names(module) -> list[str]:
+    import torch.nn as nn
+
+    return sorted({name.rsplit(".", 1)[-1] for name, child in module.named_modules() if isinstance(child, nn.Linear)})
+
+
+def merge_lora(model):
+    """Fold LoRA weights back into plain modules (for export: standard weight names)."""
+    from peft import PeftModel
+
+    if isinstance(model.language_model, PeftModel):
+        model.language_model = model.language_model.merge_and_unload()
+    if isinstance(model.vision_model.backbone, PeftModel):
+        model.vision_model.backbone = model.vision_model.backbone.merge_and_unload()
+    return model
+
+
+def load_stage2(args: TRRGFinetuneArguments):
+    from trrg.trainers.bridge import bridge
+    from trrg.trainers.checkpoints import load_model_folder
+
+    clue = {k: v for k, v in {"use_clue_injection": args.use_clue_injection,
+                             "use_clue_interaction": args.use_clue_interaction}.items() if v is not None}
+    if args.stage1:
+        model, processor = bridge(args.stage1, args.llm, args.preset, clue=clue, seed=args.seed)
+    elif args.model:
+        if clue:
+            raise SystemExit("--use_clue_injection/--use_clue_interaction change the architecture: use them with --stage1")
+        model, processor = load_model_folder(args.model, expected="trrg")
+    else:
+        raise SystemExit("pass --model (a stage-2 folder) or --stage1 (a stage-1 folder to bridge)")
+    if args.consistency_loss_weight is not None:
+        model.config.clue_config.consistency_loss_weight = args.consistency_loss_weight
+    return model, processor
+
+
+def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, model=None, processor=None, studies=None):
+    from trrg.trainers.studies import load_studies
+
+    if model is None:
+        model, processor = load_stage2(args)
+    prepare_for_training(model, args)
+    studies = studies if studies is not None else load_studies(data_args)
+    eval_dataset = studies[data_args.eval_split] if data_args.eval_split in studies else None
+    collator = FinetuneCollator(processor, data_args.uncertain, data_args.strict_images, oracle_clues=args.oracle_clues)
+    generation = {"max_new_tokens": args.generation_max_new_tokens, "num_beams": args.generation_num_beams}
+    if args.label_names is None:  # the forward also takes disease_labels/disease_label_mask (optional)
+        args.label_names = ["labels"]
+    if eval_dataset is None or args.eval_strategy == "no":
+        args.load_best_model_at_end = False
+    trainer = TRRGFinetuneTrainer(model=model, args=args, train_dataset=studies[data_args.train_split],
+                                  eval_dataset=eval_dataset, data_collator=collator, processing_class=processor,
+                                  generation_kwargs=generation, oracle_clues=args.oracle_clues)
+    return trainer, processor
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trrg.trainers.checkpoints import parse_with_resume
+
+    args, data_args = parse_with_resume((TRRGFinetuneArguments, TRRGDataArguments), argv, "trrg finetune", __doc__)
+    from trrg.trainers.checkpoints import resume_point
+
+    trainer, processor = build_finetuner(args, data_args)
+    trainer.train(resume_from_checkpoint=resume_point(args))
+    if trainer.is_world_process_zero():
+        from trrg.trainers.export import export_hub_folder
+
+        final = export_hub_folder(trainer.model, processor, Path(args.output_dir) / "final")
+        print(f"stage-2 model (LoRA merged) written to {final}")
+    return 0
+
+
+__all__ = ["TRRGFinetuneTrainer", "prepare_for_training", "merge_lora", "disease_targets"]
+
+if __name__ == "__main__":
+    sys.exit(main())
