@@ -22,9 +22,10 @@ def model_kind(folder: str | Path) -> str:
 
 def load_model_folder(folder: str | Path, expected: str):
     """Model + processor of a TRRG folder, checking it is the expected stage."""
-    import trrg.modeling  # noqa: F401  (registers the local classes with the Auto classes)
+    from trrg.modeling import register_auto_classes
     from transformers import AutoModel, AutoProcessor
 
+    register_auto_classes()
     kind = model_kind(folder)
     if kind != expected:
         found = KINDS.get(kind, f"a {kind!r} model")

@@ -1,0 +1,517 @@
+"""A fast, rule-based labeler for the 14 CheXpert observations (``trrg label``).
+
+It follows the CheXpert labeler's three stages with regular expressions instead of a dependency
+parser, so it needs no models and labels thousands of reports per second:
+
+1. **Mention extraction**: phrase lists per observation (our own lists; the CheXpert phrase files
+   served as a checklist). "Descriptor" mentions such as "heart size" or "mediastinal contours"
+   name an organ rather than a finding: unqualified they count as positive (as in CheXpert);
+   "stable", "unchanged" or "borderline" make them uncertain unless they are affirmed ("enlarged").
+2. **Classification of each mention** from the cues around it in its sentence, in CheXpert's order:
+   double negations ("cannot be excluded", "not ruled out", "no new") are uncertain; then
+   negations ("no", "without", "free of", "... is normal", "... has resolved") are negative; then
+   hedges ("may represent", "possible", "versus", "X or Y", "concerning for") are uncertain; else
+   positive. A cue reaches a mention only within a few words and not across a scope break ("but",
+   "however", "although", "with", ";"); a negation before a mention also stops at a new clause
+   ("is", "there"), so "no effusion, pneumothorax or consolidation" negates all three while
+   "no effusion. mild atelectasis" does not. Pseudo-negations ("no change", "not only") negate
+   nothing.
+3. **Aggregation per report** as CheXpert does: any positive mention wins, otherwise any uncertain
+   one, otherwise negative; a positive or uncertain heart-failure mention makes Cardiomegaly
+   uncertain unless it is positive; "No Finding" is 1 when nothing but Support Devices is positive
+   or uncertain (other abnormalities such as emphysema or granulomas count too), else ``None``.
+
+IU-Xray's "XXXX" de-identification masks are treated as one unknown word, and may sit inside a
+multi-word phrase ("pleural XXXX effusion"). All regular expressions are compiled at import;
+labelled sentences are kept in a bounded LRU cache, since reports repeat template sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from trrg.modeling.constants_trrg import CHEXPERT_OBSERVATIONS
+
+from .text import split_sentences
+
+POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
+NO_FINDING = "No Finding"
+SUPPORT_DEVICES = "Support Devices"
+CARDIOMEGALY = "Cardiomegaly"
+# Reports repeat template sentences ("No pneumothorax."): a bounded cache of labelled sentences
+# skips the regular expressions for most of them.
+SENTENCE_CACHE_SIZE = 16384
+# Abnormalities outside the 14 observations: they only rule out "No Finding".
+OTHER_FINDING = "other finding"
+
+# Mention kinds.
+FINDING = "finding"  # names an abnormality ("cardiomegaly")
+# Names a structure ("heart size", "mediastinum"): positive unless a cue says otherwise, as in
+# CheXpert; "stable" or "borderline" make it uncertain unless it is affirmed ("enlarged").
+DESCRIPTOR = "descriptor"
+HEDGED = "hedged"  # uncertain unless negated ("vascular congestion"), as in CheXpert
+HEART_FAILURE = "heart failure"  # an Edema mention that also makes Cardiomegaly uncertain
+NOT_A_MENTION = "not a mention"  # looks like a mention but is not ("pericardial effusion")
+# Counts only when negated: "no acute bony abnormality" rules a fracture out, while an affirmed
+# "bony abnormality" need not be one.
+NEGATED_ONLY = "negated only"
+
+
+# ---------------------------------------------------------------------------------------------
+# Phrase lists: (regular expression, observation, kind). Order matters where phrases overlap:
+# at one position the first listed alternative wins, so longer and excluding phrases come first.
+# A space in a phrase also accepts an "XXXX" mask between the words.
+# ---------------------------------------------------------------------------------------------
+_MENTION_PHRASES: tuple[tuple[str, str | None, str], ...] = (
+    # Look-alikes that must not count.
+    (r"pericardial effusions?|(?:pleural|septal|kerley(?: b)?) lines?", None, NOT_A_MENTION),
+    # The heart as a landmark ("projected over the heart") says nothing about its size.
+    (r"(?:over|overlying|overlies|overlie|behind|to|near|beneath|obscur\w*|abut\w*) (?:the )?(?:left |right )?heart"
+     r"|heart (?:border|borders|apex)", None, NOT_A_MENTION),
+    (r"calcified (?:nodule|nodules|nodular \w+)", OTHER_FINDING, FINDING),
+    # Pleural Other before Lung Opacity, so "pleural scarring" is not a lung "scar".
+    (r"pleural(?:-| - | and | )(?:parenchymal |peripheral )?scar\w*|pleural scar\w*", "Pleural Other", FINDING),
+    (r"pleuro-?(?:parenchymal|pericardial) scar\w*", "Pleural Other", FINDING),
+    (r"(?:pleural|fissural) thicken\w*|fibrothorax|fibros[ie]s|fibrotic", "Pleural Other", FINDING),
+    # Edema and heart failure before the heart itself.
+    (r"(?:congestive )?heart failure|chf", "Edema", HEART_FAILURE),
+    (r"(?:vascular|pulmonary|venous) congestion|indistinctness|vascular prominence", "Edema", HEDGED),
+    (r"edema\w*|oedema", "Edema", FINDING),
+    # Cardiomegaly.
+    (r"cardiomegaly|cardiac enlargement|enlarged (?:heart|cardiac silhouette)", CARDIOMEGALY, FINDING),
+    (r"enlargement of the (?:heart|cardiac silhouette)", CARDIOMEGALY, FINDING),
+    (r"cardio\s?mediastinal (?:silhouette|contour|shadow)s?|cardiomediastinum",
+     "Enlarged Cardiomediastinum", DESCRIPTOR),
+    (r"heart size|cardiac (?:size|silhouette|shadow|contour|border)s?|heart(?! failure)|cardiac(?= and mediastin)",
+     CARDIOMEGALY, DESCRIPTOR),
+    # Enlarged Cardiomediastinum.
+    (r"(?:widened|widening of the|enlarged) mediastinum|mediastinal (?:widening|enlargement)",
+     "Enlarged Cardiomediastinum", FINDING),
+    (r"(?:hilar and )?mediastinal (?:and hilar )?(?:contour|silhouette|configuration|width|shadow|structure|border)s?"
+     r"|mediastinum|pericardial silhouette", "Enlarged Cardiomediastinum", DESCRIPTOR),
+    # Lung Lesion.
+    (r"nodular (?:opacit|densit|opacification|lesion)\w*|mass-?like (?:opacit|densit|opacification|lesion)\w*",
+     "Lung Lesion", FINDING),
+    (r"mass(?:es)?|nodul\w*|lump|cavitary lesions?|cavit(?:y|ies)|carcinoma|neoplasm\w*|tumou?rs?|malignan\w*",
+     "Lung Lesion", FINDING),
+    # Lung Opacity.
+    (r"opaci\w*|decreased translucency|increased densit(?:y|ies)|air(?:space| space|-space) (?:disease|process)"
+     r"|infiltrat\w*|interstitial (?:marking|pattern|opacit|lung disease|prominence)\w*"
+     r"|reticula\w*|peribronchial (?:thickening|cuffing)|(?:bronchial )?wall thickening|scar\w*",
+     "Lung Opacity", FINDING),
+    (r"consolidat\w*", "Consolidation", FINDING),
+    (r"pneumonia\w*|infectio\w*|bronchopneumonia", "Pneumonia", FINDING),
+    (r"atelecta\w*|collapse\w*", "Atelectasis", FINDING),
+    (r"pneumothora\w*", "Pneumothorax", FINDING),
+    (r"pleural fluid|effusions?|hydropneumothorax", "Pleural Effusion", FINDING),
+    (r"fracture\w*", "Fracture", FINDING),
+    (r"(?:acute )?(?:bony|osseous|skeletal) (?:abnormalit\w*|injur\w*|process\w*)", "Fracture", NEGATED_ONLY),
+    (r"pace(?:makers?| makers?)|pacers?|picc|lines?|tubes?|valves?|catheters?|hardware|arthroplast\w*|icd"
+     r"|defibrillators?|devices?|drains?|plates?|screws?|cannula\w*|apparatus|coils?|mediport|port-?a-?cath"
+     r"|tracheostomy"
+     r"|(?:pacer|pacemaker|pacing|icd) leads|support equipment"
+     # A tip that ends somewhere is a line or tube's, even when the device's name is masked.
+     r"|tip (?:in|at|overlying|overlies|projecting|projects|terminat\w*|near|approximat\w*|extends|located|is)",
+     SUPPORT_DEVICES, FINDING),
+    # Other abnormalities (rule out No Finding only).
+    (r"emphysema\w*|blunt\w*|densit(?:y|ies)|elevat\w*|eventration|degenera\w*|calcifi\w*"
+     r"|hyperinfla\w*|hyperexpan\w*|hyperlucen\w*|bronchospasm|asthma|hernia\w*|copd|osteophyt\w*"
+     r"|aortic disease|bronchiolitis|airways? disease|thickening|cephalization|aspiration"
+     r"|bullae|bullous|contusion|atherosclero\w*|osteopeni\w*|arthriti\w*|\w*scolio\w*|metasta\w*|granulom\w*"
+     r"|pneumomediastinum"
+     r"|pneumoperitoneum|cuffing|lucenc\w*|inflam\w*|hypertension|prominen\w*|kyphos\w*|kyphotic"
+     r"|bullet|thoracentesis|bronchitis|bronchiectasis|volume loss|deformit\w*|hemorrhage|hematoma"
+     r"|radiopaque|arthropathy|tortuo\w*|ectasia|ectatic|unfold\w*|adenopathy"
+     r"|lymphadenopathy|chronic obstructive|cyst\w*|curvature|spurs?|spurring|syndesmophyt\w*|dextrocardia"
+     # Postoperative states: not a normal study either.
+     r"|sternotom\w*|cabg|post-?(?:operative|surgical)|status post|prosthe\w*|implants?|foreign bod\w*"
+     r"|amputation|thoracotomy|lobectomy|pneumonectomy|mastectomy|piercing",
+     OTHER_FINDING, FINDING),
+)
+
+# ---------------------------------------------------------------------------------------------
+# Cues: (regular expression, kind, words it reaches before a mention, words after a mention).
+# "before 6" means the cue precedes the mention by at most 6 words ("no [6 words] effusion").
+# ---------------------------------------------------------------------------------------------
+NEGATED_UNCERTAIN = "double negation"  # uncertain, checked before negation
+NEGATION = "negation"
+UNCERTAINTY = "uncertainty"
+STABILITY = "stability"  # "stable", "borderline": uncertain for descriptor mentions only
+BREAK = "break"  # ends every cue's scope
+CLAUSE = "clause"  # a new clause: ends the scope of cues *before* a mention
+COMMA = "comma"  # ends the scope of hedges *after* a mention ("opacity, may reflect ...")
+AFFIRMATION = "affirmation"  # "enlarged": makes a descriptor positive; ends the scope after a mention
+
+_CUES: tuple[tuple[str, str, int, int], ...] = (
+    # Double negations.
+    (r"(?:cannot|can not|could not|can't|not) (?:be )?(?:entirely |completely |definitely )?"
+     r"(?:excluded|exclude|ruled out|rule out)", NEGATED_UNCERTAIN, 8, 6),
+    (r"(?:difficult|unable|impossible) to (?:exclude|rule out)", NEGATED_UNCERTAIN, 8, 6),
+    (r"no new", NEGATED_UNCERTAIN, 6, 0),
+    # Pseudo-negations: they change nothing, except that "no change" keeps a descriptor stable.
+    (r"(?:no|without|not) (?:significant(?:ly)? |interval |appreciable |substantial |definite |other )?"
+     r"(?:change|changed|increase|increased|decrease|decreased|worsening|improvement|difference)\w*",
+     STABILITY, 3, 6),
+    (r"not only|no doubt", BREAK, 0, 0),
+    # Hedges made of negation words, before the plain negations.
+    (r"not (?:well |clearly |optimally |fully )(?:seen|visualized|visualised|evaluated|assessed|demonstrated)"
+     r"|(?:poorly|incompletely) (?:seen|visualized|evaluated|assessed)|not appreciated|obscur\w*",
+     UNCERTAINTY, 3, 4),
+    # Negations.
+    (r"(?:no|without) (?:\w+ )?(?:evidence|signs?|findings?|features?|suggestion) (?:of|for|to suggest)",
+     NEGATION, 10, 0),
+    (r"to suggest|negative for|free of|clear of|absence of|lack of|resolution of|removal of|rule out|ruled out",
+     NEGATION, 10, 0),
+    (r"no|without|neither|nor|never|exclude[sd]?", NEGATION, 10, 0),
+    (r"(?:at |near |to )?(?:the )?(?:upper limits? of|high|top|upper) normal", NEGATION, 3, 6),
+    (r"(?:not|no longer) (?:\w+ )?(?:seen|identified|demonstrated|visualized|visible|present|evident|noted|detected"
+     r"|enlarged|shown|apparent|included)", NEGATION, 0, 5),
+    (r"no longer|not", NEGATION, 10, 0),
+    (r"within normal limits|normal in (?:size|caliber|appearance|contour)", NEGATION, 0, 9),
+    (r"normal (?:size|appearance|caliber|contour)(?: and (?:configuration|contour|shape|size))? of", NEGATION, 3, 0),
+    (r"normal(?:ly)?|unremarkable", NEGATION, 3, 9),
+    (r"absent|resolved|resolving|cleared|removed|negative", NEGATION, 3, 5),
+    # Hedges.
+    (r"possibl[ey]|probabl[ey]|likely|questionabl[ey]|suspect(?:ed)?|presum(?:ed|ably|ptive)|favou?red"
+     r"|equivocal|indeterminate|may be|might be|could be|can be|cannot|uncertain",
+     UNCERTAINTY, 6, 4),
+    (r"may|might|could|would|suggestive of|suggestion of|concerning for|concern for|suspicious (?:for|of)"
+     r"|suspicion (?:of|for)|worrisome for|question of|questioned"
+     r"|differential (?:diagnosis )?(?:includes?|considerations?)"
+     r"|(?:clinical )?correlation", UNCERTAINTY, 6, 0),
+    (r"versus|vs|and/or", UNCERTAINTY, 3, 3),
+    (r"or", UNCERTAINTY, 3, 2),
+    # Stability (for descriptors).
+    (r"stable|unchanged|similar|grossly unchanged|not changed|borderline", STABILITY, 3, 6),
+    # Scope ends.
+    (r"but|however|although|though|whereas|while|except|apart from|aside from|which|yet|with", BREAK, 0, 0),
+    (r"[;:]", BREAK, 0, 0),
+    # Enlargement affirms a descriptor ("the heart is enlarged") and closes its clause, so that in
+    # "heart size is enlarged, vascularity normal" the "normal" does not reach the heart.
+    (r"enlarged|enlargement|increased?|widened|widening|large|prominen\w*", AFFIRMATION, 2, 6),
+    (r"is|are|was|were|has|have|there|that|remains?|appears?|consistent", CLAUSE, 0, 0),
+    (r",", COMMA, 0, 0),
+)
+
+
+def _phrase_regex(pattern: str) -> str:
+    # Let an IU-Xray "xxxx" mask sit between the words of a phrase.
+    return pattern.replace(" ", r"\s+(?:xxxx\s+)?")
+
+
+def _word_alternatives(patterns: Iterable[str]) -> str:
+    # One capturing group per entry, so `match.lastindex` tells which entry matched. The word
+    # boundary is checked once for all entries, which keeps the scan fast.
+    groups = "|".join(f"({_phrase_regex(pattern)})" for pattern in patterns)
+    return rf"(?<![\w-])(?:{groups})(?![\w-])"
+
+
+_MENTION_REGEX = re.compile(_word_alternatives(pattern for pattern, _, _ in _MENTION_PHRASES))
+# Punctuation cues go after the word cues; `_CUE_TABLE[match.lastindex - 1]` is the matched entry.
+_WORD_CUES = [cue for cue in _CUES if re.search("[a-z]", cue[0])]
+_PUNCTUATION_CUES = [cue for cue in _CUES if not re.search("[a-z]", cue[0])]
+_CUE_TABLE = [cue[1:] for cue in _WORD_CUES + _PUNCTUATION_CUES]
+_CUE_REGEX = re.compile(
+    _word_alternatives(cue[0] for cue in _WORD_CUES) + "|" + "|".join(f"({cue[0]})" for cue in _PUNCTUATION_CUES)
+)
+_MASK = re.compile(r"\bx{2,}(?:[\s-]+x{2,})*\b")
+
+
+def _cues_in(sentence: str) -> list[tuple[int, int, str, int, int]]:
+    return [(m.start(), m.end(), *_CUE_TABLE[m.lastindex - 1]) for m in _CUE_REGEX.finditer(sentence)]
+
+
+def _words_between(sentence: str, start: int, end: int) -> int:
+    gap = sentence[start:end].strip(" ,")
+    return gap.count(" ") + 1 if gap else 0
+
+
+def _kinds_before(sentence: str, start: int, cues: list[tuple[int, int, str, int, int]]) -> set[str]:
+    """Kinds of the cues before ``sentence[start:]`` that reach it, scanning back to a clause start."""
+    kinds = set()
+    after_comma = False
+    for _, cue_end, kind, reach_before, _ in reversed([cue for cue in cues if cue[1] <= start]):
+        if kind in (BREAK, CLAUSE):
+            break
+        after_comma |= kind == COMMA
+        if kind == AFFIRMATION and after_comma:
+            continue  # "heart enlarged, stable mediastinum": the enlargement is the heart's
+        if reach_before and _words_between(sentence, cue_end, start) <= reach_before:
+            kinds.add(kind)
+    return kinds
+
+
+def _kinds_after(sentence: str, end: int, cues: list[tuple[int, int, str, int, int]]) -> set[str]:
+    """Kinds of the cues after ``sentence[:end]`` that reach back to it, up to a scope break."""
+    kinds = set()
+    hedges_open = True  # a comma closes hedges: "opacity, may reflect atelectasis"
+    for cue_start, _, kind, _, reach_after in (cue for cue in cues if cue[0] >= end):
+        if kind == BREAK:
+            break
+        if kind == COMMA:
+            hedges_open = False
+            continue
+        if reach_after and _words_between(sentence, end, cue_start) <= reach_after:
+            if kind != UNCERTAINTY or hedges_open:
+                kinds.add(kind)
+        if kind == AFFIRMATION:
+            break  # the mention's predicate: what follows belongs to another clause
+    return kinds
+
+
+def _mention_label(kind: str, cue_kinds: set[str]) -> int:
+    if NEGATED_UNCERTAIN in cue_kinds:
+        return UNCERTAIN
+    if NEGATION in cue_kinds:
+        return NEGATIVE
+    if UNCERTAINTY in cue_kinds or kind == HEDGED:
+        return UNCERTAIN
+    if kind == DESCRIPTOR and STABILITY in cue_kinds and AFFIRMATION not in cue_kinds:
+        return UNCERTAIN
+    return POSITIVE
+
+
+@functools.lru_cache(maxsize=SENTENCE_CACHE_SIZE)
+def _sentence_mentions(sentence: str) -> tuple[tuple[str, str, int], ...]:
+    """(observation, mention kind, label) for every mention in one lower-cased sentence."""
+    mentions = []
+    cues = None  # found lazily: many sentences hold no mention
+    for match in _MENTION_REGEX.finditer(sentence):
+        _, observation, kind = _MENTION_PHRASES[match.lastindex - 1]
+        if observation is None:
+            continue
+        if cues is None:
+            cues = _cues_in(sentence)
+        cue_kinds = _kinds_before(sentence, match.start(), cues) | _kinds_after(sentence, match.end(), cues)
+        label = _mention_label(kind, cue_kinds)
+        if kind != NEGATED_ONLY or label == NEGATIVE:
+            mentions.append((observation, kind, label))
+    return tuple(mentions)
+
+
+def _mentions(text: str) -> Iterator[tuple[str, str, int]]:
+    """(observation, mention kind, label) for every mention in ``text``."""
+    for sentence in split_sentences(_MASK.sub("xxxx", text.lower())):
+        yield from _sentence_mentions(sentence)
+
+
+def _combine(previous: int | None, new: int) -> int:
+    # CheXpert: positive beats uncertain beats negative.
+    if previous is None:
+        return new
+    if POSITIVE in (previous, new):
+        return POSITIVE
+    return UNCERTAIN if UNCERTAIN in (previous, new) else NEGATIVE
+
+
+def label_report(text: str) -> dict[str, int | None]:
+    """Label one report: ``{observation: 1 positive | 0 negative | -1 uncertain | None not mentioned}``.
+
+    >>> labels = label_report("Mild cardiomegaly. No pleural effusion, pneumothorax or consolidation.")
+    >>> labels["Cardiomegaly"], labels["Pleural Effusion"], labels["Pneumothorax"], labels["Edema"]
+    (1, 0, 0, None)
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"label_report expects the report as a str, got {type(text).__name__}")
+    labels: dict[str, int | None] = dict.fromkeys(CHEXPERT_OBSERVATIONS)
+    other_finding = heart_failure = False
+    for observation, kind, label in _mentions(text):
+        if observation == OTHER_FINDING:
+            other_finding |= label != NEGATIVE
+            continue
+        labels[observation] = _combine(labels[observation], label)
+        heart_failure |= kind == HEART_FAILURE and label != NEGATIVE
+    if heart_failure and labels[CARDIOMEGALY] != POSITIVE:
+        labels[CARDIOMEGALY] = UNCERTAIN
+    finding = other_finding or any(
+        labels[name] in (POSITIVE, UNCERTAIN) for name in CHEXPERT_OBSERVATIONS if name != SUPPORT_DEVICES
+    )
+    labels[NO_FINDING] = None if finding else POSITIVE
+    return labels
+
+
+def label_reports(texts: Iterable[str]) -> list[dict[str, int | None]]:
+    """Label many reports (see :func:`label_report`)."""
+    return [label_report(text) for text in texts]
+
+
+def labels_to_vector(
+    labels: dict[str, int | None], uncertain_as: float = 1.0, missing_as: float = 0.0
+) -> list[float]:
+    """Labels as floats in ``CHEXPERT_OBSERVATIONS`` order (the models' ``disease_labels``).
+
+    Positive is 1.0, negative 0.0; uncertain and unmentioned observations take ``uncertain_as``
+    and ``missing_as`` (CheXpert's "U-Ones" policy by default).
+    """
+    unknown = set(labels) - set(CHEXPERT_OBSERVATIONS)
+    if unknown:
+        raise ValueError(f"unknown observations {sorted(unknown)}: expected names from {list(CHEXPERT_OBSERVATIONS)}")
+    values = {POSITIVE: 1.0, NEGATIVE: 0.0, UNCERTAIN: float(uncertain_as), None: float(missing_as)}
+    vector = []
+    for name in CHEXPERT_OBSERVATIONS:
+        label = labels.get(name)
+        if label not in values:
+            raise ValueError(f"label of {name!r} is {label!r}: expected 1, 0, -1 or None")
+        vector.append(values[label])
+    return vector
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: trrg label INPUT --output OUT
+# ---------------------------------------------------------------------------------------------
+class ReportInputError(ValueError):
+    """A record of the input file that cannot be labelled; names the file and line."""
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[object, str] | ReportInputError]:
+    with path.open(encoding="utf-8") as file:
+        for line_number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                yield record["id"], _report_text(record)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                yield ReportInputError(
+                    f"{path}:{line_number}: {error!s}; expected a JSON object with 'id' and 'report' (a string)"
+                )
+
+
+def _report_text(record: dict) -> str:
+    report = record["report"]
+    if not isinstance(report, str):
+        raise ValueError(f"'report' is {type(report).__name__}, not a string")
+    return report
+
+
+def _read_annotation(path: Path) -> Iterator[tuple[object, str] | ReportInputError]:
+    # R2Gen annotation.json: {"train": [{"id", "report", ...}], "val": [...], "test": [...]};
+    # a plain list of records is accepted too.
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ReportInputError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    splits = {"records": data} if isinstance(data, list) else data
+    if not isinstance(splits, dict):
+        raise ReportInputError(
+            f"{path}: expected an R2Gen annotation {{'train': [...], ...}}, got {type(data).__name__}"
+        )
+    for split, records in splits.items():
+        if not isinstance(records, list):
+            yield ReportInputError(f"{path}: split {split!r} is {type(records).__name__}, expected a list of records")
+            continue
+        for index, record in enumerate(records):
+            try:
+                yield record["id"], _report_text(record)
+            except (KeyError, TypeError, ValueError) as error:
+                yield ReportInputError(f"{path}: {split}[{index}]: {error!s}; expected 'id' and 'report'")
+
+
+def _read_csv(path: Path) -> Iterator[tuple[object, str] | ReportInputError]:
+    with path.open(encoding="utf-8", newline="") as file:
+        rows = list(csv.reader(file))
+    if not rows:
+        return
+    header = [name.strip().lower() for name in rows[0]]
+    if "report" in header or "reports" in header:
+        report_column = header.index("report" if "report" in header else "reports")
+        id_column = header.index("id") if "id" in header else None
+        rows, first_number = rows[1:], 2
+    elif len(header) == 1:  # headerless single column, as the CheXpert labeler reads
+        report_column, id_column, first_number = 0, None, 1
+    else:
+        raise ReportInputError(f"{path}:1: no 'report' column in header {rows[0]}; add columns 'id' and 'report'")
+    for offset, row in enumerate(rows):
+        row_number = first_number + offset
+        if len(row) <= max(report_column, id_column or 0):
+            yield ReportInputError(f"{path}: row {row_number}: {len(row)} fields, too few for the header")
+            continue
+        yield (row[id_column] if id_column is not None else offset + 1), row[report_column]
+
+
+def read_reports(path: str | os.PathLike) -> Iterator[tuple[object, str] | ReportInputError]:
+    """(id, report) pairs, or a :class:`ReportInputError` in place of each unreadable record."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input {path} does not exist: pass a .jsonl, R2Gen .json or .csv file")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _read_jsonl(path)
+    if suffix == ".json":
+        return _read_annotation(path)
+    if suffix == ".csv":
+        return _read_csv(path)
+    raise ReportInputError(f"{path}: unknown input type {suffix!r}; use .jsonl, .json (R2Gen annotation) or .csv")
+
+
+def write_jsonl_atomically(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Write JSON lines to a temporary file next to ``path``, then rename it over ``path``: a crash
+    leaves any earlier result intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            for record in records:
+                file.write(json.dumps(record) + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trrg label",
+        description="Label radiology reports with the 14 CheXpert observations "
+        "(1 positive, 0 negative, -1 uncertain, null not mentioned).",
+        epilog="Exit status: 0 when every record was labelled; 1 when some records could not be read "
+        "(each is reported on stderr with its line, the others are still labelled); 2 on usage errors.",
+    )
+    parser.add_argument(
+        "input",
+        help="reports: JSONL with {'id', 'report'} per line, an R2Gen annotation.json "
+        "({'train': [{'id', 'report', ...}], ...}) or a CSV with columns id and report "
+        "(or a 'Reports' column / a single headerless column; ids are then row numbers)",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        help="JSONL to write: {'id': ..., 'labels': {observation: 1|0|-1|null}} per report",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    failures = 0
+    records = []
+    try:
+        for item in read_reports(args.input):
+            if isinstance(item, ReportInputError):
+                failures += 1
+                print(f"trrg label: {item}", file=sys.stderr)
+                continue
+            report_id, report = item
+            records.append({"id": report_id, "labels": label_report(report)})
+    except (OSError, ValueError) as error:  # unreadable file as a whole
+        print(f"trrg label: cannot read {args.input}: {error}", file=sys.stderr)
+        return 1
+    write_jsonl_atomically(args.output, records)
+    print(f"trrg label: labelled {len(records)} reports -> {args.output}"
+          + (f"; {failures} records failed (see above)" if failures else ""), file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
