@@ -15,12 +15,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
 from transformers import Trainer
 
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments
 from trrg.trainers.data import FinetuneCollator, disease_targets
 from trrg.trainers.generation import generate_reports
+from trrg.trainers.distributed import world_size
 from trrg.trainers.logging_utils import LossPartsMixin
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
 
 
 class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
@@ -35,8 +41,23 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
+        if world_size() > 1 and outputs.lm_loss is not None:
+            outputs = self._global_token_mean(model, inputs, outputs)
         self.record_loss_parts(outputs)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def _global_token_mean(self, model, inputs, outputs):
+        """Re-weight the LM loss so that, after DDP averages over processes, it is the mean over the
+        tokens of the whole global batch (as in one process), not a mean of per-process means."""
+        local_tokens = (inputs["labels"][:, 1:] != -100).sum().to(outputs.lm_loss.dtype)
+        global_tokens = local_tokens.detach().clone()
+        torch.distributed.all_reduce(global_tokens)
+        share = local_tokens * world_size() / global_tokens.clamp_min(1)
+        outputs.lm_loss = outputs.lm_loss * share
+        weight = _unwrap(model).config.clue_config.consistency_loss_weight
+        consistency = outputs.consistency_loss if outputs.consistency_loss is not None else 0.0
+        outputs.loss = outputs.lm_loss + weight * consistency
+        return outputs
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
@@ -147,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer, processor = build_finetuner(args, data_args)
     trainer.train(resume_from_checkpoint=resume_point(args))
+    from trrg.trainers.checkpoints import save_log_history
+
+    save_log_history(trainer, args.output_dir)
     if trainer.is_world_process_zero():
         from trrg.trainers.export import export_hub_folder
 

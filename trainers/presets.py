@@ -46,7 +46,10 @@ PRESETS: dict[str, Preset] = {
         vision={"model_type": "convnext", "hidden_sizes": [16, 32, 64, 128], "patch_size": 4, "layer_scale_init_value": 1.0,
                 "depths": [1, 1, 1, 1], "num_channels": 3},
         text={"model_type": "bert", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "intermediate_size": 256, "max_position_embeddings": 64},
+              "intermediate_size": 256, "max_position_embeddings": 64,
+              # No dropout in the tiny models: runs are then exactly reproducible across process
+              # layouts (the 1-vs-2-process test) and tiny models on phantom data do not need it.
+              "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
         llm={"model_type": "llama", "hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2,
              "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 256,
              "tie_word_embeddings": True},

@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     from trrg.trainers.checkpoints import resume_point
 
     trainer.train(resume_from_checkpoint=resume_point(args))
+    from trrg.trainers.checkpoints import save_log_history
+
+    save_log_history(trainer, args.output_dir)
     final = Path(args.output_dir) / "final"
     if trainer.is_world_process_zero():
         from trrg.trainers.presets import save_hub_folder
