@@ -52,17 +52,14 @@ def run_stage1(data_dir: Path, out: Path, plan: DemoPlan, seed: int):
     return trainer.model, processor
 
 
-def run_stage2(stage1, data_dir: Path, out: Path, plan: DemoPlan, seed: int, clue: dict | None = None,
-               consistency_loss_weight: float | None = None, oracle_clues: bool = False, stage1_dir=None):
+def run_stage2(model, processor, data_dir: Path, out: Path, plan: DemoPlan, seed: int,
+               freeze_vision: bool = True, oracle_clues: bool = False):
+    """Fine-tune a stage-2 model (from ``bridge`` or ``build_generator``) on ``data_dir``'s train split."""
     from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments
-    from trrg.trainers.bridge import bridge
     from trrg.trainers.finetune import build_finetuner
 
-    model, processor = bridge(stage1_dir, clue=clue, seed=seed, stage1=stage1)
-    if consistency_loss_weight is not None:
-        model.config.clue_config.consistency_loss_weight = consistency_loss_weight
     args = _training_args(TRRGFinetuneArguments, out, plan, plan.stage2_epochs, seed, oracle_clues=oracle_clues,
-                          load_best_model_at_end=False)
+                          freeze_vision=freeze_vision, load_best_model_at_end=False)
     trainer, processor = build_finetuner(args, TRRGDataArguments(data=str(data_dir), eval_split=""), model, processor)
     trainer.train()
     return trainer.model, processor
@@ -97,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     timings["stage1_s"] = time.perf_counter() - started - sum(timings.values())
 
     print(f"[3/5] bridge + stage 2: report generation with disease clues, {plan.stage2_epochs} epochs")
-    model, processor = run_stage2(stage1, data_dir, out / "stage2", plan, args.seed)
+    from trrg.trainers.bridge import bridge
+
+    model, processor = run_stage2(*bridge(None, stage1=stage1, seed=args.seed), data_dir, out / "stage2", plan, args.seed)
     timings["stage2_s"] = time.perf_counter() - started - sum(timings.values())
 
     print("[4/5] generating reports for the phantom test split")

@@ -1,0 +1,235 @@
+"""The ablation that tests TRRG's claim, on the CXR phantom.
+
+    python benchmarks/ablation.py --out docs/ablation                 # 3 seeds, defaults below
+    python benchmarks/ablation.py --out /tmp/abl --seeds 0 --num-train 200 --num-test 100 \
+        --stage1-epochs 2 --stage2-epochs 2                            # a smoke run
+
+Configurations (same data, same tokenizer, same tiny backbones, same optimisation):
+  a  plain captioner: vision encoder trained end to end from random init, no clues, no stage 1
+  b  + stage-1 pre-training (frozen stage-1 vision encoder), no clues
+  c  + clue injection (one soft clue token per disease from the zero-shot perception)
+  d  + cross-modal clue interaction
+  e  + disease-aware consistency loss  (= full TRRG)
+  f  full TRRG fed the reference labels as clues (train and test): the upper bound clue quality allows
+Stage 1's zero-shot perception on the test split (AUROC, F1@0.5 per observation) is reported too.
+
+Writes OUT/runs/<config>_seed<k>.json as each run ends (a crash loses nothing; a rerun skips
+finished runs), then OUT/ablation.json, OUT/ablation.md and OUT/ablation.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+CONFIGS = {
+    "a": {"label": "(a) plain captioner", "stage1": False, "clue": {"use_clue_injection": False, "use_clue_interaction": False}, "consistency": 0.0},
+    "b": {"label": "(b) + stage-1 pre-training", "stage1": True, "clue": {"use_clue_injection": False, "use_clue_interaction": False}, "consistency": 0.0},
+    "c": {"label": "(c) + clue injection", "stage1": True, "clue": {"use_clue_injection": True, "use_clue_interaction": False}, "consistency": 0.0},
+    "d": {"label": "(d) + clue interaction", "stage1": True, "clue": {"use_clue_injection": True, "use_clue_interaction": True}, "consistency": 0.0},
+    "e": {"label": "(e) + consistency loss = TRRG", "stage1": True, "clue": {"use_clue_injection": True, "use_clue_interaction": True}, "consistency": 0.5},
+    "f": {"label": "(f) TRRG, oracle clues", "stage1": True, "clue": {"use_clue_injection": True, "use_clue_interaction": True}, "consistency": 0.5, "oracle": True},
+}
+HEADLINE = ["bleu_4", "rouge_l", "cider", "ce_micro_f1_14", "ce_macro_f1_14", "ce_macro_f1_5", "ce_example_f1", "ce_normal_collapse"]
+
+
+def _studies(data_dir: Path, split: str) -> list[dict]:
+    from trrg.trainers.studies import load_studies
+
+    args = SimpleNamespace(data=str(data_dir), image_root=None, train_split=split, eval_split="",
+                           max_train_studies=None, max_eval_studies=None)
+    return list(load_studies(args)[split])
+
+
+def _stage1_perception(stage1, data_dir: Path) -> dict:
+    from trrg.evaluation.perception import perception_scores
+    from trrg.trainers.bridge import encode_prompt_bank
+    from trrg.trainers.data import CachedStudyReader, disease_targets
+
+    model, processor = stage1
+    model.eval()
+    bank = encode_prompt_bank(model, processor)
+    rows = _studies(data_dir, "test")
+    reader, probs = CachedStudyReader(), []
+    for start in range(0, len(rows), 64):
+        kept, views = reader.read_batch(rows[start : start + 64])
+        pixels = processor.image_processor(views, return_tensors="pt")
+        probs.append(model.predict_diseases(pixels["pixel_values"], pixels["view_mask"], bank))
+    targets = disease_targets(rows).numpy()
+    return perception_scores(torch.cat(probs).numpy(), targets, model.config.disease_names)
+
+
+def _run_config(key: str, seed: int, stage1, data_dir: Path, plan, work: Path) -> dict:
+    from trrg.trainers.bridge import bridge
+    from trrg.trainers.demo import run_stage2
+    from trrg.trainers.evaluate import evaluate_model
+    from trrg.trainers.init_model import build_generator
+
+    config = CONFIGS[key]
+    started = time.perf_counter()
+    if config["stage1"]:
+        model, processor = bridge(None, clue=config["clue"], seed=seed, stage1=stage1)
+    else:  # the same tokenizer as stage 1, so only the encoder's training differs
+        model, processor = build_generator("tiny", tokenizer=stage1[1].tokenizer, clue=config["clue"], seed=seed)
+    model.config.clue_config.consistency_loss_weight = config["consistency"]
+    model, processor = run_stage2(model, processor, data_dir, work / f"{key}_seed{seed}", plan, seed,
+                                  freeze_vision=config["stage1"], oracle_clues=config.get("oracle", False))
+    metrics = evaluate_model(model, processor, _studies(data_dir, "test"), work / f"{key}_seed{seed}_eval",
+                             batch_size=64, meteor=False, oracle_clues=config.get("oracle", False), progress=False)
+    metrics["train_and_eval_s"] = time.perf_counter() - started
+    return metrics
+
+
+def _summarise(results: dict, keys: list[str], seeds: list[int]) -> dict:
+    table = {}
+    for key in keys:
+        runs = [results[(key, s)] for s in seeds if (key, s) in results]
+        table[key] = {"label": CONFIGS[key]["label"], "seeds": len(runs)}
+        for metric in HEADLINE:
+            values = [r[metric] for r in runs if r.get(metric) is not None]
+            table[key][metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0} if values else None
+    return table
+
+
+def _paired_difference(results: dict, first: str, second: str, seeds: list[int], metric: str) -> dict | None:
+    diffs = [results[(first, s)][metric] - results[(second, s)][metric] for s in seeds
+             if (first, s) in results and (second, s) in results]
+    if not diffs:
+        return None
+    return {"per_seed": diffs, "mean": float(np.mean(diffs)), "std": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0}
+
+
+def _markdown(summary: dict, perception: dict, differences: dict, protocol: dict) -> str:
+    lines = ["# Ablation on the CXR phantom (tiny preset, CPU)", "",
+             f"Command: `{protocol['command']}`  ", f"Seeds: {protocol['seeds']}; data: {protocol['data']}; "
+             f"test studies: {protocol['num_test']}; metrics: `trrg score` protocol (docs/METRICS.md), no METEOR.", "",
+             "| configuration | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
+    for row in summary.values():
+        cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" if row[m] else "n/a" for m in HEADLINE]
+        lines.append(f"| {row['label']} (n={row['seeds']}) | " + " | ".join(cells) + " |")
+    lines += ["", "## Paired differences over seeds (CE macro-F1, 14 observations)", ""]
+    for name, diff in differences.items():
+        if diff:
+            per_seed = ", ".join(f"{d:+.3f}" for d in diff["per_seed"])
+            lines.append(f"- {name}: {diff['mean']:+.3f} ± {diff['std']:.3f} (per seed: {per_seed})")
+    lines += ["", "## Stage-1 zero-shot perception on the test split (mean over seeds)", "",
+              "| observation | positives | AUROC | F1@0.5 |", "|---|---|---|---|"]
+    for name, row in perception.items():
+        auroc = "n/a" if row["auroc"] is None else f"{row['auroc']:.3f}"
+        f1 = "n/a" if row["f1"] is None else f"{row['f1']:.3f}"
+        lines.append(f"| {name} | {row['positives']} | {auroc} | {f1} |")
+    return "\n".join(lines) + "\n"
+
+
+def _bar_chart(summary: dict, path: Path, metrics=("ce_macro_f1_14", "ce_micro_f1_14", "bleu_4", "ce_normal_collapse")) -> None:
+    """A grouped bar chart (mean with std whiskers) drawn with PIL (no plotting dependency)."""
+    from PIL import Image, ImageDraw
+
+    keys = list(summary)
+    width, height, left, bottom, top = 1100, 520, 60, 90, 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    colors = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
+    plot_h = height - bottom - top
+    group_w = (width - left - 20) / len(keys)
+    bar_w = group_w / (len(metrics) + 1)
+    for tick in range(0, 11, 2):
+        y = height - bottom - plot_h * tick / 10
+        draw.line([(left, y), (width - 20, y)], fill=(225, 225, 225))
+        draw.text((15, y - 6), f"{tick / 10:.1f}", fill="black")
+    for g, key in enumerate(keys):
+        for m, metric in enumerate(metrics):
+            value = summary[key][metric]
+            if value is None:
+                continue
+            x0 = left + g * group_w + (m + 0.5) * bar_w
+            y0 = height - bottom - plot_h * max(0.0, min(1.0, value["mean"]))
+            draw.rectangle([x0, y0, x0 + bar_w * 0.9, height - bottom], fill=colors[m])
+            spread = plot_h * value["std"]
+            cx = x0 + bar_w * 0.45
+            draw.line([(cx, y0 - spread), (cx, y0 + spread)], fill="black", width=2)
+        draw.text((left + g * group_w + 5, height - bottom + 8), summary[key]["label"][:30], fill="black")
+    for m, metric in enumerate(metrics):
+        draw.rectangle([left + m * 220, height - 40, left + m * 220 + 14, height - 26], fill=colors[m])
+        draw.text((left + m * 220 + 20, height - 40), metric, fill="black")
+    draw.text((left, 12), "TRRG ablation on the CXR phantom (mean over seeds, whiskers = std)", fill="black")
+    image.save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="docs/ablation")
+    parser.add_argument("--work", default="runs/ablation", help="training outputs and the phantom data")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--num-train", type=int, default=2000)
+    parser.add_argument("--num-test", type=int, default=1000)
+    parser.add_argument("--stage1-epochs", type=int, default=12)
+    parser.add_argument("--stage2-epochs", type=int, default=8)
+    parser.add_argument("--data-seed", type=int, default=0)
+    args = parser.parse_args()
+    from trrg.processing.phantom import generate_phantom
+    from trrg.trainers.demo import DemoPlan, run_stage1
+
+    out, work = Path(args.out), Path(args.work)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    data_dir = work / "phantom"
+    if not (data_dir / "annotation.json").exists():
+        generate_phantom(data_dir, num_train=args.num_train, num_val=50, num_test=args.num_test, seed=args.data_seed)
+    plan = DemoPlan(num_train=args.num_train, num_val=50, num_test=args.num_test,
+                    stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs)
+    results, perceptions = {}, []
+    for seed in args.seeds:
+        pending = [k for k in args.configs if not (out / "runs" / f"{k}_seed{seed}.json").exists()]
+        perception_file = out / "runs" / f"stage1_seed{seed}.json"
+        stage1 = None
+        if pending or not perception_file.exists():
+            torch.manual_seed(seed)
+            stage1 = run_stage1(data_dir, work / f"stage1_seed{seed}", plan, seed)
+            perception_file.write_text(json.dumps(_stage1_perception(stage1, data_dir), indent=1))
+        perceptions.append(json.loads(perception_file.read_text()))
+        for key in args.configs:
+            path = out / "runs" / f"{key}_seed{seed}.json"
+            if not path.exists():
+                print(f"== seed {seed}: {CONFIGS[key]['label']}", flush=True)
+                path.write_text(json.dumps(_run_config(key, seed, stage1, data_dir, plan, work), indent=1))
+            results[(key, seed)] = json.loads(path.read_text())
+
+    summary = _summarise(results, args.configs, args.seeds)
+    names = list(perceptions[0]["per_observation"])
+    perception = {n: {"positives": perceptions[0]["per_observation"][n]["positives"],
+                      "auroc": _mean([p["per_observation"][n]["auroc"] for p in perceptions]),
+                      "f1": _mean([p["per_observation"][n]["f1"] for p in perceptions])} for n in names}
+    differences = {"(e) full TRRG - (a) plain captioner": _paired_difference(results, "e", "a", args.seeds, "ce_macro_f1_14"),
+                   "(e) full TRRG - (b) stage 1 only (the clue modules' contribution)": _paired_difference(results, "e", "b", args.seeds, "ce_macro_f1_14"),
+                   "(f) oracle clues - (e) zero-shot clues": _paired_difference(results, "f", "e", args.seeds, "ce_macro_f1_14")}
+    import trrg
+
+    protocol = {"command": "python benchmarks/ablation.py " + " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+                "seeds": args.seeds, "data": f"CXR phantom, data seed {args.data_seed}, {args.num_train} train",
+                "num_test": args.num_test, "plan": plan.__dict__,
+                "versions": {"trrg": trrg.__version__, "torch": torch.__version__, "python": platform.python_version()}}
+    (out / "ablation.json").write_text(json.dumps({"protocol": protocol, "summary": summary, "differences": differences,
+                                                   "stage1_perception": perception,
+                                                   "stage1_perception_macro": {"auroc": _mean([p["auroc_macro"] for p in perceptions]),
+                                                                               "f1": _mean([p["f1_macro"] for p in perceptions])}}, indent=1))
+    markdown = _markdown(summary, perception, differences, protocol)
+    (out / "ablation.md").write_text(markdown)
+    _bar_chart(summary, out / "ablation.png")
+    print(markdown)
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+if __name__ == "__main__":
+    main()
