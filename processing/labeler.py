@@ -174,7 +174,7 @@ _CUES: tuple[tuple[str, str, int, int], ...] = (
     (r"no|without|neither|nor|never|exclude[sd]?", NEGATION, 10, 0),
     (r"(?:at |near |to )?(?:the )?(?:upper limits? of|high|top|upper) normal", NEGATION, 3, 6),
     (r"(?:not|no longer) (?:\w+ )?(?:seen|identified|demonstrated|visualized|visible|present|evident|noted|detected"
-     r"|enlarged|shown|apparent|included)", NEGATION, 0, 5),
+     r"|enlarged|widened|dilated|shown|apparent|included)", NEGATION, 0, 5),
     (r"no longer|not", NEGATION, 10, 0),
     (r"within normal limits|normal in (?:size|caliber|appearance|contour)", NEGATION, 0, 9),
     (r"normal (?:size|appearance|caliber|contour)(?: and (?:configuration|contour|shape|size))? of", NEGATION, 3, 0),

@@ -1,0 +1,385 @@
+"""Drawing of the synthetic CXR phantom (numpy only, vectorised; no per-pixel Python loops).
+
+Every structure is a soft mask computed on the whole pixel grid at the target size, in *patient
+coordinates*: x in about [-1, 1] from the image's left edge to its right edge (the patient's right
+lies on the image's left, as on a PA radiograph), y from the top (-1) to the bottom (1). A study's
+rotation, shift and body size are applied by transforming the grid, so the anatomy code never
+sees them. Shapes add *density* (0 = air, about 1 = bone); exposure, gamma and noise turn density
+into 8-bit pixels at the end.
+
+``render_frontal`` and ``render_lateral`` are pure functions of (anatomy, findings, image size):
+all randomness (texture and noise seeds included) is drawn beforehand, so the same anatomy with
+and without a finding differs only where the finding is drawn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+Findings = dict[str, dict[str, Any]]
+Anatomy = dict[str, Any]
+
+# The image is about 40 cm wide: 1 coordinate unit (half the width) is 200 mm.
+MM_PER_UNIT = 200.0
+LUNG_CENTER_X, LUNG_CENTER_Y = 0.38, -0.02  # mirrored for the two lungs
+LUNG_HALF_WIDTH, LUNG_HALF_HEIGHT = 0.33, 0.66
+THORAX_WIDTH = 2 * (LUNG_CENTER_X + LUNG_HALF_WIDTH)
+HILUM_X, HILUM_Y = 0.17, -0.05
+CARINA_Y = -0.3
+SEVERITY_LEVEL = {"small": 0, "moderate": 1, "large": 2}
+
+
+def sample_anatomy(rng: np.random.Generator) -> Anatomy:
+    """Patient size, positioning, heart size and exposure of one study (JSON-serialisable)."""
+
+    def uniform(low: float, high: float) -> float:
+        return round(float(rng.uniform(low, high)), 4)  # rounded: phantom_meta.json stays readable
+
+    return {
+        "scale": uniform(0.85, 1.05),
+        "rotation_deg": uniform(-6.0, 6.0),
+        "shift": [uniform(-0.05, 0.05), uniform(-0.05, 0.05)],
+        "ctr": uniform(0.38, 0.47),
+        "mediastinum_half_width": uniform(0.1, 0.13),
+        "dome_height": uniform(0.42, 0.5),
+        "gain": uniform(0.85, 1.15),
+        "offset": uniform(-0.05, 0.05),
+        "gamma": uniform(0.8, 1.25),
+        "noise": uniform(0.01, 0.03),
+        "texture_seed": int(rng.integers(2**31)),
+        "noise_seed": int(rng.integers(2**31)),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Primitives
+# --------------------------------------------------------------------------------------------
+
+
+def _soft(signed_distance: np.ndarray, edge: float) -> np.ndarray:
+    """1 inside (distance < 0), 0 outside, with a smooth edge ``edge`` units wide."""
+    return 1.0 / (1.0 + np.exp(np.clip(signed_distance / edge, -30, 30)))
+
+
+def _ellipse(x, y, cx: float, cy: float, ax: float, ay: float, edge: float = 0.02) -> np.ndarray:
+    distance = np.sqrt(((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2) - 1.0
+    return _soft(distance * min(ax, ay), edge)
+
+
+def _segment_distance(x, y, start, end) -> np.ndarray:
+    """Distance from every grid point to the segment start-end."""
+    (x0, y0), (x1, y1) = start, end
+    dx, dy = x1 - x0, y1 - y0
+    t = np.clip(((x - x0) * dx + (y - y0) * dy) / (dx * dx + dy * dy + 1e-12), 0.0, 1.0)
+    return np.hypot(x - (x0 + t * dx), y - (y0 + t * dy))
+
+
+def _polyline(x, y, points, width: float, edge: float = 0.006) -> np.ndarray:
+    distance = np.min([_segment_distance(x, y, a, b) for a, b in zip(points[:-1], points[1:], strict=True)], axis=0)
+    return _soft(distance - width / 2, edge)
+
+
+def _smooth_noise(seed: int, size: int, cells: int) -> np.ndarray:
+    """Band-limited noise in about [-1, 1]: a ``cells``-square random grid upsampled bicubically."""
+    coarse = np.random.default_rng(seed).standard_normal((cells, cells)).astype(np.float32)
+    return np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.BICUBIC)) / 1.5
+
+
+def _grid(size: int, anatomy: Anatomy) -> tuple[np.ndarray, np.ndarray]:
+    """Patient coordinates of every pixel centre after rotation, shift and body scale."""
+    u = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
+    u, v = np.meshgrid(u, u)
+    u, v = u - anatomy["shift"][0], v - anatomy["shift"][1]
+    angle = np.deg2rad(anatomy["rotation_deg"])
+    cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
+    return (cos * u + sin * v) / anatomy["scale"], (-sin * u + cos * v) / anatomy["scale"]
+
+
+def _to_uint8(density: np.ndarray, anatomy: Anatomy, size: int, seed_offset: int) -> np.ndarray:
+    """Exposure (gain, offset, gamma) and quantum noise, then 8-bit quantisation."""
+    noise = np.random.default_rng(anatomy["noise_seed"] + seed_offset).standard_normal((size, size))
+    image = anatomy["gain"] * np.clip(density, 0.0, 1.0) ** anatomy["gamma"] + anatomy["offset"]
+    image = image + anatomy["noise"] * noise.astype(np.float32)
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _sign(side: str) -> float:
+    """The image-x sign of the patient's side: the patient's right is on the image's left."""
+    return -1.0 if side == "right" else 1.0
+
+
+def _sides(side: str) -> tuple[str, ...]:
+    return ("right", "left") if side == "bilateral" else (side,)
+
+
+# --------------------------------------------------------------------------------------------
+# Frontal (PA) view: anatomy
+# --------------------------------------------------------------------------------------------
+
+
+def _dome(x, side: str, anatomy: Anatomy) -> np.ndarray:
+    """y of the diaphragm dome under one lung (higher on the right, under the liver)."""
+    top = anatomy["dome_height"] + (0.04 if side == "left" else 0.0)
+    return top + 0.9 * (x - _sign(side) * LUNG_CENTER_X) ** 2
+
+
+def _lung_masks(x, y, anatomy: Anatomy) -> dict[str, np.ndarray]:
+    masks = {}
+    for side in ("right", "left"):
+        outline = _ellipse(x, y, _sign(side) * LUNG_CENTER_X, LUNG_CENTER_Y, LUNG_HALF_WIDTH, LUNG_HALF_HEIGHT)
+        masks[side] = outline * _soft(y - _dome(x, side, anatomy), 0.015)
+    return masks
+
+
+def _heart(x, y, ctr: float) -> np.ndarray:
+    width = ctr * THORAX_WIDTH  # the heart bulges mostly to the patient's left (image right)
+    return _ellipse(x, y, 0.15 * width, 0.24, width / 2, 0.27 + 0.3 * (ctr - 0.42))
+
+
+def _mediastinum(x, y, half_width: float) -> np.ndarray:
+    vertical = _soft(np.abs(y + 0.35) - 0.55, 0.03)
+    knob = _ellipse(x, y, 0.1 + half_width * 0.3, -0.33, 0.07, 0.06)  # aortic knob
+    return np.maximum(_soft(np.abs(x - 0.01) - half_width, 0.015) * vertical, knob)
+
+
+def _vessels(x, y, seed: int) -> np.ndarray:
+    """Vascular markings: bright rays fanning out of each hilum, fading towards the periphery."""
+    rng = np.random.default_rng(seed + 1)
+    markings = np.zeros_like(x)
+    for side in ("right", "left"):
+        dx, dy = x - _sign(side) * HILUM_X, y - HILUM_Y
+        radius = np.hypot(dx, dy)
+        angle = np.arctan2(dy, dx * _sign(side)) + 0.12 * np.sin(9 * radius + rng.uniform(0, 6))
+        table = np.zeros(512, np.float32)  # angular profile: a few narrow peaks
+        for centre in rng.uniform(-2.6, 2.6, 14):
+            table += np.exp(-0.5 * ((np.linspace(-np.pi, np.pi, 512) - centre) / 0.035) ** 2)
+        profile = table[((angle + np.pi) / (2 * np.pi) * 511).astype(np.int32) % 512]
+        markings += np.minimum(profile, 1.0) * np.exp(-radius / 0.35) * (radius > 0.04)
+    return markings
+
+
+def _ribs(x, y, fracture: dict | None) -> np.ndarray:
+    """Posterior ribs as curved bands; a fracture is a gap with a small step in one rib."""
+    bands = np.zeros_like(x)
+    for side in ("right", "left"):
+        lateral = x * _sign(side)  # distance from the spine towards this side
+        within = _soft(0.07 - lateral, 0.02) * _soft(lateral - 0.8, 0.03)
+        for rib in range(1, 11):
+            centre = -0.78 + 0.135 * rib - 0.22 * lateral + 0.42 * lateral**2
+            visible = within
+            if fracture is not None and fracture["side"] == side and fracture["rib"] == rib:
+                # A gap at the break, and the lateral fragment stepped down past it.
+                break_at = fracture["position"] * 0.75
+                centre = centre + 0.03 * (lateral > break_at)
+                visible = within * (np.abs(lateral - break_at) > 0.018)
+            bands += _soft(np.abs(y - centre) - 0.022, 0.008) * visible
+    return bands
+
+
+def _clavicles(x, y) -> np.ndarray:
+    return sum(_polyline(x, y, [(s * 0.07, -0.72), (s * 0.35, -0.8), (s * 0.65, -0.86)], 0.05) for s in (-1, 1))
+
+
+def _spine(x, y) -> np.ndarray:
+    vertebrae = 0.75 + 0.25 * np.cos(y * 32.0)  # end plates every ~0.2 units
+    return _soft(np.abs(x) - 0.075, 0.012) * vertebrae
+
+
+def _frontal_anatomy(x, y, anatomy: Anatomy, findings: Findings, size: int) -> tuple[np.ndarray, dict]:
+    """Density of the normal structures and the lung masks (visible lung, not behind the heart)."""
+    body = _ellipse(x, y, 0.0, 0.15, 0.95, 1.25, edge=0.03)
+    ctr = findings.get("cardiomegaly", {}).get("ctr", anatomy["ctr"])
+    half_width = findings.get("enlarged_cardiomediastinum", {}).get("half_width", anatomy["mediastinum_half_width"])
+    heart, mediastinum = _heart(x, y, ctr), _mediastinum(x, y, half_width)
+    central = np.maximum(heart, mediastinum)
+    lungs = {side: mask * (1.0 - central) for side, mask in _lung_masks(x, y, anatomy).items()}
+    lung = lungs["right"] + lungs["left"]
+    abdomen = _soft(np.minimum(_dome(x, "right", anatomy), _dome(x, "left", anatomy)) - y, 0.02)
+    density = 0.42 * body + 0.1 * body * abdomen  # soft tissue; liver and bowel under the domes
+    density += 0.18 * central - 0.3 * lung
+    density += 0.03 * _smooth_noise(anatomy["texture_seed"], size, 12) * lung  # parenchymal texture
+    density -= 0.15 * _soft(np.abs(x) - 0.035, 0.01) * _soft(np.abs(y + 0.65) - 0.35, 0.02)  # trachea
+    density += 0.22 * _spine(x, y) + 0.09 * _ribs(x, y, findings.get("fracture")) + 0.18 * _clavicles(x, y)
+    return density, lungs
+
+
+# --------------------------------------------------------------------------------------------
+# Frontal view: findings
+# --------------------------------------------------------------------------------------------
+
+
+def _effusion(x, y, lungs, anatomy: Anatomy, attrs: dict) -> np.ndarray:
+    """Basal opacity with a meniscus: the fluid level rises towards the lateral chest wall."""
+    height = (0.1, 0.25, 0.48)[SEVERITY_LEVEL[attrs["size"]]]
+    opacity = np.zeros_like(x)
+    for side in _sides(attrs["side"]):
+        lateral = np.clip(x * _sign(side) - LUNG_CENTER_X, 0.0, None)
+        level = anatomy["dome_height"] + 0.1 - height - 0.9 * lateral**2 - 0.3 * lateral
+        opacity += _soft(level - y, 0.02) * lungs[side]
+    return 0.3 * opacity
+
+
+def _pneumothorax(x, y, lungs, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (rim without lung markings, visceral pleural line) of a collapsed lung."""
+    side = attrs["side"]
+    shrink = (0.88, 0.76, 0.6)[SEVERITY_LEVEL[attrs["size"]]]
+    # The lung collapses towards its medial base: the air rim is apical and lateral.
+    anchor_x, anchor_y = _sign(side) * 0.12, 0.55
+    cx = anchor_x + shrink * (_sign(side) * LUNG_CENTER_X - anchor_x)
+    cy = anchor_y + shrink * (LUNG_CENTER_Y - anchor_y)
+    collapsed = _ellipse(x, y, cx, cy, LUNG_HALF_WIDTH * shrink, LUNG_HALF_HEIGHT * shrink, edge=0.008)
+    rim = lungs[side] * (1.0 - collapsed)
+    line = lungs[side] * np.exp(-(((collapsed - 0.5) / 0.25) ** 2))
+    return rim, line
+
+
+def _airspace(x, y, attrs: dict, size: int) -> np.ndarray:
+    """Patchy airspace opacity in one lung zone."""
+    zone_y = {"upper": -0.4, "middle": 0.0, "lower": 0.3}[attrs["zone"]]
+    blob = _ellipse(x, y, _sign(attrs["side"]) * 0.4, zone_y, 0.17, 0.14, edge=0.06)
+    patches = np.clip(0.7 + 0.6 * _smooth_noise(attrs["seed"], size, 16), 0.0, 1.0)
+    return 0.3 * blob * patches
+
+
+def _edema(x, y, attrs: dict) -> np.ndarray:
+    """Bilateral perihilar haze (bat-wing), stronger when moderate."""
+    strength = 0.11 if attrs["severity"] == "mild" else 0.2
+    haze = sum(np.exp(-((x - s * 0.22) ** 2 / 0.06 + (y + 0.02) ** 2 / 0.12)) for s in (-1, 1))
+    return strength * haze
+
+
+def _atelectasis(x, y, anatomy: Anatomy, attrs: dict) -> np.ndarray:
+    """A thin, slightly oblique linear band just above the dome (subtle on purpose)."""
+    bands = np.zeros_like(x)
+    for side in _sides(attrs["side"]):
+        lateral = x * _sign(side) - LUNG_CENTER_X
+        centre = anatomy["dome_height"] - 0.1 + 0.12 * lateral
+        along = _soft(np.abs(lateral + 0.02) - 0.17, 0.02)
+        bands += _soft(np.abs(y - centre) - 0.018, 0.008) * along
+    return 0.2 * bands
+
+
+def _lesion(x, y, attrs: dict) -> np.ndarray:
+    radius = attrs["size_mm"] / 2.0 / MM_PER_UNIT
+    zone_y = {"upper": -0.42, "middle": -0.05, "lower": 0.22}[attrs["zone"]]
+    cx = _sign(attrs["side"]) * (0.3 + 0.25 * attrs["position"])
+    strength = 0.28 if attrs["kind"] == "nodule" else 0.34
+    return strength * _ellipse(x, y, cx, zone_y, radius, radius, edge=min(0.008, radius / 3))
+
+
+def _pleural_thickening(x, y, lungs, attrs: dict) -> np.ndarray:
+    """A band along the lateral and apical pleura of one lung."""
+    side = attrs["side"]
+    inner = _ellipse(
+        x,
+        y,
+        _sign(side) * (LUNG_CENTER_X - 0.035),
+        LUNG_CENTER_Y + 0.05,
+        LUNG_HALF_WIDTH - 0.06,
+        LUNG_HALF_HEIGHT - 0.07,
+    )
+    upper = _soft(y - 0.2, 0.05)
+    return 0.25 * lungs[side] * (1.0 - inner) * upper
+
+
+def _devices(x, y, attrs: dict) -> np.ndarray:
+    """Radio-opaque support devices: ET tube, right IJ line, left pacemaker with leads."""
+    drawn = np.zeros_like(x)
+    if "et_tube" in attrs["devices"]:
+        drawn += 0.6 * _polyline(x, y, [(0.0, -1.1), (0.0, CARINA_Y - 0.12)], 0.028)
+    if "central_line" in attrs["devices"]:
+        drawn += 0.55 * _polyline(x, y, [(-0.2, -1.1), (-0.13, -0.7), (-0.06, -0.45), (-0.05, -0.2)], 0.014)
+    if "pacemaker" in attrs["devices"]:
+        drawn += 0.8 * _ellipse(x, y, 0.45, -0.58, 0.08, 0.06, edge=0.01)
+        drawn += 0.55 * _polyline(x, y, [(0.4, -0.56), (0.1, -0.5), (-0.05, -0.1), (0.05, 0.3)], 0.012)
+    return drawn
+
+
+def render_frontal(anatomy: Anatomy, findings: Findings, image_size: int) -> np.ndarray:
+    """The PA view as a ``(image_size, image_size)`` uint8 array."""
+    x, y = _grid(image_size, anatomy)
+    density, lungs = _frontal_anatomy(x, y, anatomy, findings, image_size)
+    vessels = 0.09 * _vessels(x, y, anatomy["texture_seed"]) * (lungs["right"] + lungs["left"])
+    if "pneumothorax" in findings:  # no lung markings beyond the visceral pleural line
+        rim, line = _pneumothorax(x, y, lungs, findings["pneumothorax"])
+        vessels = vessels * (1.0 - rim)
+        density += 0.12 * line - 0.1 * rim
+    if "edema" in findings:  # engorged, indistinct vessels on top of the haze
+        vessels = vessels * (1.6 if findings["edema"]["severity"] == "moderate" else 1.3)
+        density += _edema(x, y, findings["edema"]) * (lungs["right"] + lungs["left"] + 0.3)
+    density += vessels
+    density += _finding_opacities(x, y, lungs, anatomy, findings, image_size)
+    return _to_uint8(density, anatomy, image_size, seed_offset=0)
+
+
+def _finding_opacities(x, y, lungs, anatomy: Anatomy, findings: Findings, size: int) -> np.ndarray:
+    lung = lungs["right"] + lungs["left"]
+    opacity = np.zeros_like(x)
+    if "pleural_effusion" in findings:
+        opacity += _effusion(x, y, lungs, anatomy, findings["pleural_effusion"])
+    if "airspace" in findings:
+        opacity += _airspace(x, y, findings["airspace"], size) * lung
+    if "atelectasis" in findings:
+        opacity += _atelectasis(x, y, anatomy, findings["atelectasis"]) * lung
+    if "lung_lesion" in findings:
+        opacity += _lesion(x, y, findings["lung_lesion"])
+    if "pleural_thickening" in findings:
+        opacity += _pleural_thickening(x, y, lungs, findings["pleural_thickening"])
+    if "support_devices" in findings:
+        opacity += _devices(x, y, findings["support_devices"])
+    return opacity
+
+
+# --------------------------------------------------------------------------------------------
+# Lateral view (simpler; x runs anterior (left of the image) to posterior (right))
+# --------------------------------------------------------------------------------------------
+
+
+def render_lateral(anatomy: Anatomy, findings: Findings, image_size: int) -> np.ndarray:
+    """The lateral view as a ``(image_size, image_size)`` uint8 array."""
+    x, y = _grid(image_size, anatomy | {"rotation_deg": anatomy["rotation_deg"] / 2})
+    body = _ellipse(x, y, 0.0, 0.1, 0.8, 1.25, edge=0.03)
+    lung = _ellipse(x, y, 0.05, -0.05, 0.62, 0.68) * _soft(y - (anatomy["dome_height"] + 0.25 * x), 0.015)
+    ctr = findings.get("cardiomegaly", {}).get("ctr", anatomy["ctr"])
+    heart = _ellipse(x, y, -0.22 + 0.3 * (ctr - 0.42), 0.28, 0.2 + 0.8 * (ctr - 0.42), 0.26)
+    half_width = findings.get("enlarged_cardiomediastinum", {}).get("half_width", anatomy["mediastinum_half_width"])
+    mediastinum = _ellipse(x, y, -0.05, -0.45, 0.8 * half_width + 0.02, 0.3, edge=0.05)
+    lung = lung * (1.0 - np.maximum(heart, mediastinum))
+    abdomen = _soft(anatomy["dome_height"] + 0.25 * x - y, 0.02)
+    density = 0.42 * body + 0.1 * body * abdomen - 0.28 * lung + 0.15 * np.maximum(heart, 0.6 * mediastinum)
+    density += 0.03 * _smooth_noise(anatomy["texture_seed"] + 7, image_size, 12) * lung
+    spine = _soft(np.abs(x - 0.62 - 0.1 * y) - 0.1, 0.015) * (0.75 + 0.25 * np.cos(y * 30.0))
+    density += 0.22 * spine - 0.12 * _polyline(x, y, [(0.1, -1.1), (0.0, CARINA_Y)], 0.06)  # spine, trachea
+    density += _lateral_findings(x, y, lung, anatomy, findings, image_size)
+    return _to_uint8(density, anatomy, image_size, seed_offset=1)
+
+
+def _lateral_findings(x, y, lung, anatomy: Anatomy, findings: Findings, size: int) -> np.ndarray:
+    opacity = np.zeros_like(x)
+    if "pleural_effusion" in findings:  # fluid fills the posterior costophrenic sulcus first
+        height = (0.08, 0.22, 0.42)[SEVERITY_LEVEL[findings["pleural_effusion"]["size"]]]
+        level = anatomy["dome_height"] + 0.15 - height - 0.4 * np.clip(x, 0, None)
+        above_dome = _soft(y - anatomy["dome_height"] - 0.25 * x - 0.04, 0.02)
+        opacity += 0.22 * _soft(level - y, 0.02) * _ellipse(x, y, 0.05, -0.05, 0.64, 0.75) * above_dome
+    if "airspace" in findings:
+        zone_y = {"upper": -0.4, "middle": 0.0, "lower": 0.3}[findings["airspace"]["zone"]]
+        patches = np.clip(0.7 + 0.6 * _smooth_noise(findings["airspace"]["seed"] + 1, size, 16), 0.0, 1.0)
+        opacity += 0.25 * _ellipse(x, y, 0.1, zone_y, 0.2, 0.14, edge=0.06) * patches * lung
+    if "edema" in findings:
+        opacity += 0.6 * _edema(x * 0.8, y, findings["edema"]) * lung
+    if "atelectasis" in findings:
+        opacity += 0.14 * _soft(np.abs(y - anatomy["dome_height"] + 0.1 - 0.1 * x) - 0.015, 0.008) * lung
+    if "lung_lesion" in findings:
+        # Both lungs overlap on the lateral view: only the depth (anterior-posterior) is drawn.
+        lesion = findings["lung_lesion"]
+        opacity += _lesion(x + 0.4 - 0.5 * lesion["position"], y, lesion | {"side": "left", "position": 0.0})
+    if "support_devices" in findings:
+        devices = findings["support_devices"]["devices"]
+        if "et_tube" in devices:
+            opacity += 0.55 * _polyline(x, y, [(0.1, -1.1), (0.03, CARINA_Y - 0.1)], 0.025)
+        if "pacemaker" in devices:
+            opacity += 0.8 * _ellipse(x, y, -0.5, -0.58, 0.04, 0.07, edge=0.01)
+    return opacity

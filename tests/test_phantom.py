@@ -1,0 +1,203 @@
+"""The CXR phantom: determinism, output format, labels agree with the labeler, findings are drawn."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trrg.modeling.configuration_trrg import CHEXPERT_OBSERVATIONS
+from trrg.processing.phantom import generate_phantom, main, sample_study
+
+SMALL = {"num_train": 3, "num_val": 1, "num_test": 2, "image_size": 32}
+POSITIVE = "positive"
+
+
+@pytest.fixture(scope="module")
+def studies() -> list[tuple[str, dict]]:
+    """(report, labels) of 400 studies; images kept tiny and frontal-only to stay fast."""
+    return [sample_study((11, index), 32, lateral=False)[1:3] for index in range(400)]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_sample_study_is_deterministic_and_seed_dependent():
+    first, second, other = (sample_study(seed, 48) for seed in ((3, 5), (3, 5), (3, 6)))
+    assert first[1:] == second[1:]
+    assert all(np.array_equal(a, b) for a, b in zip(first[0], second[0], strict=True))
+    assert not np.array_equal(first[0][0], other[0][0])
+    assert [image.shape for image in first[0]] == [(48, 48), (48, 48)]
+    assert all(image.dtype == np.uint8 for image in first[0])
+
+
+def test_generate_phantom_is_byte_identical_for_the_same_seed(tmp_path):
+    first = generate_phantom(tmp_path / "a", seed=4, **SMALL)
+    second = generate_phantom(tmp_path / "b", seed=4, **SMALL)
+    third = generate_phantom(tmp_path / "c", seed=5, **SMALL)
+    assert _files(first.parent) == _files(second.parent)
+    assert first.read_bytes() != third.read_bytes()
+
+
+def test_annotation_schema_and_images(tmp_path):
+    path = generate_phantom(tmp_path / "phantom", seed=0, **SMALL)
+    annotation = json.loads(path.read_text())
+    assert {split: len(entries) for split, entries in annotation.items()} == {"train": 3, "val": 1, "test": 2}
+    ids = [entry["id"] for entries in annotation.values() for entry in entries]
+    assert len(set(ids)) == len(ids)
+    for split, entries in annotation.items():
+        for entry in entries:
+            assert set(entry) == {"id", "report", "image_path", "split", "labels"}
+            assert entry["split"] == split and entry["report"].endswith(".")
+            assert list(entry["labels"]) == list(CHEXPERT_OBSERVATIONS)
+            assert set(entry["labels"].values()) <= {1, 0, -1, None}
+            assert entry["image_path"] == [f"{entry['id']}/0.png", f"{entry['id']}/1.png"]
+            for relative in entry["image_path"]:
+                with Image.open(path.parent / "images" / relative) as image:
+                    assert (image.mode, image.size) == ("L", (32, 32))
+    meta = json.loads((path.parent / "phantom_meta.json").read_text())
+    assert meta["arguments"]["seed"] == 0 and meta["version"]
+    assert set(meta["studies"]) == set(ids)
+    assert all({"findings", "anatomy"} <= set(study) for study in meta["studies"].values())
+
+
+def test_lateral_fraction_zero_gives_frontal_only(tmp_path):
+    path = generate_phantom(
+        tmp_path / "frontal", num_train=4, num_val=0, num_test=0, image_size=32, lateral_fraction=0.0
+    )
+    entries = json.loads(path.read_text())["train"]
+    assert all(len(entry["image_path"]) == 1 for entry in entries)
+    assert not list((path.parent / "images").rglob("1.png"))
+
+
+def test_labeler_reproduces_every_generated_label(studies):
+    labeler = pytest.importorskip("trrg.processing.labeler", reason="trrg.processing.labeler is not written yet")
+    mismatches = [
+        (report, name, expected[name], got.get(name))
+        for report, expected in studies
+        for got in [labeler.label_report(report)]
+        for name in CHEXPERT_OBSERVATIONS
+        if got.get(name) != expected[name]
+    ]
+    assert not mismatches, f"{len(mismatches)} labels differ, e.g. {mismatches[:3]}"
+
+
+def test_prevalence_is_imbalanced_like_real_data(studies):
+    labels = [labels for _, labels in studies]
+
+    def share(name: str, values=(1,)) -> float:
+        return sum(study[name] in values for study in labels) / len(labels)
+
+    assert 0.35 < share("No Finding") < 0.65
+    for common in ("Cardiomegaly", "Pleural Effusion", "Support Devices"):
+        assert 0.06 < share(common) < 0.25, common
+    for rare in ("Pneumothorax", "Fracture", "Lung Lesion", "Pleural Other", "Enlarged Cardiomediastinum"):
+        assert 0.002 < share(rare, (1, -1)) < 0.09, rare
+    assert 0.01 < sum(-1 in study.values() for study in labels) / len(labels) < 0.15  # hedged findings
+    co_occurring = Counter(sum(study[name] == 1 for name in CHEXPERT_OBSERVATIONS[1:-1]) for study in labels)
+    assert sum(count for findings, count in co_occurring.items() if findings >= 2) > 0.05 * len(labels)
+    negated = sum(value == 0 for study in labels for value in study.values())
+    positive = sum(value == 1 for study in labels for name, value in study.items() if name != "No Finding")
+    assert negated > 2 * positive  # reports are dominated by negated statements
+
+
+def _difference(findings: dict, size: int = 64) -> np.ndarray:
+    """Frontal image with ``findings`` minus the same study (anatomy, noise) without them."""
+    with_finding = sample_study(21, size, lateral=False, findings=findings)[0][0].astype(float)
+    without = sample_study(21, size, lateral=False, findings={})[0][0].astype(float)
+    return with_finding - without
+
+
+def test_right_effusion_brightens_the_image_left_lower_zone():
+    diff = _difference({"pleural_effusion": {"side": "right", "size": "moderate", "certainty": POSITIVE}})
+    size = diff.shape[0]
+    right_base = diff[size // 2 :, : size // 2]  # the patient's right is on the image's left
+    assert right_base.mean() > 3.0
+    assert np.abs(diff[: size // 3]).max() == 0  # the upper third is untouched
+    assert np.abs(diff[:, size // 2 + 4 :]).mean() < 0.2 * right_base.mean()  # the left side barely changes
+
+
+LATERALIZED = {
+    "pleural_effusion": {"size": "small"},
+    "pneumothorax": {"size": "small"},
+    "airspace": {"zone": "middle", "reported_as": "opacity", "seed": 1},
+    "atelectasis": {},
+    "lung_lesion": {"kind": "nodule", "size_mm": 6, "zone": "upper", "position": 0.5},
+    "fracture": {"rib": 6, "position": 0.6},
+    "pleural_thickening": {},
+}
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("name", sorted(LATERALIZED))
+def test_findings_are_drawn_on_the_reported_side(name, side):
+    change = np.abs(_difference({name: LATERALIZED[name] | {"side": side, "certainty": POSITIVE}}))
+    half = change.shape[1] // 2
+    image_left, image_right = change[:, :half].sum(), change[:, half:].sum()
+    reported, other = (image_left, image_right) if side == "right" else (image_right, image_left)
+    assert change.max() >= 10  # visible, even for a 6 mm nodule
+    assert reported > 10 * other
+
+
+def test_cardiomegaly_and_devices_change_the_image_visibly():
+    heart = _difference({"cardiomegaly": {"ctr": 0.64, "severity": "severe", "certainty": POSITIVE}})
+    assert heart[heart.shape[0] // 2 :].mean() > 3.0  # the larger heart is brighter than lung
+    devices = _difference({"support_devices": {"devices": ["pacemaker"], "certainty": POSITIVE}})
+    assert devices.max() > 60
+
+
+def test_sample_study_report_matches_the_given_findings():
+    _, report, labels, attributes = sample_study(
+        2, 32, findings={"pneumothorax": {"side": "left", "size": "large", "certainty": POSITIVE}}
+    )
+    assert "left" in report and "pneumothorax" in report.lower()
+    assert labels["Pneumothorax"] == 1 and labels["No Finding"] is None
+    assert attributes["findings"]["pneumothorax"]["side"] == "left"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"num_train": -1}, "num_train"),
+        ({"num_test": 1.5}, "num_test"),
+        ({"image_size": 16}, "image_size"),
+        ({"lateral_fraction": 1.5}, "lateral_fraction"),
+        ({"num_workers": 0}, "num_workers"),
+        ({"num_train": 0, "num_val": 0, "num_test": 0}, "at least one study"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(tmp_path, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        generate_phantom(tmp_path / "out", **(SMALL | arguments))
+    with pytest.raises(ValueError, match="image_size"):
+        sample_study(0, 31)
+    with pytest.raises(ValueError, match="effusion"):
+        sample_study(0, 32, findings={"effusion": {}})
+
+
+def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="mine.*--overwrite"):
+        generate_phantom(foreign, **SMALL)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    generate_phantom(foreign, overwrite=True, **SMALL)
+    generate_phantom(foreign, **SMALL)  # an earlier phantom output may be regenerated
+    assert (foreign / "annotation.json").is_file()
+
+
+def test_cli(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["--out", str(out), "--num-train", "2", "--num-val", "0", "--num-test", "1", "--image-size", "32"]) == 0
+    assert len(json.loads((out / "annotation.json").read_text())["test"]) == 1
+    assert main(["--out", str(tmp_path / "bad"), "--image-size", "8"]) == 2
+    assert "image_size" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
