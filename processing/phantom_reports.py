@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..modeling.configuration_trrg import CHEXPERT_OBSERVATIONS
+from trrg.modeling.constants_trrg import CHEXPERT_OBSERVATIONS
 
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 Findings = dict[str, dict[str, Any]]

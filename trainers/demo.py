@@ -30,7 +30,7 @@ class DemoPlan:
 
 PLANS = {
     "full": DemoPlan(num_train=3000, num_val=200, num_test=1000, stage1_epochs=15, stage2_epochs=10),
-    "quick": DemoPlan(num_train=800, num_val=100, num_test=300, stage1_epochs=6, stage2_epochs=6),
+    "quick": DemoPlan(num_train=800, num_val=100, num_test=300, stage1_epochs=8, stage2_epochs=8),
 }
 
 
