@@ -175,19 +175,24 @@ def vision_feature_size(vision_config) -> int:
 @dataclass
 class VisionFeatures(ModelOutput):
     patch_tokens: torch.Tensor | None = None  # (batch, views, tokens, width); padded views are zero
-    view_embeds: torch.Tensor | None = None  # (batch, views, width): per-view global feature
-    study_embeds: torch.Tensor | None = None  # (batch, width): masked mean over the study's views
+    view_embeds: torch.Tensor | None = None  # (batch, views, 2 * width): per-view [average ; max] pool
+    study_embeds: torch.Tensor | None = None  # (batch, 2 * width): masked mean over the study's views
 
 
 class TRRGVisionEncoder(nn.Module):
     """Any transformers vision backbone, run on the real views only (padded views never reach batch
-    norm), returning patch tokens on a fixed grid and global embeddings."""
+    norm), returning patch tokens on a fixed grid and global embeddings.
+
+    The global embedding of a view concatenates average and max pooling: average pooling alone
+    dilutes small findings (a nodule, a line, a pneumothorax rim) into the whole image.
+    """
 
     def __init__(self, vision_config, token_grid: int | None):
         super().__init__()
         self.backbone = AutoModel.from_config(vision_config)
         self.token_grid = token_grid
         self.hidden_size = vision_feature_size(vision_config)
+        self.global_size = 2 * self.hidden_size
 
     def _feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(n, 3, H, W) -> (n, width, h, w), whether the backbone is convolutional or a transformer."""
@@ -204,7 +209,7 @@ class TRRGVisionEncoder(nn.Module):
         batch, views = pixel_values.shape[:2]
         real = view_mask.reshape(-1).bool()
         feature_map = self._feature_map(pixel_values.reshape(batch * views, *pixel_values.shape[2:])[real])
-        view_global = feature_map.mean(dim=(2, 3))  # (n_real, width)
+        view_global = torch.cat([feature_map.mean(dim=(2, 3)), feature_map.amax(dim=(2, 3))], dim=-1)  # (n_real, 2*width)
         if self.token_grid:
             feature_map = F.adaptive_avg_pool2d(feature_map, self.token_grid)
         tokens = feature_map.flatten(2).transpose(1, 2)  # (n_real, tokens, width)
@@ -377,7 +382,7 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
         super().__init__(config)
         self.vision_model = TRRGVisionEncoder(config.vision_config, token_grid=None)
         self.text_model = AutoModel.from_config(config.text_config)
-        self.visual_projection = nn.Linear(self.vision_model.hidden_size, config.projection_dim, bias=False)
+        self.visual_projection = nn.Linear(self.vision_model.global_size, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
         # Set by the trainer from the training labels (positive_class_weight); saved with the weights.
@@ -496,12 +501,13 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         self.vision_model = TRRGVisionEncoder(config.vision_config, token_grid=config.image_token_grid)
         vision_width = self.vision_model.hidden_size
         # Stage-1 zero-shot head: projection into the joint space, temperature, prompt bank.
-        self.visual_projection = nn.Linear(vision_width, config.projection_dim, bias=False)
+        self.visual_projection = nn.Linear(self.vision_model.global_size, config.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(self._logit_scale_init())))
         self.register_buffer("prompt_bank", torch.zeros(config.num_diseases, 2, config.projection_dim))
         self.register_buffer("disease_pos_weight", torch.ones(config.num_diseases))
         # Visual path: backbone width -> clue width (where the interaction happens) -> LLM width.
         self.visual_adapter = nn.Sequential(nn.Linear(vision_width, clue.hidden_size), nn.GELU())
+        self.global_adapter = nn.Sequential(nn.Linear(self.vision_model.global_size, clue.hidden_size), nn.GELU())
         self.clue_injector = TRRGClueInjector(clue, config.num_diseases, config.projection_dim)
         self.clue_interaction = TRRGClueInteraction(clue) if clue.use_clue_interaction else None
         self.consistency_head = nn.Linear(clue.hidden_size, 1)
@@ -510,6 +516,22 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         self.multi_modal_projector = nn.Linear(clue.hidden_size, llm_width)
         self.clue_projector = nn.Linear(clue.hidden_size, llm_width)
         self.post_init()
+
+    # -- freezing -------------------------------------------------------------------------------
+    def freeze_perception(self) -> None:
+        """Freeze the stage-1 perception (vision encoder, projection, temperature) and keep it in eval
+        mode while the rest trains, so batch-norm statistics stay those of stage 1."""
+        for module in (self.vision_model, self.visual_projection):
+            module.requires_grad_(False)
+        self.logit_scale.requires_grad_(False)
+        self._perception_frozen = True
+        self.vision_model.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if getattr(self, "_perception_frozen", False):
+            self.vision_model.eval()
+        return self
 
     # -- embeddings, so resize_token_embeddings / generate / peft see the LLM's ------------------
     def get_input_embeddings(self):
@@ -581,7 +603,7 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
                 all_clues = torch.cat([clues, self.clue_injector.embed_extra(clue_embeds.to(clues.dtype))], dim=1)
                 all_mask = torch.cat([all_mask, extra_mask], dim=1)
             if self.clue_interaction is not None:
-                globals_ = self.visual_adapter(torch.cat([features.study_embeds[:, None], features.view_embeds], dim=1))
+                globals_ = self.global_adapter(torch.cat([features.study_embeds[:, None], features.view_embeds], dim=1))
                 global_mask = torch.cat([view_mask.new_ones(batch, 1), view_mask], dim=1).bool()
                 all_clues, patches = self.clue_interaction(all_clues, all_mask, patches, patch_mask, globals_, global_mask)
             clues = all_clues[:, :num_disease_clues]

@@ -18,9 +18,13 @@ pytestmark = pytest.mark.slow
 COMMON = ["--max_steps", "3", "--logging_steps", "1", "--save_strategy", "no", "--use_cpu", "True",
           "--report_to", "none", "--learning_rate", "2e-3", "--seed", "0", "--data_seed", "0",
           "--disable_tqdm", "True", "--eval_split", "", "--dataloader_num_workers", "0"]
-# Both stages are exact up to float summation order: the sentence loss is computed over gathered
-# embeddings and the LM loss is re-weighted to the global token mean.
+# Exact up to float summation order (apart from batch norm, below): the sentence loss is computed
+# over gathered embeddings and the LM loss is re-weighted to the global token mean.
 TOLERANCE = 1e-4
+# The tiny preset's ResNet uses BatchNorm: in stage 1 each process normalises with the statistics of
+# its own half batch, as DDP without SyncBatchNorm (not available for CPU) does, so stage-1 losses
+# agree to this relative tolerance instead (LayerNorm backbones such as ViT/Swin are exact).
+STAGE1_BATCHNORM_TOLERANCE = 0.02
 
 
 def _env():
@@ -49,7 +53,7 @@ def test_stage1_two_processes_match_one(tiny_contrastive, tiny_phantom, tmp_path
     args = ["--model", str(model), "--data", str(tiny_phantom), *COMMON]
     one = _run("trrg.trainers.pretrain", args + ["--per_device_train_batch_size", "16"], 1, tmp_path / "one")
     two = _run("trrg.trainers.pretrain", args + ["--per_device_train_batch_size", "8"], 2, tmp_path / "two")
-    _assert_close(one, two, ("loss", "sentence_loss", "prompt_loss"), TOLERANCE)
+    _assert_close(one, two, ("loss", "sentence_loss", "prompt_loss"), STAGE1_BATCHNORM_TOLERANCE)
 
 
 def test_stage2_two_processes_match_one(tiny_generator, tiny_phantom, tmp_path):

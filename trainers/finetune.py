@@ -84,11 +84,8 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
 
 def prepare_for_training(model, args: TRRGFinetuneArguments):
     """Freezing policy and LoRA. Frozen: the stage-1 perception when ``freeze_vision``."""
-    frozen = [model.vision_model, model.visual_projection] if args.freeze_vision else []
-    for module in frozen:
-        module.requires_grad_(False)
     if args.freeze_vision:
-        model.logit_scale.requires_grad_(False)
+        model.freeze_perception()
     if args.lora_r > 0:
         model.language_model = _with_lora(model.language_model, args, args.lora_target_modules.split(","))
     if args.lora_vision:

@@ -1,0 +1,89 @@
+"""Training and generation throughput of the tiny preset on this machine.
+
+    python benchmarks/throughput.py [--threads 2] [--steps 20]
+
+Prints stage-1 and stage-2 training samples/s (forward + backward + AdamW step, batch 64, studies of
+2 views at 128 px, images already decoded) and generation reports/s at batch 1 and 16 (greedy, up
+to 64 new tokens, KV cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+
+def _studies(count: int, views: int = 2) -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [[(rng.random((128, 128)) * 255).astype(np.uint8) for _ in range(views)] for _ in range(count)]
+
+
+def _train_rate(model, batch: dict, steps: int, batch_size: int) -> float:
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+    for step in range(steps + 3):
+        if step == 3:  # after warm-up
+            start = time.perf_counter()
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    from trrg.trainers.bridge import bridge
+    from trrg.trainers.data import sentence_group_id
+    from trrg.trainers.init_model import build_contrastive
+    from trrg.trainers.presets import phantom_report_corpus
+
+    results = {}
+    stage1, stage1_processor = build_contrastive("tiny", corpus_size=500)
+    studies = _studies(args.batch)
+    reports = phantom_report_corpus(args.batch, seed=1)
+    sentences = [r.split(" . ")[0] + " ." for r in reports]
+    batch1 = {**stage1_processor.image_processor(studies, return_tensors="pt"),
+              **stage1_processor.encode_sentences(sentences),
+              **stage1_processor.encode_disease_prompts(stage1.config.disease_prompts, stage1.config.disease_names),
+              "sentence_group_ids": torch.tensor([sentence_group_id(s) for s in sentences]),
+              "disease_labels": torch.zeros(args.batch, 14)}
+    results["stage1_train_samples_per_s"] = _train_rate(stage1, batch1, args.steps, args.batch)
+
+    model, processor = bridge(None, stage1=(stage1, stage1_processor))
+    model.freeze_perception()  # the default policy: frozen stage-1 perception
+    batch2 = dict(processor(images=studies, reports=reports, return_tensors="pt"))
+    batch2["disease_labels"] = torch.zeros(args.batch, 14)
+    results["stage2_train_samples_per_s"] = _train_rate(model, batch2, args.steps, args.batch)
+    results["stage2_sequence_tokens"] = int(batch2["input_ids"].shape[1])
+
+    model.eval()
+    for size in (1, 16):
+        inputs = processor(images=studies[:size], return_tensors="pt")
+        with torch.no_grad():
+            model.generate(**inputs, max_new_tokens=8)  # warm-up
+            start, count = time.perf_counter(), 0
+            while time.perf_counter() - start < 5 or count < 2:
+                model.generate(**inputs, max_new_tokens=64, min_new_tokens=64)
+                count += 1
+        results[f"generate_reports_per_s_batch{size}"] = count * size / (time.perf_counter() - start)
+    results["setup"] = {"threads": args.threads, "batch": args.batch, "views": 2, "image_size": 128,
+                        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+                        "generation": "greedy, 64 new tokens, KV cache"}
+    for key, value in results.items():
+        print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
