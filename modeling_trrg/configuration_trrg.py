@@ -47,8 +47,6 @@ class TRRGContrastiveConfig(PretrainedConfig):
         logit_scale_max: the scale is clamped to this after each optimizer step (open_clip uses 100).
         disease_names / disease_prompts: the observation vocabulary and its positive/negated prompts.
         sentence_loss_weight / prompt_loss_weight: weights of the two contrastive losses.
-        prompt_pos_weight_power: the prompt loss weights positives by ((1-prev)/prev)**power to counter
-            the flood of negated findings (0 disables; 0.5 is the square-root weighting).
     """
 
     model_type = "trrg_contrastive"
@@ -65,7 +63,6 @@ class TRRGContrastiveConfig(PretrainedConfig):
         disease_prompts=None,
         sentence_loss_weight: float = 1.0,
         prompt_loss_weight: float = 1.0,
-        prompt_pos_weight_power: float = 0.5,
         image_size: int = 128,
         **kwargs,
     ):
@@ -77,7 +74,6 @@ class TRRGContrastiveConfig(PretrainedConfig):
         self.disease_names, self.disease_prompts = _disease_fields(disease_names, disease_prompts)
         self.sentence_loss_weight = sentence_loss_weight
         self.prompt_loss_weight = prompt_loss_weight
-        self.prompt_pos_weight_power = prompt_pos_weight_power
         self.image_size = image_size
         super().__init__(**kwargs)
 
@@ -99,8 +95,8 @@ class TRRGClueConfig(PretrainedConfig):
         clue_threshold: probability above which a disease counts as a detected clue.
         hidden_size: width of the clue interaction layers.
         num_layers / num_heads: size of the clue interaction module.
-        consistency_loss_weight: lambda of the disease-aware consistency loss (0 disables it).
-        consistency_pos_weight_power: positive weighting of that loss, as in the stage-1 prompt loss.
+        consistency_loss_weight: lambda of the disease-aware consistency loss (0 disables it); its
+            positives are weighted like the stage-1 prompt loss (the `disease_pos_weight` buffer).
         clue_dropout: probability, in training, of replacing a clue by the "no clue" embedding, so the
             LLM does not learn to trust clues that are more accurate on train images than on test.
     """
@@ -117,7 +113,6 @@ class TRRGClueConfig(PretrainedConfig):
         num_layers: int = 1,
         num_heads: int = 4,
         consistency_loss_weight: float = 0.5,
-        consistency_pos_weight_power: float = 0.5,
         clue_dropout: float = 0.0,
         **kwargs,
     ):
@@ -133,7 +128,6 @@ class TRRGClueConfig(PretrainedConfig):
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.consistency_loss_weight = consistency_loss_weight
-        self.consistency_pos_weight_power = consistency_pos_weight_power
         self.clue_dropout = clue_dropout
         super().__init__(**kwargs)
 

@@ -5,6 +5,7 @@ is instant."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,7 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trrg: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except (FileNotFoundError, ValueError) as error:
+        # Bad input (a path, a file, an argument): say what and where, without a traceback.
+        # TRRG_DEBUG=1 shows the traceback.
+        if os.environ.get("TRRG_DEBUG"):
+            raise
+        print(f"trrg {name}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

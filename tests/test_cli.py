@@ -1,0 +1,57 @@
+"""The console script end to end on tiny inputs: init, generate, evaluate, and clear failures."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from trrg.cli import COMMANDS, main
+from trrg.trainers.presets import save_hub_folder
+
+
+def test_every_command_has_help(capsys):
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in COMMANDS)
+    assert main(["no-such-command"]) == 2
+
+
+def test_generate_prints_report_and_clues_as_json(tiny_generator, tiny_phantom, tmp_path, capsys):
+    from trrg.trainers.generate import main as generate
+
+    folder = save_hub_folder(*tiny_generator, tmp_path / "model")
+    image = tiny_phantom / "images" / "phantom_000000" / "0.png"
+    assert generate(["--model", str(folder), "--json", "--max_new_tokens", "5", str(image)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["disease_probs"]) == set(tiny_generator[0].config.disease_names)
+    assert isinstance(result["report"], str)
+    with pytest.raises(SystemExit, match="notes.txt"):
+        (tmp_path / "notes.txt").write_text("not an image")
+        generate(["--model", str(folder), str(tmp_path / "notes.txt")])
+
+
+def test_evaluate_writes_predictions_and_metrics_with_protocol(tiny_generator, tiny_phantom, tmp_path):
+    from trrg.trainers.evaluate import main as evaluate
+
+    folder = save_hub_folder(*tiny_generator, tmp_path / "model")
+    out = tmp_path / "eval"
+    assert evaluate(["--model", str(folder), "--data", str(tiny_phantom), "--split", "test", "--out", str(out),
+                     "--max_new_tokens", "6", "--no_meteor"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert metrics["n"] == len(predictions) == 8 and metrics["split"] == "test"
+    assert {"bleu_4", "ce_micro_f1_14", "ce_normal_collapse", "versions"} <= set(metrics)
+    assert metrics["meteor"] is None
+
+
+def test_init_refuses_a_non_empty_folder_and_names_a_missing_backbone(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("earlier work")
+    done = subprocess.run([sys.executable, "-m", "trrg.cli", "init", "--out", str(tmp_path / "taken")],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "not empty" in done.stderr
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "earlier work"
+    done = subprocess.run([sys.executable, "-m", "trrg.cli", "init", "--out", str(tmp_path / "new"),
+                           "--llm", str(tmp_path / "missing-llm")], capture_output=True, text=True)
+    assert done.returncode != 0 and "missing-llm" in done.stderr
