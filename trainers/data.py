@@ -35,47 +35,35 @@ def label_prevalence(labels: Sequence[Mapping], uncertain: str = "positive") -> 
     return disease_targets([{"labels": entry} for entry in labels], uncertain).mean(0)
 
 
-class CachedStudyReader:
-    """``StudyImageReader`` with a bounded LRU cache of decoded views keyed by study id."""
+class CachedStudyReader(StudyImageReader):
+    """``StudyImageReader`` with a bounded LRU cache of decoded views keyed by study id, and an error
+    when no study of a batch can be read (so a batch never silently becomes empty)."""
 
     def __init__(self, strict: bool = False, max_cached_studies: int = 20000):
-        self.reader = StudyImageReader(strict=strict)
+        super().__init__(strict=strict)
         self.max_cached_studies = max_cached_studies
         self._cache: OrderedDict[str, list] = OrderedDict()
 
-    def read_batch(self, rows: Sequence[Mapping]) -> tuple[list[Mapping], list[list]]:
-        kept, views = [], []
-        for row in rows:
-            study_views = self._read(row)
-            if study_views is not None:
-                kept.append(row)
-                views.append(study_views)
-        if not kept:
-            raise RuntimeError(
-                f"no image of the {len(rows)} studies in this batch could be read (first id {rows[0]['id']!r}); "
-                "see the warnings above for the files and reasons"
-            )
-        return kept, views
-
-    def _read(self, row: Mapping):
-        key = row["id"]
+    def read(self, study: Mapping):
+        key = study["id"]
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        views = self.reader.read(row)
+        views = super().read(study)
         if views is not None and self.max_cached_studies > 0:
             self._cache[key] = views
             if len(self._cache) > self.max_cached_studies:
                 self._cache.popitem(last=False)
         return views
 
-    @property
-    def skipped_images(self) -> int:
-        return self.reader.skipped_images
-
-    @property
-    def dropped_studies(self) -> int:
-        return self.reader.dropped_studies
+    def read_batch(self, rows: Sequence[Mapping]) -> tuple[list[Mapping], list[list]]:
+        kept, views = super().read_batch(rows)
+        if not kept:
+            raise RuntimeError(
+                f"no image of the {len(rows)} studies in this batch could be read (first id {rows[0]['id']!r}); "
+                "see the warnings above for the files and reasons"
+            )
+        return kept, views
 
 
 def sentence_group_id(sentence: str) -> int:

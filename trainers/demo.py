@@ -11,7 +11,6 @@ generation with clues) -> generation on the phantom test split -> OUT/metrics.js
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     model.config.trrg_training_data = "phantom"
     timings["total_s"] = time.perf_counter() - started
     metrics["timings"] = {k: round(v, 1) for k, v in timings.items()}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    from trrg.trainers.evaluate import _write_json
+
+    _write_json(out / "metrics.json", metrics)
     export_hub_folder(model, processor, out / "model", metrics, run_info={"command": f"trrg demo{' --quick' if args.quick else ''} --seed {args.seed}"})
 
     from trrg.trainers.report_table import metrics_table
