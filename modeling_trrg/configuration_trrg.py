@@ -95,6 +95,10 @@ class TRRGClueConfig(PretrainedConfig):
         clue_threshold: probability above which a disease counts as a detected clue.
         hidden_size: width of the clue interaction layers.
         num_layers / num_heads: size of the clue interaction module.
+        learned_state_embeddings: add learned "present"/"absent" embeddings per disease, mixed by p,
+            to each clue token (see ``TRRGClueInjector``).
+        gated_interaction: scale the interaction's update of the visual tokens by a zero-initialised
+            tanh gate, so stage 2 starts from the unchanged stage-1 visual tokens.
         consistency_loss_weight: lambda of the disease-aware consistency loss (0 disables it); its
             positives are weighted like the stage-1 prompt loss (the `disease_pos_weight` buffer).
         clue_dropout: probability, in training, of replacing a clue by the "no clue" embedding, so the
@@ -112,6 +116,8 @@ class TRRGClueConfig(PretrainedConfig):
         hidden_size: int = 128,
         num_layers: int = 1,
         num_heads: int = 4,
+        learned_state_embeddings: bool = False,
+        gated_interaction: bool = False,
         consistency_loss_weight: float = 0.5,
         clue_dropout: float = 0.0,
         **kwargs,
@@ -127,6 +133,8 @@ class TRRGClueConfig(PretrainedConfig):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.num_heads = num_heads
+        self.learned_state_embeddings = learned_state_embeddings
+        self.gated_interaction = gated_interaction
         self.consistency_loss_weight = consistency_loss_weight
         self.clue_dropout = clue_dropout
         super().__init__(**kwargs)

@@ -230,7 +230,10 @@ class TRRGClueInjector(nn.Module):
     """Turns zero-shot disease perception into clue tokens, one per disease.
 
     clue_d = MLP([p_d * bank+_d + (1 - p_d) * bank-_d ; p_d]) + disease_embedding_d, or the learned
-    "no clue" embedding (+ disease embedding) where the clue is masked out.
+    "no clue" embedding (+ disease embedding) where the clue is masked out. With
+    ``learned_state_embeddings`` it adds p_d * E+_d + (1 - p_d) * E-_d, learned embeddings of "present"
+    and "absent" per disease that carry the probability at embedding scale from the first step (the
+    MLP's output starts near zero, so without them the clue tokens barely differ with p at first).
     Extra clues (any number, e.g. stage-1 embeddings of indication or prior-report sentences) are
     projected into the same space; they join the interaction but get no LLM slot.
     """
@@ -242,6 +245,8 @@ class TRRGClueInjector(nn.Module):
         self.disease_embedding = nn.Embedding(num_diseases, hidden)
         self.null_clue = nn.Parameter(torch.zeros(hidden))
         self.extra_clue_proj = nn.Linear(projection_dim, hidden)
+        # rows [d, 0] present, [d, 1] absent
+        self.state_embedding = nn.Embedding(2 * num_diseases, hidden) if config.learned_state_embeddings else None
 
     def forward(
         self, probs: torch.Tensor, prompt_bank: torch.Tensor, clue_mask: torch.Tensor
@@ -249,6 +254,9 @@ class TRRGClueInjector(nn.Module):
         """(batch, diseases) probs + (batch, diseases) bool mask -> (batch, diseases, hidden)."""
         clue_inputs = torch.cat([soft_clue_embeddings(probs, prompt_bank), probs.unsqueeze(-1)], dim=-1)
         clues = self.clue_mlp(clue_inputs)
+        if self.state_embedding is not None:
+            states = self.state_embedding.weight.to(clues.dtype).reshape(-1, 2, clues.shape[-1])
+            clues = clues + soft_clue_embeddings(probs.to(clues.dtype), states)
         clues = torch.where(clue_mask.unsqueeze(-1), clues, self.null_clue.to(clues.dtype))
         return clues + self.disease_embedding.weight.to(clues.dtype)
 
@@ -289,23 +297,28 @@ class TRRGClueInteractionLayer(nn.Module):
     clues  <- global image embeddings (study + each view)     [global granularity]
     clues  <- patch tokens of every view                       [patch granularity]
     patches <- clues (+ an always-present null key, so an example with no clue is well defined)
+
+    With ``gated``, the update of the patch tokens is scaled by tanh(g) with g initialised to 0
+    (Flamingo-style), so at the start of stage 2 the visual tokens are exactly the stage-1 ones.
     """
 
-    def __init__(self, hidden: int, heads: int):
+    def __init__(self, hidden: int, heads: int, gated: bool = False):
         super().__init__()
         self.clue_to_global = TRRGCrossAttention(hidden, heads)
         self.clue_to_patch = TRRGCrossAttention(hidden, heads)
         self.patch_to_clue = TRRGCrossAttention(hidden, heads)
         self.clue_ffn = TRRGFeedForward(hidden)
         self.patch_ffn = TRRGFeedForward(hidden)
+        self.patch_gate = nn.Parameter(torch.zeros(1)) if gated else None
 
     def forward(self, clues, clue_mask, patches, patch_mask, globals_, global_mask):
         clues = self.clue_to_global(clues, globals_, global_mask)
         clues = self.clue_to_patch(clues, patches, patch_mask)
         clues = self.clue_ffn(clues)
-        patches = self.patch_to_clue(patches, clues, clue_mask)
-        patches = self.patch_ffn(patches)
-        return clues, patches
+        updated = self.patch_ffn(self.patch_to_clue(patches, clues, clue_mask))
+        if self.patch_gate is not None:
+            updated = patches + torch.tanh(self.patch_gate).to(patches.dtype) * (updated - patches)
+        return clues, updated
 
 
 class TRRGClueInteraction(nn.Module):
@@ -315,7 +328,8 @@ class TRRGClueInteraction(nn.Module):
         super().__init__()
         self.null_key = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.layers = nn.ModuleList(
-            TRRGClueInteractionLayer(config.hidden_size, config.num_heads) for _ in range(config.num_layers)
+            TRRGClueInteractionLayer(config.hidden_size, config.num_heads, config.gated_interaction)
+            for _ in range(config.num_layers)
         )
 
     def forward(
@@ -358,6 +372,8 @@ class TRRGPreTrainedModel(PreTrainedModel):
             init.zeros_(module.null_clue)
         elif isinstance(module, TRRGClueInteraction):
             init.zeros_(module.null_key)
+        elif isinstance(module, TRRGClueInteractionLayer) and module.patch_gate is not None:
+            init.zeros_(module.patch_gate)
         elif isinstance(module, (TRRGContrastiveModel, TRRGForConditionalGeneration)):
             init.constant_(module.logit_scale, math.log(self._logit_scale_init()))
             init.ones_(module.disease_pos_weight)

@@ -201,3 +201,29 @@ def test_stage1_save_load_equality(tiny_contrastive, tmp_path):
     with torch.no_grad():
         a, b = model(**studies, **sentences), loaded(**studies, **sentences)
     assert torch.allclose(a.logits_per_image, b.logits_per_image, atol=1e-5)
+
+
+def test_gated_interaction_starts_from_the_stage1_visual_tokens(tiny_tokenizer):
+    from trrg.trainers.init_model import build_generator
+
+    gated, processor = build_generator("tiny", tokenizer=tiny_tokenizer, clue={"gated_interaction": True})
+    gated.eval()
+    inputs = processor(images=[[xray_like(1), xray_like(2)]], return_tensors="pt")
+    with torch.no_grad():
+        features = gated.get_multimodal_features(inputs["pixel_values"], inputs["view_mask"])
+        plain = gated.vision_model(inputs["pixel_values"], inputs["view_mask"])
+        expected = gated.multi_modal_projector(gated.visual_adapter(plain.patch_tokens.flatten(1, 2)))
+    assert torch.allclose(features["visual_tokens"], expected[0], atol=1e-6)  # gate tanh(0) = 0
+
+
+def test_state_embeddings_make_clue_tokens_depend_on_p_from_the_start(tiny_tokenizer):
+    from trrg.trainers.init_model import build_generator
+
+    model, _ = build_generator("tiny", tokenizer=tiny_tokenizer, clue={"learned_state_embeddings": True})
+    bank = torch.nn.functional.normalize(torch.randn(14, 2, model.config.projection_dim), dim=-1)
+    mask = torch.ones(1, 14, dtype=torch.bool)
+    with torch.no_grad():
+        present = model.clue_injector(torch.ones(1, 14), bank, mask)
+        absent = model.clue_injector(torch.zeros(1, 14), bank, mask)
+    # The present/absent difference is of the size of the embeddings themselves, not ~0.
+    assert (present - absent).norm(dim=-1).min() > 0.5 * model.clue_injector.disease_embedding.weight.norm(dim=-1).mean()
