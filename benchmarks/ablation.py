@@ -198,6 +198,8 @@ def main() -> None:
     parser.add_argument("--stage1-epochs", type=int, default=12)
     parser.add_argument("--stage2-epochs", type=int, default=8)
     parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--summary-only", action="store_true",
+                        help="train nothing: summarise the runs already in OUT/runs (missing ones are left out, n shows how many)")
     args = parser.parse_args()
     from trrg.processing.phantom import generate_phantom
     from trrg.trainers.demo import DemoPlan
@@ -214,6 +216,9 @@ def main() -> None:
         pending = [k for k in args.configs if not (out / "runs" / f"{k}_seed{seed}.json").exists()]
         perception_file = out / "runs" / f"stage1_seed{seed}.json"
         stage1 = None
+        if args.summary_only:
+            _collect(out, seed, args.configs, results, perceptions)
+            continue
         if pending or not perception_file.exists():
             stage1 = _stage1_for(seed, data_dir, work, plan)
             perception_file.write_text(json.dumps(_stage1_perception(stage1, data_dir), indent=1))
@@ -251,6 +256,16 @@ def main() -> None:
     (out / "ablation.md").write_text(markdown)
     _bar_chart(summary, out / "ablation.png")
     print(markdown)
+
+
+def _collect(out: Path, seed: int, keys, results: dict, perceptions: list) -> None:
+    for key in keys:
+        path = out / "runs" / f"{key}_seed{seed}.json"
+        if path.exists():
+            results[(key, seed)] = json.loads(path.read_text())
+    perception_file = out / "runs" / f"stage1_seed{seed}.json"
+    if perception_file.exists():
+        perceptions.append(json.loads(perception_file.read_text()))
 
 
 def _mean(values):
