@@ -158,13 +158,22 @@ def _config_of(spec: dict | str, name: str, **overrides):
     return config
 
 
+def image_size_for(vision_config, default: int) -> int:
+    """A backbone with a fixed input size (ViT, Swin) dictates it; convolutional ones take any."""
+    size = getattr(vision_config, "image_size", None)
+    if isinstance(size, (list, tuple)):
+        size = size[0]
+    return int(size) if size else default
+
+
 def contrastive_config(preset: Preset, tokenizer, vision: str | None = None, text: str | None = None) -> TRRGContrastiveConfig:
     text_overrides = {"vocab_size": len(tokenizer)} if isinstance(text or preset.text, dict) else {}
+    vision_config = _config_of(vision or preset.vision, "vision")
     return TRRGContrastiveConfig(
-        vision_config=_config_of(vision or preset.vision, "vision"),
+        vision_config=vision_config,
         text_config=_config_of(text or preset.text, "text", **text_overrides),
         projection_dim=preset.projection_dim,
-        image_size=preset.image_size,
+        image_size=image_size_for(vision_config, preset.image_size),
     )
 
 
@@ -172,17 +181,18 @@ def generation_config(
     preset: Preset, tokenizer, vision_config=None, llm: str | None = None, clue: dict | None = None
 ) -> TRRGConfig:
     llm_spec = llm or preset.llm
+    vision_config = vision_config if vision_config is not None else _config_of(preset.vision, "vision")
     overrides = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
                  "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
     return TRRGConfig(
-        vision_config=vision_config if vision_config is not None else _config_of(preset.vision, "vision"),
+        vision_config=vision_config,
         text_config=_config_of(llm_spec, "llm", **(overrides if isinstance(llm_spec, dict) else {})),
         clue_config=TRRGClueConfig(**{**preset.clue, **(clue or {})}),
         projection_dim=preset.projection_dim,
         image_token_grid=preset.image_token_grid,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         clue_token_id=tokenizer.convert_tokens_to_ids(CLUE_TOKEN),
-        image_size=preset.image_size,
+        image_size=image_size_for(vision_config, preset.image_size),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

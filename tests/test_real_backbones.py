@@ -1,0 +1,51 @@
+"""Real backbones are loaded by path: tested with tiny stand-ins saved as ordinary HF folders
+(a ViT image encoder, a BERT text encoder, a Llama LM with its own tokenizer)."""
+
+import torch
+from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, ViTConfig, ViTModel
+
+from conftest import xray_like
+
+
+def _save_backbones(tmp_path, tokenizer):
+    vit = ViTModel(ViTConfig(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, intermediate_size=64), add_pooling_layer=False)
+    vit.save_pretrained(tmp_path / "vit")
+    bert = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+    bert.save_pretrained(tmp_path / "bert")
+    tokenizer.save_pretrained(tmp_path / "bert")
+    llm_tokenizer = tokenizer.__class__.from_pretrained(tmp_path / "bert")  # a copy for the LLM folder
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer) - 2, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=256))
+    llama.save_pretrained(tmp_path / "llama")
+    llm_tokenizer.save_pretrained(tmp_path / "llama")
+    return vit, llama
+
+
+def test_stage2_from_local_vit_and_llama_folders_generates(tiny_tokenizer, tmp_path):
+    from trrg.trainers.init_model import build_generator
+
+    vit, llama = _save_backbones(tmp_path, tiny_tokenizer)
+    model, processor = build_generator("tiny", vision=str(tmp_path / "vit"), llm=str(tmp_path / "llama"))
+    # pretrained weights were loaded, not re-initialised
+    assert torch.equal(model.vision_model.backbone.embeddings.patch_embeddings.projection.weight,
+                       vit.embeddings.patch_embeddings.projection.weight)
+    assert torch.equal(model.language_model.model.layers[0].mlp.up_proj.weight, llama.model.layers[0].mlp.up_proj.weight)
+    assert model.get_input_embeddings().num_embeddings >= len(processor.tokenizer)  # resized for <image>/<clue>
+    model.eval()
+    inputs = processor(images=[[xray_like(1), xray_like(2)]], return_tensors="pt")
+    ids = model.generate(**inputs, max_new_tokens=4)
+    assert ids.shape[1] == inputs["input_ids"].shape[1] + 4 or ids[0, -1] == processor.tokenizer.eos_token_id
+
+
+def test_stage1_from_local_vit_and_bert_folders(tiny_tokenizer, tmp_path):
+    from trrg.trainers.init_model import build_contrastive
+
+    _save_backbones(tmp_path, tiny_tokenizer)
+    model, processor = build_contrastive("tiny", vision=str(tmp_path / "vit"), text=str(tmp_path / "bert"))
+    pixels = processor.image_processor([[xray_like(3)]], return_tensors="pt")
+    sentences = processor.encode_sentences(["no pneumothorax ."])
+    out = model(**pixels, **sentences)
+    assert out.image_embeds.shape == (1, model.config.projection_dim) and torch.isfinite(out.sentence_loss)
