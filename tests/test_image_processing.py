@@ -309,4 +309,6 @@ def test_auto_image_processor_with_remote_code(tmp_path, monkeypatch):
     assert (tmp_path / "model" / "image_processing_trrg.py").exists()  # remote code copied next to the config
     loaded = AutoImageProcessor.from_pretrained(tmp_path / "model", trust_remote_code=True)
     assert type(loaded).__name__ == "TRRGImageProcessor" and loaded.image_size == 24
-    assert type(loaded).__module__.startswith("transformers_modules")  # loaded from the folder, not trrg
+    # Which copy of the class is used depends on whether trrg registered its classes with the Auto
+    # classes earlier in this process; that the folder alone suffices is tested in a fresh process
+    # without trrg (tests/test_hub_roundtrip.py).
