@@ -5,6 +5,11 @@
 Each JSONL line is ``{"id": ..., "report": ...}``; a reference ``report`` may be a list of strings
 (several references). Lines are matched by id, not by order. The protocol (cleaning, tokenization,
 labels) is documented in docs/METRICS.md and recorded in the output next to the numbers.
+
+Prediction lines may also carry the model's own perception: ``"clues"`` (14 binary clue decisions)
+and/or ``"disease_probs"`` (14 zero-shot probabilities; the decision is then ``p >= 0.5``, or
+``--perception-threshold``). Then the truthfulness metrics are added (``perception_*``,
+``clue_drop_rate``, ``clue_unsupported_rate``; ``trrg.evaluation.truthfulness``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,12 @@ from typing import Literal
 from trrg import __version__
 from trrg.evaluation.clinical import UNCERTAIN_POLICIES
 from trrg.evaluation.clinical import UncertainPolicy
+from trrg.evaluation.clinical import clinical_efficacy
 from trrg.evaluation.clinical import clinical_efficacy_from_reports
 from trrg.evaluation.nlg import nlg_scores
+from trrg.evaluation.truthfulness import DEFAULT_PERCEPTION_THRESHOLD
+from trrg.evaluation.truthfulness import clue_decisions
+from trrg.evaluation.truthfulness import truthfulness_scores
 
 TextCleaning = Literal["r2gen", "none"]
 TEXT_CLEANINGS: tuple[str, ...] = ("r2gen", "none")
@@ -84,12 +93,39 @@ def nlg_report_scores(
 
 
 def ce_report_scores(
-    predictions: Sequence[str], references: Sequence[str | Sequence[str]], uncertain: UncertainPolicy = "positive"
+    predictions: Sequence[str],
+    references: Sequence[str | Sequence[str]],
+    uncertain: UncertainPolicy = "positive",
+    clues: Sequence | None = None,
+    disease_probs: Sequence | None = None,
+    perception_threshold: float = DEFAULT_PERCEPTION_THRESHOLD,
 ) -> dict:
-    """Clinical-efficacy metrics of raw report texts; with several references the first one counts."""
+    """Clinical-efficacy metrics of raw report texts; with several references the first one counts.
+
+    With ``clues`` or ``disease_probs`` (per study, same order; see ``truthfulness.clue_decisions``)
+    the truthfulness metrics are added, from the same labels: ``perception_*``, ``clue_*``, and the
+    protocol ``perception_source`` / ``perception_threshold``.
+    """
     _check_lengths(predictions, references)
     first_references = [_as_reference_list(refs, index)[0] for index, refs in enumerate(references)]
-    return clinical_efficacy_from_reports(list(predictions), first_references, uncertain)
+    decisions, perception_protocol = _clue_decisions(len(predictions), clues, disease_probs, perception_threshold)
+    if decisions is None:
+        return clinical_efficacy_from_reports(list(predictions), first_references, uncertain)
+    from trrg.processing.labeler import label_reports
+
+    predicted_labels, reference_labels = label_reports(list(predictions)), label_reports(first_references)
+    return {
+        **clinical_efficacy(predicted_labels, reference_labels, uncertain),
+        **truthfulness_scores(decisions, predicted_labels, reference_labels, uncertain),
+        **perception_protocol,
+    }
+
+
+def _clue_decisions(count: int, clues, disease_probs, threshold: float):
+    for name, values in (("clues", clues), ("disease_probs", disease_probs)):
+        if values is not None and len(values) != count:
+            raise ScoreInputError(f"{count} predictions but {len(values)} {name} entries")
+    return clue_decisions(clues, disease_probs, threshold)
 
 
 def score_reports(
@@ -98,6 +134,9 @@ def score_reports(
     text_cleaning: TextCleaning = "r2gen",
     uncertain: UncertainPolicy = "positive",
     meteor: bool = True,
+    clues: Sequence | None = None,
+    disease_probs: Sequence | None = None,
+    perception_threshold: float = DEFAULT_PERCEPTION_THRESHOLD,
 ) -> dict:
     """All metrics of generated reports against references (same order), as one flat dict.
 
@@ -108,17 +147,24 @@ def score_reports(
             (whitespace tokens of the text as given). NLG metrics only; CE labels the raw text.
         uncertain: how an uncertain label counts for CE: ``"positive"``, ``"negative"``, ``"ignore"``.
         meteor: ``False`` skips the METEOR jar (``meteor`` is then ``None``).
+        clues: per study, the model's 14 binary clue decisions (or ``None`` for the whole argument).
+        disease_probs: per study, the 14 zero-shot probabilities; used only without ``clues``.
+        perception_threshold: the decision ``p >= perception_threshold`` for ``disease_probs``.
 
     Returns:
         ``bleu_1``..``bleu_4``, ``meteor``, ``rouge_l``, ``cider``, the ``ce_*`` metrics of
         ``trrg.evaluation.clinical``, and the protocol: ``n``, ``text_cleaning``, ``uncertain``,
-        ``reference_for_ce``, ``trrg_version``, ``metric_notes``. Undefined values are ``None``.
+        ``reference_for_ce``, ``trrg_version``, ``metric_notes``. With ``clues`` or
+        ``disease_probs``, also the ``perception_*`` and ``clue_*`` metrics of
+        ``trrg.evaluation.truthfulness`` and ``perception_source`` / ``perception_threshold``.
+        Undefined values are ``None``.
     """
     if uncertain not in UNCERTAIN_POLICIES:
         raise ValueError(f"uncertain={uncertain!r}; expected one of {UNCERTAIN_POLICIES}")
+    _clue_decisions(len(predictions), clues, disease_probs, perception_threshold)  # bad input fails before NLG
     return {
         **nlg_report_scores(predictions, references, text_cleaning, meteor=meteor),
-        **ce_report_scores(predictions, references, uncertain),
+        **ce_report_scores(predictions, references, uncertain, clues, disease_probs, perception_threshold),
         "n": len(predictions),
         "text_cleaning": text_cleaning,
         "uncertain": uncertain,
@@ -133,7 +179,13 @@ def score_reports(
 
 def read_reports(path: Path, allow_lists: bool) -> dict[str, str | list[str]]:
     """``{id: report}`` from a JSONL file of ``{"id", "report"}`` lines (blank lines skipped)."""
-    reports: dict[str, str | list[str]] = {}
+    return {key: row["report"] for key, (_, row) in read_rows(path, allow_lists).items()}
+
+
+def read_rows(path: Path, allow_lists: bool) -> dict[str, tuple[int, dict]]:
+    """``{id: (line number, row)}`` from a JSONL file of ``{"id", "report", ...}`` lines, checked as
+    ``read_reports`` checks them; the other fields of a row are kept as they are."""
+    reports: dict[str, tuple[int, dict]] = {}
     with open(path, encoding="utf-8") as file:
         for line_number, line in enumerate(file, start=1):
             if not line.strip():
@@ -152,7 +204,7 @@ def read_reports(path: Path, allow_lists: bool) -> dict[str, str | list[str]]:
                 raise ScoreInputError(f'{where}: "report" of id {key!r} must be {expected}, got {report!r:.80}')
             if key in reports:
                 raise ScoreInputError(f"{where}: duplicate id {key!r}; ids must be unique within a file")
-            reports[key] = report
+            reports[key] = (line_number, row)
     return reports
 
 
@@ -217,22 +269,56 @@ def build_parser() -> argparse.ArgumentParser:
     add("--text-cleaning", choices=TEXT_CLEANINGS, default="r2gen", help="before NLG tokenization (default: r2gen)")
     add("--uncertain", choices=UNCERTAIN_POLICIES, default="positive", help="uncertain CE labels (default: positive)")
     add("--no-meteor", action="store_true", help="skip METEOR (no Java start-up)")
+    add(
+        "--perception-threshold",
+        type=_probability,
+        default=DEFAULT_PERCEPTION_THRESHOLD,
+        help='clue decision p >= THRESHOLD for predictions with "disease_probs" but no "clues" (default: 0.5)',
+    )
     add("--out", type=Path, required=True, help="where to write the metrics JSON")
     return parser
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def perception_columns(rows: dict[str, tuple[int, dict]], ids: Sequence[str], path: Path, threshold: float):
+    """``clues`` and ``disease_probs`` of the prediction rows in ``ids`` order (``None`` where a row has
+    none, and for a field no row has), checked with errors naming the file, line and id."""
+    clues = [rows[key][1].get("clues") for key in ids]
+    disease_probs = [rows[key][1].get("disease_probs") for key in ids]
+    names = [f"{path}:{rows[key][0]} (id {key!r})" for key in ids]
+    try:
+        clue_decisions(clues, disease_probs, threshold, names)
+    except ValueError as error:
+        raise ScoreInputError(str(error)) from None
+    return (
+        clues if any(value is not None for value in clues) else None,
+        disease_probs if any(value is not None for value in disease_probs) else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        predictions = read_reports(args.predictions, allow_lists=False)
+        rows = read_rows(args.predictions, allow_lists=False)
+        predictions = {key: row["report"] for key, (_, row) in rows.items()}
         references = read_reports(args.references, allow_lists=True)
         ids = match_ids(predictions, references, args.predictions, args.references)
+        clues, disease_probs = perception_columns(rows, ids, args.predictions, args.perception_threshold)
         scores = score_reports(
             [predictions[key] for key in ids],
             [references[key] for key in ids],
             text_cleaning=args.text_cleaning,
             uncertain=args.uncertain,
             meteor=not args.no_meteor,
+            clues=clues,
+            disease_probs=disease_probs,
+            perception_threshold=args.perception_threshold,
         )
     except (ScoreInputError, OSError) as error:
         print(f"trrg score: error: {error}", file=sys.stderr)

@@ -99,6 +99,20 @@ def test_evaluate_modules_load_offline_by_path_and_equal_score_reports(tmp_path,
     expected = score_reports(predictions, references, uncertain="ignore", meteor=False)
     assert results == pytest.approx({key: expected[key] for key in results})
     assert {key for key in expected if key.startswith(("bleu", "rouge", "cider", "ce_"))} <= set(results)
+    assert not any(key.startswith(("perception_", "clue_")) for key in results)
+
+    # The model's own perception, an optional input: the truthfulness metrics of score_reports.
+    clues = [[0] * 10 + [1] + [0] * 3, [0] * 14, [1] + [0] * 13]  # s1: Pleural Effusion; s3: No Finding
+    with_clues = ce_metric.compute(predictions=predictions, references=references, clues=clues)
+    expected = score_reports(predictions, references, meteor=False, clues=clues)
+    assert with_clues == pytest.approx({key: expected[key] for key in with_clues})
+    assert {key for key in expected if key.startswith(("ce_", "perception_", "clue_"))} <= set(with_clues)
+    # s1 states its effusion (kept) and cardiomegaly (no clue: unsupported); No Finding is not counted.
+    assert with_clues["clue_drop_rate"] == 0.0 and with_clues["clue_present_count"] == 1
+    assert with_clues["clue_unsupported_rate"] == pytest.approx(1 / 2)
+    probs = [[0.9 if value else 0.1 for value in row] for row in clues]
+    from_probs = ce_metric.compute(predictions=predictions, references=references, disease_probs=probs)
+    assert from_probs["perception_source"] == "disease_probs" and from_probs["clue_drop_rate"] == 0.0
 
 
 def test_metric_path_rejects_unknown_names():

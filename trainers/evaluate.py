@@ -2,8 +2,9 @@
 
     trrg evaluate --model runs/demo/model --data runs/demo/phantom --split test --out runs/eval
 
-Writes OUT/predictions.jsonl ({"id", "report", "disease_probs"}), OUT/references.jsonl and
-OUT/metrics.json (the keys of `trrg score`, plus the protocol: data, split, seed, versions).
+Writes OUT/predictions.jsonl ({"id", "report", "disease_probs"[, "clues"]}), OUT/references.jsonl and
+OUT/metrics.json (the keys of `trrg score` on those files, truthfulness metrics included, plus the
+protocol: data, split, seed, versions).
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from pathlib import Path
 
 def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int = 16, max_new_tokens: int = 96,
                    num_beams: int = 1, meteor: bool = True, oracle_clues: bool = False, protocol: dict | None = None,
-                   progress: bool = True) -> dict:
-    """Generate for ``rows``, write predictions/references, score, and write metrics.json."""
+                   progress: bool = True, perception_threshold: float = 0.5) -> dict:
+    """Generate for ``rows``, write predictions/references, score, and write metrics.json.
+
+    Scored as ``trrg score`` scores the written files: when the predictions carry ``clues`` (or only
+    ``disease_probs``, then decided at ``perception_threshold``) the truthfulness metrics are added."""
     from trrg.evaluation.score import score_reports
     from trrg.trainers.generation import generate_reports
 
@@ -28,11 +32,24 @@ def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int 
     references = {row["id"]: row["report"] for row in rows}
     _write_jsonl(out / "predictions.jsonl", predictions)
     _write_jsonl(out / "references.jsonl", [{"id": p["id"], "report": references[p["id"]]} for p in predictions])
-    metrics = score_reports([p["report"] for p in predictions], [references[p["id"]] for p in predictions], meteor=meteor)
+    clues, disease_probs = _perception_columns(predictions, perception_threshold)
+    metrics = score_reports([p["report"] for p in predictions], [references[p["id"]] for p in predictions],
+                            meteor=meteor, clues=clues, disease_probs=disease_probs,
+                            perception_threshold=perception_threshold)
     metrics.update({"generation": {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False},
                     "skipped_studies": len(rows) - len(predictions), **_versions(), **(protocol or {})})
     _write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _perception_columns(predictions: list[dict], threshold: float):
+    """``clues`` / ``disease_probs`` of the predictions (``None`` for a field no prediction has), checked
+    with errors naming the study id (the same check as ``trrg score``'s)."""
+    from trrg.evaluation.truthfulness import clue_decisions
+
+    columns = [[p.get(field) for p in predictions] for field in ("clues", "disease_probs")]
+    clue_decisions(*columns, threshold, names=[f"prediction {p['id']!r}" for p in predictions])
+    return tuple(column if any(value is not None for value in column) else None for column in columns)
 
 
 def _versions() -> dict:
