@@ -6,6 +6,19 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+REPORT_TO_HELP = "logging integrations, e.g. `--report_to tensorboard wandb` or `all` (default none: offline)"
+
+
+def _no_reporting() -> list[str]:
+    """Default of ``report_to``: no logging integration.
+
+    A list from a default_factory, not ``default="none"``: HfArgumentParser turns a ``str | list[str]``
+    field into ``nargs="+"`` and keeps only a default_factory's value, so a plain string default
+    reached TrainingArguments as ``None``, became ``[None]`` and the Trainer refused to start.
+    """
+    return ["none"]
+
+
 
 @dataclass
 class TRRGDataArguments:
@@ -30,7 +43,7 @@ class TRRGPretrainArguments(TrainingArguments):
     prompt_pos_weight_power: float = field(default=0.5, metadata={"help": "positives of the prompt loss are weighted ((1-prevalence)/prevalence)**power; 0 disables"})
     augment: bool = field(default=False, metadata={"help": "light X-ray augmentation (small affine, brightness/contrast)"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "kept False: the collators read the study columns"})
-    report_to: str | list[str] = field(default="none", metadata={"help": "logging integrations (default none: offline)"})
+    report_to: str | list[str] = field(default_factory=_no_reporting, metadata={"help": REPORT_TO_HELP})
 
 
 @dataclass
@@ -54,6 +67,6 @@ class TRRGFinetuneArguments(TrainingArguments):
     generation_max_new_tokens: int = field(default=96, metadata={"help": "report length limit in generation-based evaluation"})
     generation_num_beams: int = field(default=1, metadata={"help": "beams in generation-based evaluation"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "kept False: the collators read the study columns"})
-    report_to: str | list[str] = field(default="none", metadata={"help": "logging integrations (default none: offline)"})
+    report_to: str | list[str] = field(default_factory=_no_reporting, metadata={"help": REPORT_TO_HELP})
     metric_for_best_model: str | None = field(default="ce_macro_f1_14", metadata={"help": "best checkpoint by this generation metric"})
     greater_is_better: bool | None = field(default=True, metadata={"help": "for metric_for_best_model"})
