@@ -2,9 +2,12 @@
 
 Each study has a frontal (PA) and, for ``lateral_fraction`` of the studies, a lateral view (8-bit
 grayscale PNG), a report in radiology phrasing, and the 14 CheXpert labels that the report states.
-Findings (cardiomegaly, effusion, pneumothorax, consolidation, edema, atelectasis, nodules, rib
+Findings (cardiomegaly, effusion, pneumothorax, airspace disease, edema, atelectasis, nodules, rib
 fractures, pleural thickening, devices, ...) are drawn visibly with laterality and severity, at
 imbalanced prevalence (about half the studies are normal; pneumothorax and fracture are rare).
+Every label is decidable from the pixels: airspace disease, for one, is drawn as one of three kinds
+that look different (faint ground glass -> "opacity", dense lobar consolidation -> "consolidation",
+patchy multifocal consolidation -> "pneumonia"), and the report's wording follows the kind.
 
 Output, R2Gen format::
 
@@ -37,7 +40,7 @@ from PIL import Image
 from .phantom_render import render_frontal, render_lateral, sample_anatomy
 from .phantom_reports import FINDING_NAMES, Findings, sample_findings, write_report
 
-PHANTOM_VERSION = "1.0"
+PHANTOM_VERSION = "1.1"
 MIN_IMAGE_SIZE = 32
 SPLITS = ("train", "val", "test")
 META_FILE, ANNOTATION_FILE = "phantom_meta.json", "annotation.json"

@@ -236,12 +236,92 @@ def _pneumothorax(x, y, lungs, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
     return rim, line
 
 
-def _airspace(x, y, attrs: dict, size: int) -> np.ndarray:
-    """Patchy airspace opacity in one lung zone."""
-    zone_y = {"upper": -0.4, "middle": 0.0, "lower": 0.3}[attrs["zone"]]
-    blob = _ellipse(x, y, _sign(attrs["side"]) * 0.4, zone_y, 0.17, 0.14, edge=0.06)
-    patches = np.clip(0.7 + 0.6 * _smooth_noise(attrs["seed"], size, 16), 0.0, 1.0)
-    return 0.3 * blob * patches
+# Airspace disease comes in three kinds that look different (``phantom_reports`` words each kind
+# its own way, so the label is decidable from the pixels):
+#   ground_glass   faint, hazy, ill-defined, smooth; vessels stay visible through it.
+#   consolidation  dense, homogeneous, sharply marginated, one lobe up to its fissure; vessels are
+#                  effaced, optionally with air bronchograms (thin dark branching lines inside).
+#   multifocal     2-3 patchy, dense, moderately defined foci in different zones (maybe bilateral).
+AIRSPACE_ZONE_Y = {"upper": -0.4, "middle": 0.0, "lower": 0.3}
+MINOR_FISSURE_Y = -0.13  # the horizontal fissure on the frontal view (the left lung: its analogue)
+AIRSPACE_DENSITY = {"ground_glass": 0.22, "consolidation": 0.34, "multifocal": 0.3}
+
+
+def _airspace_jitter(attrs: dict) -> np.ndarray:
+    """12 numbers in [0, 1) fixed by the finding's seed: [0, 1] position or size, [2, 3] bronchogram
+    angles, [4] depth on the lateral view, [6 + 2i, 7 + 2i] position of multifocal focus i."""
+    return np.random.default_rng(attrs["seed"] + 11).random(12)
+
+
+def _lobe_region(x, y, lung: np.ndarray, side: str, zone: str, jitter: np.ndarray) -> np.ndarray:
+    """A lobe (or most of it) of one lung, sharply bounded by its fissure: the upper lobe below by
+    the horizontal fissure, the middle lobe / lingula (a wedge) above by it and medially by the heart
+    (whose border it effaces), the lower lobe from the mid zone down to the dome (which it effaces)."""
+    lateral = x * _sign(side)  # distance from the midline towards this side
+    fissure = MINOR_FISSURE_Y + 0.04 * (jitter[0] - 0.5) + 0.05 * (lateral - LUNG_CENTER_X)
+    if zone == "upper":
+        region = _soft(y - fissure, 0.01) * _ellipse(lateral, y, 0.4, -0.42, 0.3 + 0.08 * jitter[1], 0.4, edge=0.012)
+    elif zone == "middle":
+        # A wedge under the fissure, deepest along the heart border (which it effaces).
+        lower = fissure + (0.75 + 0.2 * jitter[1]) * (0.72 - lateral)
+        region = _soft(fissure - y, 0.01) * _soft(y - lower, 0.015)
+    else:
+        top = 0.06 + 0.08 * jitter[1] - 0.1 * (lateral - LUNG_CENTER_X)
+        region = _soft(top - y, 0.012) * _soft(0.12 - lateral, 0.012)
+    return region * lung
+
+
+def _air_bronchograms(x, y, side: str, zone: str, jitter: np.ndarray) -> np.ndarray:
+    """Thin branching tubes (0..1) fanning out from the hilum through the lobe."""
+    target_y = AIRSPACE_ZONE_Y[zone] + (0.1 if zone == "lower" else 0.0)
+    start = (_sign(side) * (HILUM_X + 0.05), HILUM_Y + 0.35 * (target_y - HILUM_Y))
+    tubes = np.zeros_like(x)
+    for branch in range(2):
+        angle = np.arctan2(target_y - start[1], 0.25) + (branch - 0.5) * 0.7 + 0.3 * (jitter[2 + branch] - 0.5)
+        mid = (start[0] + _sign(side) * 0.14 * np.cos(angle), start[1] + 0.14 * np.sin(angle))
+        ends = [
+            (mid[0] + _sign(side) * 0.13 * np.cos(angle + turn), mid[1] + 0.13 * np.sin(angle + turn))
+            for turn in (-0.35, 0.35)
+        ]
+        tubes = np.maximum(tubes, _polyline(x, y, [start, mid, ends[0]], 0.016, edge=0.004))
+        tubes = np.maximum(tubes, _polyline(x, y, [mid, ends[1]], 0.013, edge=0.004))
+    return tubes
+
+
+def _patch(x, y, cx: float, cy: float, ax: float, ay: float, outline: np.ndarray) -> np.ndarray:
+    """An irregular, lumpy patch: an ellipse whose border is pushed in and out by ``outline`` noise."""
+    radius = np.sqrt(((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2)
+    return _soft((radius * (1.0 + 0.3 * outline) - 1.0) * min(ax, ay), 0.015)
+
+
+def _airspace(x, y, lungs, attrs: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(added density, share of the vascular markings it hides) of one airspace finding."""
+    kind = attrs["kind"]
+    jitter = _airspace_jitter(attrs)
+    if kind == "ground_glass":
+        cx = _sign(attrs["side"]) * (0.44 + 0.06 * jitter[0])
+        cy = AIRSPACE_ZONE_Y[attrs["zone"]] + 0.06 * (jitter[1] - 0.5)
+        haze = _ellipse(x, y, cx, cy, 0.22, 0.2, edge=0.06)
+        haze = haze * (0.85 + 0.15 * _smooth_noise(attrs["seed"], size, 5))
+        return AIRSPACE_DENSITY[kind] * haze * lungs[attrs["side"]], np.zeros_like(x)
+    if kind == "consolidation":
+        side, zone = attrs["side"], attrs["zone"]
+        region = _lobe_region(x, y, lungs[side], side, zone, jitter)
+        solid = region * (0.96 + 0.04 * _smooth_noise(attrs["seed"], size, 8))
+        if attrs.get("air_bronchograms"):
+            solid = solid * (1.0 - 0.65 * _air_bronchograms(x, y, side, zone, jitter))
+        return AIRSPACE_DENSITY[kind] * solid, region
+    if kind == "multifocal":
+        outline = _smooth_noise(attrs["seed"] + 2, size, 14)
+        foci = np.zeros_like(x)
+        for index, focus in enumerate(attrs["foci"]):
+            cx = _sign(focus["side"]) * (0.34 + 0.12 * jitter[6 + 2 * index])
+            cy = AIRSPACE_ZONE_Y[focus["zone"]] + 0.1 * (jitter[7 + 2 * index] - 0.5)
+            blob = _patch(x, y, cx, cy, 0.18, 0.15, outline) * lungs[focus["side"]]
+            foci = np.maximum(foci, blob)
+        patches = np.clip(0.7 + 0.5 * _smooth_noise(attrs["seed"], size, 14), 0.4, 1.0)
+        return AIRSPACE_DENSITY[kind] * foci * patches, foci * patches
+    raise ValueError(f"unknown airspace kind {kind!r}: expected ground_glass, consolidation or multifocal")
 
 
 def _edema(x, y, attrs: dict) -> np.ndarray:
@@ -310,6 +390,10 @@ def render_frontal(anatomy: Anatomy, findings: Findings, image_size: int) -> np.
     if "edema" in findings:  # engorged, indistinct vessels on top of the haze
         vessels = vessels * (1.6 if findings["edema"]["severity"] == "moderate" else 1.3)
         density += _edema(x, y, findings["edema"]) * (lungs["right"] + lungs["left"] + 0.3)
+    if "airspace" in findings:  # consolidation effaces the vessels it surrounds; ground glass does not
+        airspace, hidden = _airspace(x, y, lungs, findings["airspace"], image_size)
+        vessels = vessels * (1.0 - hidden)
+        density += airspace
     density += vessels
     density += _finding_opacities(x, y, lungs, anatomy, findings, image_size)
     return _to_uint8(density, anatomy, image_size, seed_offset=0)
@@ -320,8 +404,6 @@ def _finding_opacities(x, y, lungs, anatomy: Anatomy, findings: Findings, size: 
     opacity = np.zeros_like(x)
     if "pleural_effusion" in findings:
         opacity += _effusion(x, y, lungs, anatomy, findings["pleural_effusion"])
-    if "airspace" in findings:
-        opacity += _airspace(x, y, findings["airspace"], size) * lung
     if "atelectasis" in findings:
         opacity += _atelectasis(x, y, anatomy, findings["atelectasis"]) * lung
     if "lung_lesion" in findings:
@@ -365,9 +447,7 @@ def _lateral_findings(x, y, lung, anatomy: Anatomy, findings: Findings, size: in
         above_dome = _soft(y - anatomy["dome_height"] - 0.25 * x - 0.04, 0.02)
         opacity += 0.22 * _soft(level - y, 0.02) * _ellipse(x, y, 0.05, -0.05, 0.64, 0.75) * above_dome
     if "airspace" in findings:
-        zone_y = {"upper": -0.4, "middle": 0.0, "lower": 0.3}[findings["airspace"]["zone"]]
-        patches = np.clip(0.7 + 0.6 * _smooth_noise(findings["airspace"]["seed"] + 1, size, 16), 0.0, 1.0)
-        opacity += 0.25 * _ellipse(x, y, 0.1, zone_y, 0.2, 0.14, edge=0.06) * patches * lung
+        opacity += _lateral_airspace(x, y, lung, findings["airspace"], size)
     if "edema" in findings:
         opacity += 0.6 * _edema(x * 0.8, y, findings["edema"]) * lung
     if "atelectasis" in findings:
@@ -383,3 +463,40 @@ def _lateral_findings(x, y, lung, anatomy: Anatomy, findings: Findings, size: in
         if "pacemaker" in devices:
             opacity += 0.8 * _ellipse(x, y, -0.5, -0.58, 0.04, 0.07, edge=0.01)
     return opacity
+
+
+def _lateral_lobe(x, y, zone: str) -> np.ndarray:
+    """A lobe on the lateral view, bounded by the fissures seen there: the oblique (major) fissure
+    runs from posterior-superior down to the anterior diaphragm, the horizontal (minor) one from
+    the hilum forwards. Lower lobe behind the oblique fissure; upper and middle lobe in front of
+    it, above and below the horizontal fissure."""
+    behind_oblique = ((x - 0.3) * 0.9 + (y + 0.5) * 0.65) / 1.11  # > 0: posterior-inferior
+    below_horizontal = y + 0.08
+    if zone == "lower":
+        return _soft(-behind_oblique, 0.01)
+    front = _soft(behind_oblique, 0.01)
+    return front * _soft(below_horizontal if zone == "upper" else -below_horizontal, 0.01)
+
+
+def _lateral_airspace(x, y, lung: np.ndarray, attrs: dict, size: int) -> np.ndarray:
+    """The same kind as on the frontal view; both lungs overlap, so only height and depth show."""
+    kind, jitter = attrs["kind"], _airspace_jitter(attrs)
+    # Unilateral disease is seen through the other lung's air, so it is fainter than on the PA view.
+    strength = (0.6 if kind == "consolidation" else 0.8) * AIRSPACE_DENSITY[kind]
+    if kind == "ground_glass":
+        cx, cy = -0.15 + 0.35 * jitter[4], AIRSPACE_ZONE_Y[attrs["zone"]] + 0.06 * (jitter[1] - 0.5)
+        haze = _ellipse(x, y, cx, cy, 0.24, 0.18, edge=0.07)
+        return strength * haze * (0.85 + 0.15 * _smooth_noise(attrs["seed"] + 1, size, 5)) * lung
+    if kind == "consolidation":
+        region = _lateral_lobe(x, y, attrs["zone"]) * lung
+        return strength * region * (0.96 + 0.04 * _smooth_noise(attrs["seed"] + 1, size, 8))
+    if kind == "multifocal":
+        outline = _smooth_noise(attrs["seed"] + 3, size, 14)
+        foci = np.zeros_like(x)
+        for index, focus in enumerate(attrs["foci"]):
+            cx = -0.3 + 0.6 * jitter[6 + 2 * index]  # depth follows the frontal view's lateral offset
+            cy = AIRSPACE_ZONE_Y[focus["zone"]] + 0.1 * (jitter[7 + 2 * index] - 0.5)
+            foci = np.maximum(foci, _patch(x, y, cx, cy, 0.17, 0.13, outline))
+        patches = np.clip(0.7 + 0.5 * _smooth_noise(attrs["seed"] + 1, size, 14), 0.4, 1.0)
+        return strength * foci * patches * lung
+    raise ValueError(f"unknown airspace kind {kind!r}: expected ground_glass, consolidation or multifocal")

@@ -44,6 +44,19 @@ DEVICE_PROBABILITY = {"abnormal": 0.19, "normal": 0.05}
 # Share of drawn findings that the radiologist reports with a hedge (label -1).
 UNCERTAIN_PROBABILITY = 0.12
 FINDING_NAMES = (*FINDING_PROBABILITY, "edema", "support_devices")
+# Airspace disease: the kind is drawn (see ``phantom_render``) and fixes the labels written.
+#   ground_glass   faint hazy ill-defined opacity      -> "opacity"                  Lung Opacity
+#   consolidation  dense sharply marginated lobar one  -> "consolidation"            Consolidation
+#   multifocal     patchy dense foci in 2-3 lobes      -> "multifocal consolidation, Consolidation +
+#                                                          consistent with pneumonia" Pneumonia
+AIRSPACE_KINDS = ("ground_glass", "consolidation", "multifocal")
+AIRSPACE_KIND_PROBABILITY = (0.35, 0.35, 0.3)
+AIRSPACE_LABELS = {
+    "ground_glass": {"Lung Opacity": 1},
+    "consolidation": {"Consolidation": 1},
+    "multifocal": {"Consolidation": 1, "Pneumonia": 1},
+}
+AIRSPACE_OBSERVATIONS = ("Lung Opacity", "Consolidation", "Pneumonia")
 HEDGEABLE = ("pleural_effusion", "pneumothorax", "edema", "atelectasis", "lung_lesion", "fracture")
 
 SIDES = ("right", "left")
@@ -89,11 +102,7 @@ def _sample_one(rng: np.random.Generator, name: str) -> dict[str, Any]:
     if name == "pneumothorax":
         return {"side": side, "size": _choice(rng, ("small", "moderate", "large"), p=(0.5, 0.35, 0.15))}
     if name == "airspace":
-        reported_as = _choice(
-            rng, ("consolidation", "opacity", "pneumonia", "consolidation_possible_pneumonia"), p=(0.3, 0.3, 0.25, 0.15)
-        )
-        zone = _choice(rng, ("upper", "middle", "lower"), p=(0.25, 0.3, 0.45))
-        return {"side": side, "zone": zone, "reported_as": reported_as, "seed": int(rng.integers(2**31))}
+        return _sample_airspace(rng, side)
     if name == "edema":
         return {"severity": _choice(rng, ("mild", "moderate"), p=(0.6, 0.4))}
     if name == "atelectasis":
@@ -108,6 +117,23 @@ def _sample_one(rng: np.random.Generator, name: str) -> dict[str, Any]:
     if name == "pleural_thickening":
         return {"side": side}
     raise ValueError(f"unknown phantom finding {name!r}")
+
+
+def _sample_airspace(rng: np.random.Generator, side: str) -> dict[str, Any]:
+    """One of the ``AIRSPACE_KINDS``; the report words it from the kind alone (``AIRSPACE_LABELS``)."""
+    kind = _choice(rng, AIRSPACE_KINDS, p=AIRSPACE_KIND_PROBABILITY)
+    if kind == "multifocal":  # 2-3 distinct lobes, either or both lungs
+        count = _choice(rng, (2, 3), p=(0.6, 0.4))
+        picked = sorted(int(i) for i in rng.choice(len(LOBES), size=count, replace=False))
+        foci = [{"side": lobe_side, "zone": zone} for lobe_side, zone in (list(LOBES)[i] for i in picked)]
+        sides = {focus["side"] for focus in foci}
+        attrs = {"kind": kind, "side": sides.pop() if len(sides) == 1 else "bilateral", "foci": foci}
+    else:
+        zone = _choice(rng, ("upper", "middle", "lower"), p=(0.25, 0.3, 0.45))
+        attrs = {"kind": kind, "side": side, "zone": zone}
+        if kind == "consolidation":
+            attrs["air_bronchograms"] = bool(rng.random() < 0.5)
+    return attrs | {"seed": int(rng.integers(2**31))}
 
 
 def _with_certainty(attrs: dict[str, Any], certainty: str) -> dict[str, Any]:
@@ -236,36 +262,52 @@ def _pneumothorax(rng: np.random.Generator, attrs: dict) -> Sentence:
     return _choice(rng, options), {"Pneumothorax": POSITIVE}
 
 
+def _lobe_list(foci: list[dict]) -> str:
+    """ "the right upper lobe and lingula", "the right middle lobe, right lower lobe and left lower lobe"."""
+    lobes = [LOBES[(focus["side"], focus["zone"])] for focus in foci]
+    return "the " + (", ".join(lobes[:-1]) + " and " + lobes[-1] if len(lobes) > 1 else lobes[0])
+
+
 def _airspace(rng: np.random.Generator, attrs: dict) -> list[Sentence]:
-    lobe = LOBES[(attrs["side"], attrs["zone"])]
-    reported_as = attrs["reported_as"]
-    quality = _choice(rng, ("Patchy", "Focal", "Dense"))
-    if reported_as == "opacity":
+    """One sentence; its wording varies, its labels are ``AIRSPACE_LABELS[kind]`` and nothing else."""
+    kind = attrs["kind"]
+    labels = dict(AIRSPACE_LABELS[kind])
+    if kind == "multifocal":
+        where = _lobe_list(attrs["foci"])
+        spread = "Bilateral" if attrs["side"] == "bilateral" else "Multifocal"
         text = _choice(
             rng,
             (
-                f"Patchy opacity in the {lobe}.",
-                f"There is a focal airspace opacity in the {lobe}.",
-                f"Hazy opacity in the {lobe}.",
+                f"Multifocal consolidation in {where}, consistent with pneumonia.",
+                f"Patchy consolidation in {where} consistent with multifocal pneumonia.",
+                f"{spread} pneumonia with patchy consolidation in {where}.",
             ),
         )
-        return [(text, {"Lung Opacity": POSITIVE})]
-    if reported_as == "pneumonia":
-        text = _choice(rng, (f"{_cap(_lobe_adjective(lobe))} pneumonia.", f"Pneumonia in the {lobe}."))
-        return [(text, {"Pneumonia": POSITIVE})]
-    consolidation = _choice(
+        return [(text, labels)]
+    lobe = LOBES[(attrs["side"], attrs["zone"])]
+    if kind == "ground_glass":
+        text = _choice(
+            rng,
+            (
+                f"Hazy opacity in the {lobe}.",
+                f"Faint ground-glass opacity in the {lobe}.",
+                f"There is an ill-defined hazy opacity in the {lobe}.",
+            ),
+        )
+        return [(text, labels)]
+    if kind != "consolidation":
+        raise ValueError(f"unknown airspace kind {kind!r}: expected one of {AIRSPACE_KINDS}")
+    adjective = _lobe_adjective(lobe)
+    bronchograms = " with air bronchograms" if attrs.get("air_bronchograms") else ""
+    text = _choice(
         rng,
         (
-            f"{quality} consolidation in the {lobe}.",
-            f"There is airspace consolidation in the {lobe}.",
-            f"{_cap(_lobe_adjective(lobe))} consolidation.",
+            f"Dense consolidation in the {lobe}{bronchograms}.",
+            f"{_cap(adjective)} consolidation{bronchograms}.",
+            f"There is lobar consolidation in the {lobe}{bronchograms}.",
         ),
     )
-    sentences = [(consolidation, {"Consolidation": POSITIVE})]
-    if reported_as == "consolidation_possible_pneumonia":
-        hedge = _choice(rng, ("This may represent pneumonia.", "Findings are concerning for pneumonia."))
-        sentences.append((hedge, {"Pneumonia": UNCERTAIN}))
-    return sentences
+    return [(text, labels)]
 
 
 def _edema(rng: np.random.Generator, attrs: dict) -> Sentence:
@@ -507,6 +549,10 @@ def write_report(rng: np.random.Generator, findings: Findings) -> tuple[str, dic
     """A radiology report for ``findings`` (about 4-8 sentences) and the labels it states."""
     positives = _positive_sections(rng, findings)
     mentioned = {name for sentences in positives.values() for _, stated in sentences for name in stated}
+    if "airspace" in findings:
+        # Its kind alone decides the airspace labels: no "No focal airspace opacity." next to a
+        # consolidation, no "No evidence of pneumonia." next to a ground-glass opacity.
+        mentioned |= set(AIRSPACE_OBSERVATIONS)
     wanted = int(rng.integers(4, 8)) - sum(map(len, positives.values()))
     negatives = _negative_sections(rng, findings, mentioned, wanted)
     negatives = _trim_negatives(negatives, room=MAX_SENTENCES - sum(map(len, positives.values())))

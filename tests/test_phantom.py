@@ -125,7 +125,7 @@ def test_right_effusion_brightens_the_image_left_lower_zone():
 LATERALIZED = {
     "pleural_effusion": {"size": "small"},
     "pneumothorax": {"size": "small"},
-    "airspace": {"zone": "middle", "reported_as": "opacity", "seed": 1},
+    "airspace": {"kind": "consolidation", "zone": "middle", "air_bronchograms": True, "seed": 1},
     "atelectasis": {},
     "lung_lesion": {"kind": "nodule", "size_mm": 6, "zone": "upper", "position": 0.5},
     "fracture": {"rib": 6, "position": 0.6},
@@ -201,3 +201,111 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Airspace disease: the written label follows the kind that is drawn
+# --------------------------------------------------------------------------------------------
+AIRSPACE_LABELS_BY_KIND = {  # (Lung Opacity, Consolidation, Pneumonia)
+    "ground_glass": (1, None, None),
+    "consolidation": (None, 1, None),
+    "multifocal": (None, 1, 1),
+}
+
+
+def test_airspace_labels_are_a_function_of_the_drawn_kind():
+    """However a report words it, an airspace finding's labels follow from its stored kind alone,
+    so they are decidable from the pixels (which draw the kinds differently, see below)."""
+    from trrg.processing.phantom_reports import sample_findings, write_report
+
+    labeler = pytest.importorskip("trrg.processing.labeler", reason="trrg.processing.labeler is not written yet")
+    seen: dict[str, set] = {kind: set() for kind in AIRSPACE_LABELS_BY_KIND}
+    for index in range(3000):  # what sample_study does, without drawing the images (~300 airspace studies)
+        findings = sample_findings(np.random.default_rng([13, index]))
+        if "airspace" not in findings:
+            continue
+        report, labels = write_report(np.random.default_rng([14, index]), findings)
+        seen[findings["airspace"]["kind"]].add((labels["Lung Opacity"], labels["Consolidation"], labels["Pneumonia"]))
+        assert labeler.label_report(report) == labels, report
+    assert {kind: sorted(found, key=str) for kind, found in seen.items()} == {
+        kind: [labels] for kind, labels in AIRSPACE_LABELS_BY_KIND.items()
+    }
+    # The kind is what sample_study (and so phantom_meta.json) records next to the report.
+    for kind, found in _airspace_examples(1).items():
+        _, _, labels, attributes = sample_study(5, 32, lateral=False, findings={"airspace": found[0]})
+        assert attributes["findings"]["airspace"]["kind"] == kind
+        assert (labels["Lung Opacity"], labels["Consolidation"], labels["Pneumonia"]) == AIRSPACE_LABELS_BY_KIND[kind]
+
+
+def _airspace_examples(per_kind: int) -> dict[str, list[dict]]:
+    """``per_kind`` airspace findings of each kind, as the generator draws them."""
+    from trrg.processing.phantom_reports import sample_findings
+
+    found: dict[str, list[dict]] = {kind: [] for kind in AIRSPACE_LABELS_BY_KIND}
+    index = 0
+    while min(map(len, found.values())) < per_kind:
+        airspace = sample_findings(np.random.default_rng([31, index])).get("airspace")
+        index += 1
+        if airspace is not None and len(found[airspace["kind"]]) < per_kind:
+            found[airspace["kind"]].append(airspace)
+    return found
+
+
+def _airspace_features(change: np.ndarray) -> np.ndarray:
+    """Hand features of (image with the finding - same anatomy without it): how dense (peak), how
+    flat-topped (share of the changed area near the peak), how patchy (coefficient of variation
+    inside) and how sharply marginated (mean gradient relative to the peak)."""
+    peak = np.percentile(change, 99.5)
+    if peak < 4:
+        return np.zeros(4)
+    changed = change > 0.3 * peak
+    inside = change[changed]
+    gradient_y, gradient_x = np.gradient(change)
+    return np.array(
+        [
+            peak / 100,
+            (change > 0.7 * peak).sum() / changed.sum(),
+            inside.std() / inside.mean(),
+            np.hypot(gradient_x, gradient_y)[changed].mean() / peak,
+        ]
+    )
+
+
+def _nearest_centroid_accuracy(features: np.ndarray, classes: np.ndarray) -> float:
+    """Leave-one-out accuracy of a nearest-centroid classifier on standardised features."""
+    scaled = (features - features.mean(0)) / (features.std(0) + 1e-9)
+    names = sorted(set(classes))
+    correct = 0
+    for held_out in range(len(scaled)):
+        rest = np.arange(len(scaled)) != held_out
+        centroids = np.array([scaled[rest & (classes == name)].mean(0) for name in names])
+        predicted = names[int(np.argmin(((centroids - scaled[held_out]) ** 2).sum(1)))]
+        correct += predicted == classes[held_out]
+    return correct / len(scaled)
+
+
+def test_airspace_kinds_are_separable_from_the_pixels():
+    """30 studies per kind at 128 px, each against a normal control with the same anatomy and noise:
+    four simple image statistics tell ground glass, lobar consolidation, multifocal pneumonia and
+    normal apart, on the frontal view and (less sharply, both lungs overlap there) the lateral."""
+    per_kind = 30
+    examples = _airspace_examples(per_kind)
+    features: dict[int, list[np.ndarray]] = {0: [], 1: []}
+    classes = []
+    for index in range(per_kind):
+        controls = [image.astype(float) for image in sample_study((41, index), 128, findings={})[0]]
+        for view, control in enumerate(controls):
+            features[view].append(_airspace_features(control - control))
+        classes.append("normal")
+        for kind, found in examples.items():
+            images = sample_study((41, index), 128, findings={"airspace": found[index]})[0]
+            for view, (image, control) in enumerate(zip(images, controls, strict=True)):
+                features[view].append(_airspace_features(image.astype(float) - control))
+            classes.append(kind)
+    classes = np.array(classes)
+    frontal = _nearest_centroid_accuracy(np.array(features[0]), classes)
+    lateral = _nearest_centroid_accuracy(np.array(features[1]), classes)
+    diseased = classes != "normal"  # the three kinds among themselves, without the easy normals
+    frontal_kinds = _nearest_centroid_accuracy(np.array(features[0])[diseased], classes[diseased])
+    assert frontal >= 0.9 and frontal_kinds >= 0.9, (frontal, frontal_kinds)
+    assert lateral >= 0.85, lateral
