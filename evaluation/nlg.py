@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import typing
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -242,34 +243,79 @@ class MeteorScorer:
     """One long-lived ``java -jar meteor-1.5.jar`` process speaking pycocoevalcap's stdio protocol.
 
     The JVM costs seconds to start, so the process is reused across calls (see ``get_meteor``).
+    Every way the process can fail (it exited before a request, the pipe to it broke, it closed its
+    output, it answered something that is not a score) raises ``MeteorUnavailable`` with its exit
+    code and the end of its stderr, and stops the process: a failed scorer stays failed
+    (``alive`` is False) and ``get_meteor`` starts a new one.
     """
+
+    # After a failure, how long a dying JVM gets to exit (and finish its stderr) before it is killed.
+    exit_grace_s = 2.0
 
     def __init__(self, jar: Path | None = None):
         java = shutil.which("java")
         if java is None:
             raise MeteorUnavailable("`java` not found on PATH: install a Java runtime (e.g. OpenJDK 17) for METEOR")
         jar = jar or find_meteor_jar()
+        self._lock = threading.Lock()
+        self._failure: str | None = None
         # stderr goes to a file, not a pipe: a chatty JVM could fill a pipe nobody reads and hang.
         self._stderr = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(
-            [java, "-jar", "-Xmx2G", jar.name, "-", "-", "-stdio", "-l", "en", "-norm"],
-            cwd=jar.parent,  # the jar finds its paraphrase table (data/) relative to this folder
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-        )
-        self._lock = threading.Lock()
+        try:
+            self._process = subprocess.Popen(
+                [java, "-jar", "-Xmx2G", jar.name, "-", "-", "-stdio", "-l", "en", "-norm"],
+                cwd=jar.parent,  # the jar finds its paraphrase table (data/) relative to this folder
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+            )
+        except OSError as error:  # java not executable, jar folder gone, out of file descriptors, ...
+            self._stderr.close()
+            raise MeteorUnavailable(f"could not start the METEOR jar ({java} -jar {jar}): {error}") from error
 
-    def _send(self, line: str) -> None:
-        self._process.stdin.write(f"{line}\n".encode())
-        self._process.stdin.flush()
+    @property
+    def alive(self) -> bool:
+        """False once the process has exited or a request failed."""
+        return self._failure is None and self._process.poll() is None
 
-    def _read_line(self) -> str:
-        answer = self._process.stdout.readline().decode().strip()
-        if not answer:  # EOF: the JVM died (out of memory, bad jar, ...); its stderr says why
+    def _fail(self, what: str, cause: BaseException | None = None) -> typing.NoReturn:
+        """Stop the process and raise ``MeteorUnavailable`` saying what failed, the exit code and stderr."""
+        _close_quietly(self._process.stdin)  # a JVM still reading sees EOF and exits by itself
+        try:
+            code = self._process.wait(timeout=self.exit_grace_s)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            code = f"{self._process.wait()}, killed"
+        _close_quietly(self._process.stdout)
+        detail = ""
+        if not self._stderr.closed:
             self._stderr.seek(0)
             detail = self._stderr.read().decode(errors="replace").strip()[-500:]
-            raise MeteorUnavailable(f"the METEOR jar stopped answering (exit code {self._process.poll()}): {detail}")
+            self._stderr.close()
+        self._failure = f"the METEOR jar stopped answering ({what}; exit code {code}): {detail or 'no stderr'}"
+        raise MeteorUnavailable(self._failure) from cause
+
+    def _send(self, line: str) -> None:
+        if self._failure is not None:
+            raise MeteorUnavailable(self._failure)
+        if self._process.poll() is not None:
+            self._fail("the process had exited before the request")
+        try:
+            self._process.stdin.write(f"{line}\n".encode())
+            self._process.stdin.flush()
+        except (OSError, ValueError) as error:  # BrokenPipeError: the JVM closed its stdin (died)
+            self._fail(f"writing the request failed: {error!r}", error)
+
+    def _read_line(self) -> str:
+        try:
+            raw = self._process.stdout.readline()
+        except (OSError, ValueError) as error:
+            self._fail(f"reading the answer failed: {error!r}", error)
+        if not raw:  # EOF: the JVM died (out of memory, bad jar, ...); its stderr says why
+            self._fail("end of its output")
+        answer = raw.decode(errors="replace").strip()
+        if not answer:
+            self._fail("an empty answer")
         return answer
 
     def score(self, predictions: Corpus, references: Corpus) -> float:
@@ -283,7 +329,11 @@ class MeteorScorer:
             self._send("EVAL ||| " + " ||| ".join(stats))
             for _ in ids:  # per-item scores come first; the aggregate is the last line
                 self._read_line()
-            return float(self._read_line())
+            aggregate = self._read_line()
+            try:
+                return float(aggregate)
+            except ValueError as error:
+                self._fail(f"{aggregate[:200]!r} instead of a score", error)
 
     @staticmethod
     def _score_line(prediction: str, refs: Sequence[str]) -> str:
@@ -294,12 +344,24 @@ class MeteorScorer:
         return " ||| ".join(("SCORE", " ||| ".join(refs), hypothesis))
 
     def close(self) -> None:
+        """Stop the process (idempotent; safe after a failure)."""
         with self._lock:
+            _close_quietly(self._process.stdin)
             if self._process.poll() is None:
-                self._process.stdin.close()
                 self._process.kill()
-                self._process.wait()
+            self._process.wait()
+            _close_quietly(self._process.stdout)
             self._stderr.close()
+            if self._failure is None:
+                self._failure = "the METEOR scorer was closed"
+
+
+def _close_quietly(stream) -> None:
+    """Close a pipe whose other end may be gone (flushing into a dead process raises BrokenPipeError)."""
+    try:
+        stream.close()
+    except (OSError, ValueError):
+        pass
 
 
 _meteor: MeteorScorer | None = None
@@ -307,10 +369,14 @@ _meteor_lock = threading.Lock()
 
 
 def get_meteor() -> MeteorScorer:
-    """The process-wide METEOR scorer, started on first use and closed at exit."""
+    """The process-wide METEOR scorer, started on first use (and again after a failure), closed at exit."""
     global _meteor
     with _meteor_lock:
-        if _meteor is None or _meteor._process.poll() is not None:
+        if _meteor is None or not _meteor.alive:
+            if _meteor is not None:
+                atexit.unregister(_meteor.close)
+                _meteor.close()
+            _meteor = None
             _meteor = MeteorScorer()
             atexit.register(_meteor.close)
         return _meteor
@@ -327,8 +393,9 @@ def corpus_meteor(predictions: Corpus, references: Corpus) -> float:
 def nlg_scores(predictions: Corpus, references: Corpus, meteor: bool = True) -> dict[str, float | str | None]:
     """BLEU-1..4, METEOR, ROUGE-L and CIDEr in one flat dict.
 
-    When METEOR cannot run (no java, no jar) its value is ``None`` and ``meteor_unavailable`` says
-    why; the other metrics are still computed. ``meteor=False`` skips it on purpose.
+    When METEOR cannot run (no java, no jar, a JVM that dies or answers nonsense) its value is
+    ``None`` and ``meteor_unavailable`` says why; the other metrics are still computed.
+    ``meteor=False`` skips it on purpose.
     """
     check_corpus(predictions, references)
     scores: dict[str, float | str | None] = {

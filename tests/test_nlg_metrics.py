@@ -2,6 +2,7 @@
 
 import random
 import shutil
+import time
 
 import pytest
 
@@ -132,11 +133,121 @@ def test_missing_jar_names_the_env_variable(monkeypatch, tmp_path):
         nlg.find_meteor_jar()
 
 
+# Stand-ins for `java`, each failing the stdio protocol in one way; run as `java -jar -Xmx2G meteor-1.5.jar ...`
+# in the jar's folder. Each is deterministic: "ready" is touched once the state under test is reached.
+FAKE_JAVAS = {
+    # dies before reading anything (like java on a corrupt jar); the test waits for the exit.
+    "exited_before_request": 'echo "Error: Invalid or corrupt jarfile meteor-1.5.jar" >&2; touch ready; exit 1',
+    # alive but no longer reading its stdin: the write fails with BrokenPipeError.
+    "broken_pipe": 'exec 0<&-; echo "stdin closed" >&2; touch ready; exec sleep 30',
+    # reads the request, then dies: the read sees EOF.
+    "eof_after_request": 'touch ready; read line; echo "java.lang.OutOfMemoryError: Java heap space" >&2; exit 3',
+    # follows the protocol for one item but answers nonsense instead of the aggregate.
+    "nonsense_answer": 'touch ready; read line; echo "1 2 3 4"; read line; echo 0.5; echo nonsense; exec cat >/dev/null',
+}
+
+
+@pytest.fixture
+def fake_java(tmp_path, monkeypatch):
+    """Put a fake `java` (one of FAKE_JAVAS) first and return (jar path, wait-until-ready)."""
+
+    def install(name):
+        script = tmp_path / "java"
+        script.write_text("#!/bin/sh\n" + FAKE_JAVAS[name] + "\n")
+        script.chmod(0o755)
+        monkeypatch.setattr(nlg.shutil, "which", lambda command: str(script) if command == "java" else None)
+        monkeypatch.setattr(nlg.MeteorScorer, "exit_grace_s", 0.5)
+        jar = tmp_path / nlg.METEOR_JAR_NAME
+        jar.write_text("not a jar")
+        return jar
+
+    return install
+
+
+def wait_until_ready(scorer, folder, exited: bool):
+    """Block until the fake reached its state (and, if it is to be dead, until it exited)."""
+    for _ in range(1000):
+        if (folder / "ready").exists():
+            break
+        time.sleep(0.01)
+    else:
+        raise AssertionError("the fake java never got ready")
+    if exited:
+        scorer._process.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    "fake, expected",
+    [
+        ("exited_before_request", ["exited before the request", "exit code 1", "corrupt jarfile"]),
+        ("broken_pipe", ["BrokenPipeError", "stdin closed"]),
+        ("eof_after_request", ["end of its output", "exit code 3", "OutOfMemoryError"]),
+        ("nonsense_answer", ["'nonsense' instead of a score"]),
+    ],
+)
+def test_every_meteor_process_failure_is_meteor_unavailable(fake_java, tmp_path, fake, expected):
+    scorer = nlg.MeteorScorer(fake_java(fake))
+    wait_until_ready(scorer, tmp_path, exited=fake == "exited_before_request")
+    with pytest.raises(nlg.MeteorUnavailable, match="stopped answering") as failure:
+        scorer.score(SINGLE_PREDICTION, SINGLE_REFERENCES)
+    for text in expected:
+        assert text in str(failure.value)
+    # The process is stopped, and the scorer keeps failing the same way instead of touching it again.
+    assert scorer._process.poll() is not None and not scorer.alive
+    with pytest.raises(nlg.MeteorUnavailable, match="stopped answering"):
+        scorer.score(SINGLE_PREDICTION, SINGLE_REFERENCES)
+    scorer.close()
+    scorer.close()  # idempotent
+
+
+@pytest.mark.parametrize("fake", sorted(FAKE_JAVAS))
+def test_dead_meteor_process_gives_null_meteor_and_other_metrics(fake_java, tmp_path, monkeypatch, fake):
+    jar = fake_java(fake)
+    monkeypatch.setenv(nlg.METEOR_JAR_ENV, str(jar))
+
+    class ReadyScorer(nlg.MeteorScorer):  # what get_meteor starts, held until the failure is set up
+        def __init__(self):
+            super().__init__()
+            wait_until_ready(self, tmp_path, exited=fake == "exited_before_request")
+
+    monkeypatch.setattr(nlg, "MeteorScorer", ReadyScorer)
+    monkeypatch.setattr(nlg, "_meteor", None)
+    scores = nlg.nlg_scores(SINGLE_PREDICTION, SINGLE_REFERENCES)
+    assert scores["meteor"] is None
+    assert "stopped answering" in scores["meteor_unavailable"]
+    assert scores["rouge_l"] == pytest.approx(SINGLE_EXPECTED["rouge_l"])
+    assert scores["bleu_4"] == pytest.approx(SINGLE_EXPECTED["bleu"][3])
+    # The failed scorer is replaced by a fresh process on the next call, not reused.
+    failed = nlg._meteor
+    (tmp_path / "ready").unlink()
+    assert nlg.get_meteor() is not failed and not failed.alive
+    nlg._meteor.close()
+
+
+def test_meteor_start_failure_is_meteor_unavailable(tmp_path, monkeypatch):
+    not_executable = tmp_path / "java"
+    not_executable.write_text("")  # no exec bit: Popen raises PermissionError
+    monkeypatch.setattr(nlg.shutil, "which", lambda command: str(not_executable))
+    jar = tmp_path / nlg.METEOR_JAR_NAME
+    jar.write_text("not a jar")
+    with pytest.raises(nlg.MeteorUnavailable, match="could not start"):
+        nlg.MeteorScorer(jar)
+
+
 @pytest.mark.skipif(shutil.which("java") is None, reason="needs java to fail on a broken jar")
-def test_broken_jar_reports_meteor_unavailable(monkeypatch, tmp_path):
+@pytest.mark.parametrize("wait_for_exit", [True, False], ids=["jvm_exited_before_request", "jvm_racing"])
+def test_broken_jar_reports_meteor_unavailable(monkeypatch, tmp_path, wait_for_exit):
     broken = tmp_path / "meteor-1.5.jar"
     broken.write_text("not a jar")
     monkeypatch.setenv(nlg.METEOR_JAR_ENV, str(broken))
+    if wait_for_exit:  # deterministic: the real JVM has died before the first write
+
+        class ExitedScorer(nlg.MeteorScorer):
+            def __init__(self):
+                super().__init__()
+                self._process.wait(timeout=60)
+
+        monkeypatch.setattr(nlg, "MeteorScorer", ExitedScorer)
     monkeypatch.setattr(nlg, "_meteor", None)
     scores = nlg.nlg_scores(SINGLE_PREDICTION, SINGLE_REFERENCES)
     assert scores["meteor"] is None
