@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Create .venv in the checkout and install TRRG (editable) with its test extras.
-# Idempotent: re-runs only when pyproject.toml changed since the last successful install.
+# Create .venv in the checkout and install TRRG (editable) with its test extras, at the exact versions
+# the test suite passed with (constraints.txt); pyproject.toml itself states only ranges.
+# Idempotent: re-runs only when pyproject.toml or constraints.txt changed since the last successful install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "TRRG needs Python >= 3.11 (transformers 5)"'
 stamp=.venv/.trrg-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(sha256sum pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel
-# torch first and pinned: an unpinned torch (or peft/accelerate without torch) pulls a multi-GB CUDA build.
-.venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[test]"
+# torch first, at the locked version (torch==2.13.0, a CPU wheel here): installing peft/accelerate
+# without torch present, or an unconstrained torch, pulls a multi-GB CUDA build.
+.venv/bin/python -m pip install --quiet -c constraints.txt torch
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"
 echo "$want" > "$stamp"
