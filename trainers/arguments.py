@@ -19,7 +19,6 @@ def _no_reporting() -> list[str]:
     return ["none"]
 
 
-
 @dataclass
 class TRRGDataArguments:
     data: str = field(default=None, metadata={"help": "R2Gen annotation.json (or its folder), a JSON/JSONL file, or an imagefolder with metadata.jsonl"})
