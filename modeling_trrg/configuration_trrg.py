@@ -85,24 +85,23 @@ class TRRGContrastiveConfig(PretrainedConfig):
 class TRRGClueConfig(PretrainedConfig):
     """The clue modules of stage 2.
 
+    Each disease clue is a *decision* (present / absent) taken from the stage-1 zero-shot
+    probability with a per-disease threshold, written into the LLM as a learned token that is
+    distinct per (disease, state) and at the scale of the LLM's word embeddings. The clue
+    interaction then refines clues and visual tokens through zero-initialised gates, so stage 2
+    starts from exact clue tokens and the unchanged stage-1 visual tokens.
+
     Args:
         use_clue_injection: feed one clue token per disease to the LLM (off = plain captioner input).
         use_clue_interaction: run the cross-modal clue interaction layers (off = clues and visual
             tokens reach the LLM without attending to each other).
-        clue_selection: "all" injects every disease clue (soft, weighted by its probability);
-            "threshold" injects only diseases with p >= clue_threshold and masks the rest, so the
-            number of clues differs per example.
-        clue_threshold: probability above which a disease counts as a detected clue.
+        clue_thresholds: per-disease probability at or above which the clue says "present"
+            (None: 0.5 for every disease). ``trrg finetune`` tunes them on the evaluation split.
         hidden_size: width of the clue interaction layers.
         num_layers / num_heads: size of the clue interaction module.
-        learned_state_embeddings: add learned "present"/"absent" embeddings per disease, mixed by p,
-            to each clue token (see ``TRRGClueInjector``).
-        gated_interaction: scale the interaction's update of the visual tokens by a zero-initialised
-            tanh gate, so stage 2 starts from the unchanged stage-1 visual tokens.
-        consistency_loss_weight: lambda of the disease-aware consistency loss (0 disables it); its
-            positives are weighted like the stage-1 prompt loss (the `disease_pos_weight` buffer).
-        clue_dropout: probability, in training, of replacing a clue by the "no clue" embedding, so the
-            LLM does not learn to trust clues that are more accurate on train images than on test.
+        consistency_loss_weight: lambda of the disease-aware consistency loss (0 disables it): one
+            head per disease reads the LLM's hidden state at that disease's clue slot and predicts
+            the reference report's label, so its gradient reaches the LLM.
     """
 
     model_type = "trrg_clue"
@@ -111,33 +110,39 @@ class TRRGClueConfig(PretrainedConfig):
         self,
         use_clue_injection: bool = True,
         use_clue_interaction: bool = True,
-        clue_selection: str = "all",
-        clue_threshold: float = 0.5,
+        clue_thresholds: list[float] | None = None,
         hidden_size: int = 128,
         num_layers: int = 1,
         num_heads: int = 4,
-        learned_state_embeddings: bool = False,
-        gated_interaction: bool = False,
         consistency_loss_weight: float = 0.5,
-        clue_dropout: float = 0.0,
         **kwargs,
     ):
-        if clue_selection not in {"all", "threshold"}:
-            raise ValueError(f"clue_selection must be 'all' or 'threshold', got {clue_selection!r}")
         if hidden_size % num_heads:
             raise ValueError(f"clue hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
+        if clue_thresholds is not None:
+            clue_thresholds = [float(t) for t in clue_thresholds]
+            bad = [t for t in clue_thresholds if not 0.0 < t < 1.0]
+            if bad:
+                raise ValueError(f"clue_thresholds must lie strictly between 0 and 1, got {bad}")
         self.use_clue_injection = use_clue_injection
         self.use_clue_interaction = use_clue_interaction
-        self.clue_selection = clue_selection
-        self.clue_threshold = clue_threshold
+        self.clue_thresholds = clue_thresholds
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.num_heads = num_heads
-        self.learned_state_embeddings = learned_state_embeddings
-        self.gated_interaction = gated_interaction
         self.consistency_loss_weight = consistency_loss_weight
-        self.clue_dropout = clue_dropout
         super().__init__(**kwargs)
+
+    def thresholds_for(self, num_diseases: int) -> list[float]:
+        """The decision threshold of each disease (0.5 where none was tuned)."""
+        if self.clue_thresholds is None:
+            return [0.5] * num_diseases
+        if len(self.clue_thresholds) != num_diseases:
+            raise ValueError(
+                f"clue_thresholds has {len(self.clue_thresholds)} values for {num_diseases} diseases: "
+                "give one per disease, in disease_names order"
+            )
+        return list(self.clue_thresholds)
 
 
 class TRRGConfig(PretrainedConfig):
@@ -186,6 +191,7 @@ class TRRGConfig(PretrainedConfig):
         self.image_token_id = image_token_id
         self.clue_token_id = clue_token_id
         self.disease_names, self.disease_prompts = _disease_fields(disease_names, disease_prompts)
+        self.clue_config.thresholds_for(len(self.disease_names))  # one threshold per disease, or a clear error
         self.image_size = image_size
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 

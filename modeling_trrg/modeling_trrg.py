@@ -52,9 +52,9 @@ class TRRGCausalLMOutputWithPast(ModelOutput):
     cache: object | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
-    disease_probs: torch.Tensor | None = None  # (batch, diseases): zero-shot clue probabilities used
-    clue_logits: torch.Tensor | None = None  # (batch, diseases): consistency head on the clue tokens
-    clue_mask: torch.Tensor | None = None  # (batch, diseases): which disease clues were injected
+    disease_probs: torch.Tensor | None = None  # (batch, diseases): zero-shot probabilities (the perception)
+    clue_states: torch.Tensor | None = None  # (batch, diseases): injected decisions, 1 present / 0 absent
+    clue_logits: torch.Tensor | None = None  # (batch, diseases): consistency heads on the LLM's clue slots
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,10 +144,7 @@ def weighted_disease_bce(
 
 
 def soft_clue_embeddings(probs: torch.Tensor, prompt_bank: torch.Tensor) -> torch.Tensor:
-    """Clue embedding per disease: p * positive prompt + (1 - p) * negated prompt.
-
-    Soft rather than thresholded, because for rare findings a well-ranked classifier (high AUROC)
-    can still sit below 0.5, and a hard clue would drop exactly those findings.
+    """p * positive prompt + (1 - p) * negated prompt, per disease: the clue's stage-1 meaning.
 
     Args:
         probs: (batch, diseases) in [0, 1].
@@ -157,6 +154,63 @@ def soft_clue_embeddings(probs: torch.Tensor, prompt_bank: torch.Tensor) -> torc
     """
     probs = probs.unsqueeze(-1)
     return probs * prompt_bank[:, 0] + (1 - probs) * prompt_bank[:, 1]
+
+
+def clue_states_from_probs(probs: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """(batch, diseases) probabilities and (diseases,) thresholds -> (batch, diseases) long, 1 = present.
+
+    Per-disease thresholds, because a rare finding with a well-ranked classifier (high AUROC) can sit
+    below 0.5 for most of its positives: one global threshold would drop exactly those findings.
+    """
+    return (probs >= thresholds.to(probs.dtype)).long()
+
+
+def resolve_clue_states(perceived: torch.Tensor, forced: torch.Tensor | None) -> torch.Tensor:
+    """The decisions to inject: ``forced`` where it is 0 or 1, the model's own perception where -1."""
+    if forced is None:
+        return perceived
+    forced = forced.to(perceived.device).long()
+    return torch.where(forced >= 0, forced, perceived)
+
+
+def state_embeddings(states: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Pick one learned embedding per (disease, state).
+
+    Args:
+        states: (batch, diseases) long, 1 present / 0 absent.
+        table: (diseases, 2, width); [:, 0] present, [:, 1] absent (the prompt bank's order).
+    Returns:
+        (batch, diseases, width).
+    """
+    diseases = torch.arange(table.shape[0], device=states.device)
+    return table[diseases, 1 - states]  # advanced indexing broadcasts over the batch
+
+
+def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, token_weights: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy, each target token weighted: sum(w * ce) / sum(w).
+
+    Reports are mostly negated boilerplate; weighting the tokens of sentences that state a finding
+    keeps the few words that carry the diagnosis from drowning in it.
+
+    Args:
+        logits: (batch, length, vocab); labels: (batch, length), -100 where nothing is predicted;
+        token_weights: (batch, length), the weight of predicting labels[:, t] (aligned with labels).
+    Returns:
+        scalar.
+    """
+    targets, weights = labels[:, 1:], token_weights[:, 1:].to(torch.float32)
+    losses = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="none")
+    weights = weights.flatten() * (targets.flatten() != -100)
+    return (losses * weights).sum() / weights.sum().clamp_min(1e-8)
+
+
+def per_disease_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """One linear head per disease: (batch, diseases, width) x (diseases, width) -> (batch, diseases).
+
+    A head shared by all diseases lets every "present" clue collapse onto one direction (one global
+    normal/abnormal switch); separate heads keep the diseases apart.
+    """
+    return torch.einsum("bdw,dw->bd", hidden, weight.to(hidden.dtype)) + bias.to(hidden.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,68 +281,92 @@ class TRRGVisionEncoder(nn.Module):
 
 
 class TRRGClueInjector(nn.Module):
-    """Turns zero-shot disease perception into clue tokens, one per disease.
+    """Turns the zero-shot disease decisions into clues, one per disease.
 
-    clue_d = MLP([p_d * bank+_d + (1 - p_d) * bank-_d ; p_d]) + disease_embedding_d, or the learned
-    "no clue" embedding (+ disease embedding) where the clue is masked out. With
-    ``learned_state_embeddings`` it adds p_d * E+_d + (1 - p_d) * E-_d, learned embeddings of "present"
-    and "absent" per disease that carry the probability at embedding scale from the first step (the
-    MLP's output starts near zero, so without them the clue tokens barely differ with p at first).
+    Two views of the same clue:
+
+    * the **LLM clue token**: one learned embedding per (disease, state), in the LLM's width and at
+      the scale of its word embeddings, kept outside the LLM's (possibly frozen, LoRA) embedding
+      table. A tiny LM learns to copy such a token within a few hundred steps; a p-weighted mix of
+      two stage-1 prompt vectors pushed through an MLP moved by ~3% of a word embedding when p went
+      0 -> 1, and the LM did not learn to read it.
+    * the **interaction clue**: in the clue width, (disease, state) embedding + a projection of the
+      clue's stage-1 meaning and confidence ([p * bank+ + (1 - p) * bank- ; p]); it attends to the
+      visual tokens and feeds back into the LLM clue token through a zero-initialised gate.
+
     Extra clues (any number, e.g. stage-1 embeddings of indication or prior-report sentences) are
-    projected into the same space; they join the interaction but get no LLM slot.
+    projected into the interaction width; they take part in the interaction but get no LLM slot.
     """
 
-    def __init__(self, config: TRRGClueConfig, num_diseases: int, projection_dim: int):
+    def __init__(self, config: TRRGClueConfig, num_diseases: int, projection_dim: int, llm_width: int):
         super().__init__()
         hidden = config.hidden_size
-        self.clue_mlp = nn.Sequential(nn.Linear(projection_dim + 1, hidden), nn.GELU(), nn.Linear(hidden, hidden))
-        self.disease_embedding = nn.Embedding(num_diseases, hidden)
-        self.null_clue = nn.Parameter(torch.zeros(hidden))
+        self.token_table = nn.Parameter(torch.empty(num_diseases, 2, llm_width))  # [d, 0] present, [d, 1] absent
+        self.state_table = nn.Parameter(torch.empty(num_diseases, 2, hidden))
+        self.perception_proj = nn.Linear(projection_dim + 1, hidden)
         self.extra_clue_proj = nn.Linear(projection_dim, hidden)
-        # rows [d, 0] present, [d, 1] absent
-        self.state_embedding = nn.Embedding(2 * num_diseases, hidden) if config.learned_state_embeddings else None
 
-    def forward(
-        self, probs: torch.Tensor, prompt_bank: torch.Tensor, clue_mask: torch.Tensor
-    ) -> torch.Tensor:
-        """(batch, diseases) probs + (batch, diseases) bool mask -> (batch, diseases, hidden)."""
-        clue_inputs = torch.cat([soft_clue_embeddings(probs, prompt_bank), probs.unsqueeze(-1)], dim=-1)
-        clues = self.clue_mlp(clue_inputs)
-        if self.state_embedding is not None:
-            states = self.state_embedding.weight.to(clues.dtype).reshape(-1, 2, clues.shape[-1])
-            clues = clues + soft_clue_embeddings(probs.to(clues.dtype), states)
-        clues = torch.where(clue_mask.unsqueeze(-1), clues, self.null_clue.to(clues.dtype))
-        return clues + self.disease_embedding.weight.to(clues.dtype)
+    def clue_tokens(self, states: torch.Tensor) -> torch.Tensor:
+        """(batch, diseases) states -> (batch, diseases, llm width)."""
+        return state_embeddings(states, self.token_table)
+
+    def interaction_clues(self, states: torch.Tensor, probs: torch.Tensor, prompt_bank: torch.Tensor) -> torch.Tensor:
+        """(batch, diseases) states and probs -> (batch, diseases, hidden)."""
+        meaning = torch.cat([soft_clue_embeddings(probs, prompt_bank), probs.unsqueeze(-1)], dim=-1)
+        return state_embeddings(states, self.state_table) + self.perception_proj(meaning.to(self.state_table.dtype))
 
     def embed_extra(self, clue_embeds: torch.Tensor) -> torch.Tensor:
         """(batch, k, projection_dim) -> (batch, k, hidden)."""
         return self.extra_clue_proj(clue_embeds)
 
+    @torch.no_grad()
+    def match_word_embedding_scale(self, word_embeddings: torch.Tensor) -> None:
+        """Rescale each LLM clue token to the mean norm of the LLM's word embeddings (for a pretrained
+        LLM, whose embeddings are far from the random-init scale)."""
+        target = word_embeddings.float().norm(dim=-1).mean()
+        rows = self.token_table.float()
+        self.token_table.copy_((rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-8) * target).to(self.token_table.dtype))
+
+
+class TRRGGate(nn.Module):
+    """tanh(g) with g initialised to 0 (Flamingo-style): a residual update that starts switched off."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, update: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.gate).to(update.dtype) * update
+
 
 class TRRGCrossAttention(nn.Module):
-    """Pre-norm residual cross-attention: queries attend to a masked set of keys."""
+    """Pre-norm, gated residual cross-attention: queries attend to a masked set of keys."""
 
     def __init__(self, hidden: int, heads: int):
         super().__init__()
         self.norm_query = nn.LayerNorm(hidden)
         self.norm_key = nn.LayerNorm(hidden)
         self.attention = nn.MultiheadAttention(hidden, heads, batch_first=True)
+        self.gate = TRRGGate()
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         keys = self.norm_key(keys)
         attended, _ = self.attention(
             self.norm_query(queries), keys, keys, key_padding_mask=~key_mask.bool(), need_weights=False
         )
-        return queries + attended
+        return queries + self.gate(attended)
 
 
 class TRRGFeedForward(nn.Module):
+    """Pre-norm, gated residual MLP."""
+
     def __init__(self, hidden: int):
         super().__init__()
         self.net = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
+        self.gate = TRRGGate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.net(x)
+        return x + self.gate(self.net(x))
 
 
 class TRRGClueInteractionLayer(nn.Module):
@@ -298,27 +376,24 @@ class TRRGClueInteractionLayer(nn.Module):
     clues  <- patch tokens of every view                       [patch granularity]
     patches <- clues (+ an always-present null key, so an example with no clue is well defined)
 
-    With ``gated``, the update of the patch tokens is scaled by tanh(g) with g initialised to 0
-    (Flamingo-style), so at the start of stage 2 the visual tokens are exactly the stage-1 ones.
+    Every update is gated (zero-initialised), so at the start of stage 2 clues and visual tokens
+    pass through unchanged: the interaction can only add what training finds useful.
     """
 
-    def __init__(self, hidden: int, heads: int, gated: bool = False):
+    def __init__(self, hidden: int, heads: int):
         super().__init__()
         self.clue_to_global = TRRGCrossAttention(hidden, heads)
         self.clue_to_patch = TRRGCrossAttention(hidden, heads)
         self.patch_to_clue = TRRGCrossAttention(hidden, heads)
         self.clue_ffn = TRRGFeedForward(hidden)
         self.patch_ffn = TRRGFeedForward(hidden)
-        self.patch_gate = nn.Parameter(torch.zeros(1)) if gated else None
 
     def forward(self, clues, clue_mask, patches, patch_mask, globals_, global_mask):
         clues = self.clue_to_global(clues, globals_, global_mask)
         clues = self.clue_to_patch(clues, patches, patch_mask)
         clues = self.clue_ffn(clues)
-        updated = self.patch_ffn(self.patch_to_clue(patches, clues, clue_mask))
-        if self.patch_gate is not None:
-            updated = patches + torch.tanh(self.patch_gate).to(patches.dtype) * (updated - patches)
-        return clues, updated
+        patches = self.patch_ffn(self.patch_to_clue(patches, clues, clue_mask))
+        return clues, patches
 
 
 class TRRGClueInteraction(nn.Module):
@@ -328,8 +403,7 @@ class TRRGClueInteraction(nn.Module):
         super().__init__()
         self.null_key = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.layers = nn.ModuleList(
-            TRRGClueInteractionLayer(config.hidden_size, config.num_heads, config.gated_interaction)
-            for _ in range(config.num_layers)
+            TRRGClueInteractionLayer(config.hidden_size, config.num_heads) for _ in range(config.num_layers)
         )
 
     def forward(
@@ -369,16 +443,21 @@ class TRRGPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, TRRGClueInjector):
-            init.zeros_(module.null_clue)
+            # LLM clue tokens at the LLM's word-embedding init scale; interaction clues at unit scale.
+            std = getattr(getattr(self.config, "text_config", None), "initializer_range", 0.02)
+            init.normal_(module.token_table, std=std)
+            init.normal_(module.state_table, std=1.0)
         elif isinstance(module, TRRGClueInteraction):
             init.zeros_(module.null_key)
-        elif isinstance(module, TRRGClueInteractionLayer) and module.patch_gate is not None:
-            init.zeros_(module.patch_gate)
+        elif isinstance(module, TRRGGate):
+            init.zeros_(module.gate)
         elif isinstance(module, (TRRGContrastiveModel, TRRGForConditionalGeneration)):
             init.constant_(module.logit_scale, math.log(self._logit_scale_init()))
             init.ones_(module.disease_pos_weight)
             if isinstance(module, TRRGForConditionalGeneration):
                 init.zeros_(module.prompt_bank)
+                init.normal_(module.consistency_weight, std=getattr(self.config.text_config, "initializer_range", 0.02))
+                init.zeros_(module.consistency_bias)
 
     def _logit_scale_init(self) -> float:
         return getattr(self.config, "logit_scale_init", 1 / 0.07)
@@ -503,8 +582,8 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
     """Stage 2: writes the report with a causal LM from visual tokens and disease clue tokens.
 
     LLM input: [instruction] [<image> x views*tokens] [<clue> x diseases] "findings :" [report]
-    loss = LM loss + consistency_loss_weight * disease-aware consistency loss (clue tokens -> labels
-    of the reference report).
+    loss = LM loss + consistency_loss_weight * disease-aware consistency loss (per-disease heads on
+    the LLM's hidden state at each clue slot -> labels of the reference report).
     """
 
     config_class = TRRGConfig
@@ -514,6 +593,10 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
     def __init__(self, config: TRRGConfig):
         super().__init__(config)
         clue = config.clue_config
+        # The LLM is built first so that its random init does not depend on which clue modules an
+        # ablation switches on (paired seeds: every arm starts from the same LLM weights).
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        llm_width = config.text_config.hidden_size
         self.vision_model = TRRGVisionEncoder(config.vision_config, token_grid=config.image_token_grid)
         vision_width = self.vision_model.hidden_size
         # Stage-1 zero-shot head: projection into the joint space, temperature, prompt bank.
@@ -523,14 +606,15 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         self.register_buffer("disease_pos_weight", torch.ones(config.num_diseases))
         # Visual path: backbone width -> clue width (where the interaction happens) -> LLM width.
         self.visual_adapter = nn.Sequential(nn.Linear(vision_width, clue.hidden_size), nn.GELU())
-        self.global_adapter = nn.Sequential(nn.Linear(self.vision_model.global_size, clue.hidden_size), nn.GELU())
-        self.clue_injector = TRRGClueInjector(clue, config.num_diseases, config.projection_dim)
-        self.clue_interaction = TRRGClueInteraction(clue) if clue.use_clue_interaction else None
-        self.consistency_head = nn.Linear(clue.hidden_size, 1)
-        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
-        llm_width = config.text_config.hidden_size
         self.multi_modal_projector = nn.Linear(clue.hidden_size, llm_width)
+        # Clue path: decisions -> (disease, state) tokens; interaction; per-disease consistency heads.
+        self.clue_injector = TRRGClueInjector(clue, config.num_diseases, config.projection_dim, llm_width)
+        self.global_adapter = nn.Sequential(nn.Linear(self.vision_model.global_size, clue.hidden_size), nn.GELU())
+        self.clue_interaction = TRRGClueInteraction(clue) if clue.use_clue_interaction else None
         self.clue_projector = nn.Linear(clue.hidden_size, llm_width)
+        self.clue_output_gate = TRRGGate()
+        self.consistency_weight = nn.Parameter(torch.empty(config.num_diseases, llm_width))
+        self.consistency_bias = nn.Parameter(torch.zeros(config.num_diseases))
         self.post_init()
 
     # -- freezing -------------------------------------------------------------------------------
@@ -543,9 +627,13 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         self._perception_frozen = True
         self.vision_model.eval()
 
+    @property
+    def perception_frozen(self) -> bool:
+        return getattr(self, "_perception_frozen", False)
+
     def train(self, mode: bool = True):
         super().train(mode)
-        if getattr(self, "_perception_frozen", False):
+        if self.perception_frozen:
             self.vision_model.eval()
         return self
 
@@ -563,74 +651,80 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         self.language_model.set_output_embeddings(value)
 
     # -- zero-shot perception ----------------------------------------------------------------
-    def _disease_probs(self, study_embeds: torch.Tensor) -> torch.Tensor:
+    def disease_probs_from_study_embeds(self, study_embeds: torch.Tensor) -> torch.Tensor:
+        """(batch, 2 * width) study embeddings of the vision encoder -> (batch, diseases) probabilities."""
         image_embeds = F.normalize(self.visual_projection(study_embeds), dim=-1)
         return torch.sigmoid(disease_logits_from_prompt_bank(image_embeds, self.prompt_bank, self.logit_scale.exp()))
 
+    @property
+    def clue_thresholds(self) -> torch.Tensor:
+        """(diseases,) decision thresholds, from the config (the single source of truth)."""
+        values = self.config.clue_config.thresholds_for(self.config.num_diseases)
+        return torch.tensor(values, device=self.prompt_bank.device)
+
     @torch.no_grad()
     def predict_diseases(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(batch, diseases) zero-shot probabilities (the clues the model would inject)."""
+        """(batch, diseases) zero-shot probabilities (the perception the clues are decided from)."""
         view_mask = _default_view_mask(pixel_values, view_mask)
-        return self._disease_probs(self.vision_model(pixel_values, view_mask).study_embeds)
+        return self.disease_probs_from_study_embeds(self.vision_model(pixel_values, view_mask).study_embeds)
 
-    def _select_clues(self, probs: torch.Tensor) -> torch.Tensor:
-        clue = self.config.clue_config
-        if clue.clue_selection == "threshold":
-            mask = probs >= clue.clue_threshold
-        else:
-            mask = torch.ones_like(probs, dtype=torch.bool)
-        if self.training and clue.clue_dropout > 0:
-            mask = mask & (torch.rand_like(probs) >= clue.clue_dropout)
-        return mask
+    @torch.no_grad()
+    def predict_clues(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``{"disease_probs", "clue_states"}``: the perception and the decisions the model injects."""
+        probs = self.predict_diseases(pixel_values, view_mask)
+        return {"disease_probs": probs, "clue_states": clue_states_from_probs(probs, self.clue_thresholds)}
 
     # -- multimodal embedding ----------------------------------------------------------------
     def get_multimodal_features(
         self,
-        pixel_values: torch.Tensor,
+        pixel_values: torch.Tensor | None,
         view_mask: torch.Tensor,
         clue_probs: torch.Tensor | None = None,
+        clue_states: torch.Tensor | None = None,
         clue_embeds: torch.Tensor | None = None,
         clue_embeds_mask: torch.Tensor | None = None,
+        vision_features: VisionFeatures | None = None,
     ) -> dict[str, torch.Tensor]:
         """Visual tokens and clue tokens in the LLM's width, plus the perception that made them.
 
         Returns a dict with ``visual_tokens`` (real views * tokens, llm width) in study order,
-        ``clue_tokens`` (batch, diseases, llm width) or None, ``disease_probs``, ``clue_mask``,
-        ``clue_logits``.
+        ``clue_tokens`` (batch, diseases, llm width) or None, ``disease_probs`` and ``clue_states``.
         """
-        features = self.vision_model(pixel_values, view_mask)
+        features = vision_features if vision_features is not None else self.vision_model(pixel_values, view_mask)
         batch, views, tokens, _ = features.patch_tokens.shape
         patches = self.visual_adapter(features.patch_tokens.flatten(1, 2))  # (batch, views*tokens, hidden)
         patch_mask = view_mask.bool().repeat_interleave(tokens, dim=1)
-        probs = self._disease_probs(features.study_embeds) if clue_probs is None else clue_probs.to(patches.dtype)
-        out = {"disease_probs": probs, "clue_tokens": None, "clue_mask": None, "clue_logits": None}
+        probs = self.disease_probs_from_study_embeds(features.study_embeds) if clue_probs is None else clue_probs.to(patches.dtype)
+        states = resolve_clue_states(clue_states_from_probs(probs, self.clue_thresholds), clue_states)
+        out = {"disease_probs": probs, "clue_states": states, "clue_tokens": None}
 
-        if self.config.clue_config.use_clue_injection or self.clue_interaction is not None:
-            clue_mask = self._select_clues(probs)
-            clues = self.clue_injector(probs, self.prompt_bank.to(patches.dtype), clue_mask)
-            num_disease_clues = clues.shape[1]
-            all_clues, all_mask = clues, torch.ones_like(clue_mask)
-            if clue_embeds is not None:
-                extra_mask = (
-                    torch.ones(clue_embeds.shape[:2], dtype=torch.bool, device=clue_embeds.device)
-                    if clue_embeds_mask is None
-                    else clue_embeds_mask.bool()
-                )
-                all_clues = torch.cat([clues, self.clue_injector.embed_extra(clue_embeds.to(clues.dtype))], dim=1)
-                all_mask = torch.cat([all_mask, extra_mask], dim=1)
+        clue = self.config.clue_config
+        if clue.use_clue_injection or self.clue_interaction is not None:
+            clues = self.clue_injector.interaction_clues(states, probs, self.prompt_bank.to(patches.dtype)).to(patches.dtype)
             if self.clue_interaction is not None:
-                globals_ = self.global_adapter(torch.cat([features.study_embeds[:, None], features.view_embeds], dim=1))
-                global_mask = torch.cat([view_mask.new_ones(batch, 1), view_mask], dim=1).bool()
-                all_clues, patches = self.clue_interaction(all_clues, all_mask, patches, patch_mask, globals_, global_mask)
-            clues = all_clues[:, :num_disease_clues]
-            out["clue_mask"] = clue_mask
-            out["clue_logits"] = self.consistency_head(clues).squeeze(-1)
-            if self.config.clue_config.use_clue_injection:
-                out["clue_tokens"] = self.clue_projector(clues)
+                clues, patches = self._interact(clues, patches, patch_mask, features, view_mask, clue_embeds, clue_embeds_mask)
+            if clue.use_clue_injection:
+                tokens_in = self.clue_injector.clue_tokens(states)
+                out["clue_tokens"] = tokens_in + self.clue_output_gate(self.clue_projector(clues)).to(tokens_in.dtype)
 
         visual = self.multi_modal_projector(patches).reshape(batch, views, tokens, -1)
         out["visual_tokens"] = visual[view_mask.bool()].reshape(-1, visual.shape[-1])
         return out
+
+    def _interact(self, clues, patches, patch_mask, features, view_mask, clue_embeds, clue_embeds_mask):
+        """Run the clue interaction over the disease clues plus any extra clues; return the disease
+        clues and the updated patch tokens."""
+        batch, num_disease_clues = clues.shape[:2]
+        all_clues, all_mask = clues, clues.new_ones(clues.shape[:2], dtype=torch.bool)
+        if clue_embeds is not None:
+            extra_mask = (torch.ones(clue_embeds.shape[:2], dtype=torch.bool, device=clue_embeds.device)
+                          if clue_embeds_mask is None else clue_embeds_mask.bool())
+            all_clues = torch.cat([clues, self.clue_injector.embed_extra(clue_embeds.to(clues.dtype))], dim=1)
+            all_mask = torch.cat([all_mask, extra_mask], dim=1)
+        globals_ = self.global_adapter(torch.cat([features.study_embeds[:, None], features.view_embeds], dim=1))
+        global_mask = torch.cat([view_mask.new_ones(batch, 1), view_mask], dim=1).bool()
+        all_clues, patches = self.clue_interaction(all_clues, all_mask, patches, patch_mask, globals_, global_mask)
+        return all_clues[:, :num_disease_clues], patches
 
     def _merge_placeholders(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, features: dict) -> torch.Tensor:
         """Scatter visual and clue tokens into their placeholder positions (LLaVA style)."""
@@ -660,12 +754,15 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         grid = self.config.image_token_grid
         return str(grid * grid) if grid else "backbone-dependent"
 
-    def _consistency_loss(self, features: dict, disease_labels, disease_label_mask) -> torch.Tensor | None:
-        if disease_labels is None or features["clue_logits"] is None:
-            return None
-        if self.config.clue_config.consistency_loss_weight <= 0:
-            return None
-        return weighted_disease_bce(features["clue_logits"], disease_labels, self.disease_pos_weight, disease_label_mask)
+    def _wants_consistency(self, features, disease_labels) -> bool:
+        return (disease_labels is not None and features is not None and features["clue_tokens"] is not None
+                and self.config.clue_config.consistency_loss_weight > 0)
+
+    def _clue_slot_logits(self, input_ids: torch.Tensor, last_hidden: torch.Tensor) -> torch.Tensor:
+        """Per-disease consistency logits read from the LLM's last hidden state at each clue slot."""
+        slots = input_ids == self.config.clue_token_id
+        hidden = last_hidden[slots].reshape(input_ids.shape[0], self.config.num_clue_tokens, -1)
+        return per_disease_logits(hidden, self.consistency_weight, self.consistency_bias)
 
     def forward(
         self,
@@ -680,8 +777,11 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         disease_labels: torch.Tensor | None = None,
         disease_label_mask: torch.Tensor | None = None,
         clue_probs: torch.Tensor | None = None,
+        clue_states: torch.Tensor | None = None,
         clue_embeds: torch.Tensor | None = None,
         clue_embeds_mask: torch.Tensor | None = None,
+        vision_features: VisionFeatures | None = None,
+        label_weights: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
@@ -692,50 +792,68 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
             pixel_values: (batch, views, 3, H, W); view_mask: (batch, views), 1 for real views.
             labels: (batch, length), -100 on the prompt (the processor masks it).
             disease_labels: (batch, diseases) labels of the reference report, for the consistency loss.
-            clue_probs: (batch, diseases) to inject instead of the zero-shot perception (e.g. labels
-                from another classifier, or ground truth for an upper bound).
+            clue_probs: (batch, diseases) to use instead of the zero-shot perception (e.g. from another
+                classifier); the clue decisions are then taken from them with the same thresholds.
+            clue_states: (batch, diseases) decisions to inject: 1 present, 0 absent, -1 the model's own
+                (training feeds reference labels for part of the studies this way).
             clue_embeds / clue_embeds_mask: (batch, k, projection_dim) / (batch, k), any number of extra
                 clues in the stage-1 joint space; they take part in the clue interaction.
+            vision_features: precomputed output of ``vision_model`` (a frozen encoder's features, cached
+                by the trainer) instead of ``pixel_values``.
+            label_weights: (batch, length) weight of each label token in the LM loss (the trainer
+                up-weights sentences that state a finding); None: the plain token mean.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         features = None
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(self._embeddable_ids(input_ids))
-        if pixel_values is not None:
+        if pixel_values is not None or vision_features is not None:
             if input_ids is None:
                 raise ValueError("pixel_values need input_ids with <image> placeholders to place them")
-            view_mask = _default_view_mask(pixel_values, view_mask)
-            features = self.get_multimodal_features(pixel_values, view_mask, clue_probs, clue_embeds, clue_embeds_mask)
+            if vision_features is None:
+                view_mask = _default_view_mask(pixel_values, view_mask)
+            features = self.get_multimodal_features(pixel_values, view_mask, clue_probs, clue_states, clue_embeds,
+                                                    clue_embeds_mask, vision_features)
             inputs_embeds = self._merge_placeholders(input_ids, inputs_embeds, features)
         elif input_ids is not None and bool((input_ids == self.config.image_token_id).any()):
             raise ValueError("input_ids hold <image> placeholders but no pixel_values were given")
 
+        consistency_wanted = self._wants_consistency(features, disease_labels)
+        output_hidden_states = kwargs.pop("output_hidden_states", None) or consistency_wanted
         lm_output = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
             cache=cache,
             inputs_embeds=inputs_embeds,
-            labels=labels,
+            labels=labels if label_weights is None else None,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
+            output_hidden_states=output_hidden_states,
             **kwargs,
         )
-        consistency = self._consistency_loss(features, disease_labels, disease_label_mask) if features else None
-        loss = lm_output.loss
+        lm_loss = lm_output.loss
+        if label_weights is not None and labels is not None:
+            lm_loss = weighted_lm_loss(lm_output.logits, labels, label_weights)
+        clue_logits = consistency = None
+        if consistency_wanted:
+            clue_logits = self._clue_slot_logits(input_ids, lm_output.hidden_states[-1])
+            consistency = weighted_disease_bce(clue_logits.float(), disease_labels, self.disease_pos_weight,
+                                               disease_label_mask)
+        loss = lm_loss
         if consistency is not None and loss is not None:
             loss = loss + self.config.clue_config.consistency_loss_weight * consistency
         return TRRGCausalLMOutputWithPast(
             loss=loss,
-            lm_loss=lm_output.loss,
+            lm_loss=lm_loss,
             consistency_loss=consistency,
             logits=lm_output.logits,
             cache=lm_output.get("cache"),
             hidden_states=lm_output.get("hidden_states"),
             attentions=lm_output.get("attentions"),
             disease_probs=features["disease_probs"] if features else None,
-            clue_logits=features["clue_logits"] if features else None,
-            clue_mask=features["clue_mask"] if features else None,
+            clue_states=features["clue_states"] if features else None,
+            clue_logits=clue_logits,
         )
 
     def _embeddable_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -743,8 +861,9 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         placeholders = (input_ids == self.config.image_token_id) | (input_ids == self.config.clue_token_id)
         return input_ids.masked_fill(placeholders, 0)
 
-    _PREFILL_ONLY_INPUTS = ("pixel_values", "view_mask", "clue_probs", "clue_embeds", "clue_embeds_mask",
-                            "disease_labels", "disease_label_mask")
+    _PREFILL_ONLY_INPUTS = ("pixel_values", "view_mask", "clue_probs", "clue_states", "clue_embeds",
+                            "clue_embeds_mask", "vision_features", "disease_labels", "disease_label_mask",
+                            "label_weights")
 
     def prepare_inputs_for_generation(self, input_ids, is_first_iteration: bool | None = False, **kwargs):
         """Images and clues enter only at prefill: after that the cache holds them (beam search,
@@ -768,6 +887,11 @@ __all__ = [
     "positive_class_weight",
     "same_text_mask",
     "soft_clue_embeddings",
+    "clue_states_from_probs",
+    "resolve_clue_states",
+    "state_embeddings",
+    "per_disease_logits",
+    "weighted_lm_loss",
     "masked_mean",
 ]
 

@@ -11,6 +11,7 @@ and, for training, the report and </s> follow; ``labels`` are -100 everywhere bu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -122,13 +123,25 @@ class TRRGProcessor(ProcessorMixin):
         if images is None:
             raise ValueError("TRRGProcessor needs images: pass images=[frontal, lateral] or a list of studies")
         image_inputs = self.image_processor(images, return_tensors="pt")
-        views_per_study = image_inputs["view_mask"].sum(dim=1).tolist()
+        views_per_study = [int(v) for v in image_inputs["view_mask"].sum(dim=1).tolist()]
+        text_inputs = self.encode_prompts(views_per_study, text, reports, padding_side)
+        return BatchFeature(data={**text_inputs, **image_inputs}, tensor_type=return_tensors)
+
+    def encode_prompts(
+        self,
+        views_per_study: Sequence[int],
+        text: str | Sequence[str] | None = None,
+        reports: str | Sequence[str] | None = None,
+        padding_side: str | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The text half of ``__call__``: prompts (placeholders expanded) for studies with the given
+        numbers of views, + reports and ``labels`` for training. Used directly when the visual
+        features are already computed (a frozen encoder's cache)."""
         texts = self._per_study(text, len(views_per_study), "text")
         reports = self._per_study(reports, len(views_per_study), "reports")
         prompts = [self.build_prompt(int(v), t) for v, t in zip(views_per_study, texts)]
         side = padding_side or ("left" if reports[0] is None else "right")
-        text_inputs = self._tokenize(prompts, reports, side)
-        return BatchFeature(data={**text_inputs, **image_inputs}, tensor_type=return_tensors)
+        return self._tokenize(prompts, reports, side)
 
     @staticmethod
     def _per_study(values, num_studies: int, name: str) -> list:
@@ -178,11 +191,15 @@ class TRRGProcessor(ProcessorMixin):
 
     # -- decoding --------------------------------------------------------------------------------
     def batch_decode(self, sequences, prompt_length: int | None = None, **kwargs) -> list[str]:
-        """Decode generated ids; with ``prompt_length`` the prompt part is dropped first."""
+        """Decode generated reports; with ``prompt_length`` the prompt part is dropped first.
+
+        A sentence the model already wrote is dropped when it comes again: a report never states
+        the same sentence twice, and a small LM's greedy decoding sometimes loops.
+        """
         if prompt_length is not None:
             sequences = sequences[:, prompt_length:]
         kwargs.setdefault("skip_special_tokens", True)
-        return [text.strip() for text in self.tokenizer.batch_decode(sequences, **kwargs)]
+        return [drop_repeated_sentences(text) for text in self.tokenizer.batch_decode(sequences, **kwargs)]
 
     def decode(self, sequence, **kwargs) -> str:
         kwargs.setdefault("skip_special_tokens", True)
@@ -193,13 +210,24 @@ class TRRGProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "pixel_values", "view_mask"]
 
 
+def drop_repeated_sentences(text: str) -> str:
+    """Keep the first occurrence of each sentence (compared case- and space-insensitively)."""
+    kept, seen = [], set()
+    for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
+        key = " ".join(sentence.lower().split())
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(sentence)
+    return " ".join(kept)
+
+
 def _pad(rows: list[list[int]], value: int, side: str) -> torch.Tensor:
     length = max(len(r) for r in rows)
     padded = [([value] * (length - len(r)) + r) if side == "left" else (r + [value] * (length - len(r))) for r in rows]
     return torch.tensor(padded, dtype=torch.long)
 
 
-__all__ = ["TRRGProcessor"]
+__all__ = ["TRRGProcessor", "drop_repeated_sentences"]
 
 TRRGProcessor.register_for_auto_class("AutoProcessor")
 TRRGImageProcessor.register_for_auto_class("AutoImageProcessor")

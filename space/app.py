@@ -91,21 +91,23 @@ def probability_table(probs: torch.Tensor, names: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"disease": list(names), "probability": [round(float(p), 4) for p in probs]})
 
 
+def clue_thresholds(config) -> list[float]:
+    """Each disease's decision threshold (0.5 where the model was not tuned)."""
+    values = getattr(config.clue_config, "clue_thresholds", None)
+    return list(values) if values else [0.5] * len(config.disease_names)
+
+
 def clues_markdown(probs: torch.Tensor, config) -> str:
-    """Which disease clues entered the model, as Markdown."""
-    clue = config.clue_config
+    """Which disease clues the model injected as "present", as Markdown: the report is written from
+    these decisions, so a visitor can check that it says what the model perceives."""
     names = list(config.disease_names)
-    detected = [(name, float(p)) for name, p in zip(names, probs) if float(p) >= clue.clue_threshold]
-    detected.sort(key=lambda item: -item[1])
-    listed = "\n".join(f"- **{name}**: {p:.2f}" for name, p in detected) or "- none"
-    if not getattr(clue, "use_clue_injection", True):
+    if not getattr(config.clue_config, "use_clue_injection", True):
         return "This model injects **no** disease clues; the probabilities are for information only."
-    if clue.clue_selection == "all":
-        return (
-            f"All {len(names)} soft clues feed the model, each weighted by its probability "
-            f"(clue_selection = \"all\"). Diseases at p >= {clue.clue_threshold:g}:\n\n{listed}"
-        )
-    return f"Injected clues (p >= {clue.clue_threshold:g}; the others are masked):\n\n{listed}"
+    present = [(name, float(p), t) for name, p, t in zip(names, probs, clue_thresholds(config)) if float(p) >= t]
+    present.sort(key=lambda item: -item[1])
+    listed = "\n".join(f"- **{name}**: {p:.2f} (threshold {t:.2f})" for name, p, t in present) or "- none"
+    return (f"Clues injected as *present* (each disease has its own threshold; the other "
+            f"{len(names) - len(present)} are injected as *absent*):\n\n{listed}")
 
 
 def predict(frontal, lateral, num_beams, max_new_tokens, *, model, processor) -> Iterator[tuple]:

@@ -34,14 +34,29 @@ def test_stage2_forward_shapes_and_separate_losses(tiny_generator):
     assert torch.allclose(out.loss, out.lm_loss + weight * out.consistency_loss)
 
 
-def test_gradients_reach_the_clue_modules(tiny_generator):
+def test_gradients_reach_the_clue_modules_and_the_llm(tiny_generator):
     model = copy.deepcopy(tiny_generator[0]).train()
-    model(**_training_batch(tiny_generator[1])).loss.backward()
-    for name in ("clue_injector.clue_mlp.0.weight", "clue_interaction.layers.0.clue_to_patch.attention.in_proj_weight",
+    batch = _training_batch(tiny_generator[1])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(2):  # the zero-initialised gates open one level per step (clue output gate, then
+        model(**batch).loss.backward()  # the interaction's own gates) ...
+        optimizer.step()
+        optimizer.zero_grad()
+    model(**batch).loss.backward()  # ... after which every clue module learns
+    for name in ("clue_injector.token_table", "clue_injector.state_table", "clue_injector.perception_proj.weight",
+                 "clue_interaction.layers.0.clue_to_patch.attention.in_proj_weight",
                  "clue_interaction.layers.0.patch_to_clue.attention.in_proj_weight", "clue_projector.weight",
-                 "consistency_head.weight", "multi_modal_projector.weight"):
+                 "clue_output_gate.gate", "consistency_weight", "multi_modal_projector.weight"):
         grad = model.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_consistency_loss_sends_its_gradient_into_the_llm(tiny_generator):
+    model = copy.deepcopy(tiny_generator[0]).train()
+    out = model(**_training_batch(tiny_generator[1]))
+    out.consistency_loss.backward()
+    grad = model.language_model.model.layers[-1].mlp.down_proj.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
 
 
 def test_a_few_steps_on_one_batch_lower_the_loss(tiny_generator):
@@ -60,8 +75,19 @@ def test_a_few_steps_on_one_batch_lower_the_loss(tiny_generator):
     assert losses[-1][1] < losses[0][1]
 
 
+def _with_open_gates(model):
+    """A copy whose zero-initialised gates are open, as after some training."""
+    from trrg.modeling.modeling_trrg import TRRGGate
+
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, TRRGGate):
+            torch.nn.init.constant_(module.gate, 0.5)
+    return model
+
+
 def test_an_example_does_not_change_when_another_example_has_more_clues(tiny_generator):
-    model, processor = tiny_generator
+    model, processor = _with_open_gates(tiny_generator[0]), tiny_generator[1]
     batch = processor(images=[[xray_like(1), xray_like(2)], [xray_like(3)]], return_tensors="pt")
     clue_embeds = torch.nn.functional.normalize(torch.randn(2, 64, model.config.projection_dim), dim=-1)
     few = torch.zeros(2, 64, dtype=torch.bool)
@@ -75,19 +101,23 @@ def test_an_example_does_not_change_when_another_example_has_more_clues(tiny_gen
     assert not torch.allclose(out_few.logits[1], out_many.logits[1], atol=1e-5)
 
 
-def test_threshold_selection_masks_clues_and_changes_the_input(tiny_generator):
+def test_per_disease_thresholds_decide_the_clues_and_forced_states_win(tiny_generator):
     model = copy.deepcopy(tiny_generator[0])
-    processor = tiny_generator[1]
-    batch = processor(images=[[xray_like(1)]], return_tensors="pt")
-    probs = torch.full((1, 14), 0.1)
-    probs[0, 2] = 0.9
-    model.config.clue_config.clue_selection = "threshold"
+    batch = tiny_generator[1](images=[[xray_like(1)]], return_tensors="pt")
+    probs = torch.full((1, 14), 0.3)
+    model.config.clue_config.clue_thresholds = [0.5] * 14
+    model.config.clue_config.clue_thresholds[9] = 0.2  # a rare finding, tuned low
+    forced = torch.full((1, 14), -1)
+    forced[0, 2] = 1
     with torch.no_grad():
-        out = model(**batch, clue_probs=probs)
-        out_all_low = model(**batch, clue_probs=torch.full((1, 14), 0.1))
-    assert out.clue_mask.tolist()[0] == [i == 2 for i in range(14)]
-    assert not out_all_low.clue_mask.any()  # no clue at all is well defined (null key), not NaN
-    assert torch.isfinite(out_all_low.logits).all()
+        own = model(**batch, clue_probs=probs)
+        mixed = model(**batch, clue_probs=probs, clue_states=forced)
+    assert own.clue_states.tolist()[0] == [int(i == 9) for i in range(14)]
+    assert mixed.clue_states.tolist()[0] == [int(i in (2, 9)) for i in range(14)]
+    assert not torch.allclose(own.logits, mixed.logits)
+    with pytest.raises(ValueError, match="clue_thresholds has 3 values for 14 diseases"):
+        model.config.clue_config.clue_thresholds = [0.5] * 3
+        model.clue_thresholds
 
 
 def test_stage2_save_load_equality(tiny_generator, tmp_path):
@@ -167,6 +197,17 @@ def test_ablation_switches_remove_clue_tokens(tiny_tokenizer):
     assert out.consistency_loss is None and torch.equal(out.loss, out.lm_loss)
 
 
+def test_ablation_arms_start_from_the_same_llm_and_visual_path(tiny_tokenizer):
+    from trrg.trainers.init_model import build_generator
+
+    plain, _ = build_generator("tiny", tokenizer=tiny_tokenizer, seed=3,
+                               clue={"use_clue_injection": False, "use_clue_interaction": False})
+    full, _ = build_generator("tiny", tokenizer=tiny_tokenizer, seed=3)
+    for name in ("language_model", "vision_model", "visual_adapter", "multi_modal_projector"):
+        a, b = getattr(plain, name).state_dict(), getattr(full, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
 def test_stage1_losses_gradients_and_zero_shot(tiny_contrastive):
     model, processor = tiny_contrastive
     model = copy.deepcopy(model).train()
@@ -203,27 +244,39 @@ def test_stage1_save_load_equality(tiny_contrastive, tmp_path):
     assert torch.allclose(a.logits_per_image, b.logits_per_image, atol=1e-5)
 
 
-def test_gated_interaction_starts_from_the_stage1_visual_tokens(tiny_tokenizer):
-    from trrg.trainers.init_model import build_generator
-
-    gated, processor = build_generator("tiny", tokenizer=tiny_tokenizer, clue={"gated_interaction": True})
-    gated.eval()
+def test_stage2_starts_from_exact_clue_tokens_and_the_stage1_visual_tokens(tiny_generator):
+    model, processor = tiny_generator
     inputs = processor(images=[[xray_like(1), xray_like(2)]], return_tensors="pt")
+    states = torch.randint(0, 2, (1, 14))
     with torch.no_grad():
-        features = gated.get_multimodal_features(inputs["pixel_values"], inputs["view_mask"])
-        plain = gated.vision_model(inputs["pixel_values"], inputs["view_mask"])
-        expected = gated.multi_modal_projector(gated.visual_adapter(plain.patch_tokens.flatten(1, 2)))
-    assert torch.allclose(features["visual_tokens"], expected[0], atol=1e-6)  # gate tanh(0) = 0
+        features = model.get_multimodal_features(inputs["pixel_values"], inputs["view_mask"], clue_states=states)
+        plain = model.vision_model(inputs["pixel_values"], inputs["view_mask"])
+        expected = model.multi_modal_projector(model.visual_adapter(plain.patch_tokens.flatten(1, 2)))
+    # Every interaction update and the clue feedback are gated by tanh(0) = 0 at the start.
+    assert torch.allclose(features["visual_tokens"], expected[0], atol=1e-6)
+    table = model.clue_injector.token_table
+    assert torch.equal(features["clue_tokens"][0], table[torch.arange(14), 1 - states[0]])
 
 
-def test_state_embeddings_make_clue_tokens_depend_on_p_from_the_start(tiny_tokenizer):
-    from trrg.trainers.init_model import build_generator
+def test_clue_tokens_are_distinct_per_disease_and_state_at_word_embedding_scale(tiny_generator):
+    model = tiny_generator[0]
+    table = model.clue_injector.token_table.detach()  # (diseases, 2, width)
+    words = model.get_input_embeddings().weight.detach()
+    present, absent = table[:, 0], table[:, 1]
+    word_norm = words.norm(dim=-1).mean()
+    # Switching a clue moves its token by about a word embedding (the first design moved it by ~3%).
+    assert (present - absent).norm(dim=-1).min() > 0.5 * word_norm
+    assert 0.5 * word_norm < table.norm(dim=-1).mean() < 2 * word_norm
+    cosines = torch.nn.functional.normalize(present, dim=-1) @ torch.nn.functional.normalize(present, dim=-1).T
+    assert cosines[~torch.eye(14, dtype=torch.bool)].abs().mean() < 0.3  # not one shared "abnormal" direction
 
-    model, _ = build_generator("tiny", tokenizer=tiny_tokenizer, clue={"learned_state_embeddings": True})
-    bank = torch.nn.functional.normalize(torch.randn(14, 2, model.config.projection_dim), dim=-1)
-    mask = torch.ones(1, 14, dtype=torch.bool)
-    with torch.no_grad():
-        present = model.clue_injector(torch.ones(1, 14), bank, mask)
-        absent = model.clue_injector(torch.zeros(1, 14), bank, mask)
-    # The present/absent difference is of the size of the embeddings themselves, not ~0.
-    assert (present - absent).norm(dim=-1).min() > 0.5 * model.clue_injector.disease_embedding.weight.norm(dim=-1).mean()
+
+def test_clue_tokens_match_a_pretrained_llm_word_scale():
+    from trrg.modeling.modeling_trrg import TRRGClueInjector
+    from trrg.modeling.configuration_trrg import TRRGClueConfig
+
+    injector = TRRGClueInjector(TRRGClueConfig(), num_diseases=14, projection_dim=8, llm_width=32)
+    torch.nn.init.normal_(injector.token_table, std=0.02)
+    words = torch.randn(100, 32) * 3.0  # a pretrained LLM's embeddings, far from init scale
+    injector.match_word_embedding_scale(words)
+    assert torch.allclose(injector.token_table.norm(dim=-1).mean(), words.norm(dim=-1).mean(), rtol=1e-4)

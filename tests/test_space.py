@@ -80,16 +80,14 @@ def test_bad_files_raise_gr_error_with_the_loader_message_and_the_upload_name(ti
         assert str(tmp_path) not in error.value.message  # the server's folders are not shown
 
 
-def test_clue_text_follows_the_selection_mode(tiny_generator):
+def test_clue_text_lists_the_decisions_with_each_diseases_threshold(tiny_generator):
     config = tiny_generator[0].config.__class__.from_dict(tiny_generator[0].config.to_dict())
-    probs = torch.tensor([0.9] + [0.1] * 12 + [0.6])
-    config.clue_config.clue_selection = "all"
+    probs = torch.tensor([0.9] + [0.1] * 8 + [0.25] + [0.1] * 3 + [0.6])
+    config.clue_config.clue_thresholds = [0.5] * 9 + [0.2] + [0.5] * 4  # pneumothorax tuned low
     text = app.clues_markdown(probs, config)
-    assert "All 14 soft clues feed the model" in text
-    assert "**No Finding**: 0.90" in text and "**Support Devices**: 0.60" in text and "Cardiomegaly" not in text
-    config.clue_config.clue_selection, config.clue_config.clue_threshold = "threshold", 0.7
-    text = app.clues_markdown(probs, config)
-    assert "Injected clues (p >= 0.7" in text and "No Finding" in text and "Support Devices" not in text
+    assert "**No Finding**: 0.90" in text and "**Support Devices**: 0.60" in text
+    assert "**Pneumothorax**: 0.25 (threshold 0.20)" in text and "Cardiomegaly" not in text
+    assert "the other 11 are injected as *absent*" in text
 
 
 def test_banner_states_intended_use_and_training_data():
@@ -161,7 +159,7 @@ def test_served_demo_returns_report_and_14_probabilities(served, tiny_generator)
     probs = probabilities_of(plot)
     assert list(probs) == list(tiny_generator[0].config.disease_names)
     assert all(0.0 <= p <= 1.0 for p in probs.values())
-    assert "soft clues" in clues
+    assert "Clues injected as *present*" in clues
 
 
 def test_served_demo_refuses_bad_files_and_keeps_serving(served, tmp_path):

@@ -87,7 +87,7 @@ def test_page_streams_a_report_shows_the_chart_and_errors(browser, served, tiny_
     chart = page.locator("#probabilities")
     chart.locator("canvas, svg").first.wait_for()
     assert chart.locator("canvas, svg").count() > 0
-    page.get_by_text("soft clues feed the model").wait_for(state="visible")
+    page.get_by_text("Clues injected as").wait_for(state="visible")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     page.close()

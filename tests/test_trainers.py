@@ -11,6 +11,12 @@ from trrg.trainers.data import PretrainCollator, SentenceSampler, disease_target
 from trrg.trainers.distributed import gather_with_local_grad, scale_gradient
 
 
+def xray_like_image():
+    from conftest import xray_like
+
+    return xray_like(5)
+
+
 def _args(cls, tmp_path, **extra):
     base = dict(output_dir=str(tmp_path / "run"), per_device_train_batch_size=16, per_device_eval_batch_size=8,
                 learning_rate=3e-3, num_train_epochs=1, max_steps=6, logging_steps=2, save_strategy="no",
@@ -126,16 +132,83 @@ def test_generation_evaluation_adds_ce_metrics(tiny_phantom, tiny_generator, tmp
     assert "eval_loss" in metrics and 0.0 <= metrics["eval_ce_micro_f1_14"] <= 1.0 and "eval_bleu_4" in metrics
 
 
-def test_oracle_clues_reach_the_model(tiny_phantom, tiny_generator):
+def test_reference_clues_replace_the_models_own_on_the_scheduled_share(tiny_phantom, tiny_generator):
     from trrg.processing.datasets import load_r2gen
-    from trrg.trainers.data import FinetuneCollator
+    from trrg.trainers.data import FinetuneCollator, ReferenceClueSchedule
 
-    rows = list(load_r2gen(tiny_phantom / "annotation.json")["train"])[:4]
-    batch = FinetuneCollator(tiny_generator[1], oracle_clues=True)(rows)
-    assert torch.equal(batch["clue_probs"], batch["disease_labels"])
+    rows = list(load_r2gen(tiny_phantom / "annotation.json")["train"])[:8]
+    batch = FinetuneCollator(tiny_generator[1], reference_clue_rate=1.0)(rows)
+    assert torch.equal(batch["clue_states"], batch["disease_labels"].long())
     with torch.no_grad():
         out = tiny_generator[0](**batch)
-    assert torch.equal(out.disease_probs, batch["disease_labels"])
+    assert torch.equal(out.clue_states, batch["disease_labels"].long())  # what was injected
+    assert "clue_states" not in FinetuneCollator(tiny_generator[1], reference_clue_rate=0.0)(rows)
+    first, second = ReferenceClueSchedule(0.5, seed=3), ReferenceClueSchedule(0.5, seed=3)
+    ids = [f"s{i}" for i in range(200)]
+    picks = [first(i) for i in ids]
+    assert picks == [second(i) for i in reversed(ids)][::-1]  # per (seed, study, visit), not per call order
+    assert 0.35 < sum(picks) / len(picks) < 0.65
+
+
+def test_finding_sentences_weigh_more_in_the_lm_loss(tiny_generator):
+    from trrg.trainers.data import FindingTokenWeights
+
+    processor = tiny_generator[1]
+    report = "no pneumothorax . small left pleural effusion . heart size is normal ."
+    labels = processor(images=[[xray_like_image()]], reports=[report], return_tensors="pt")["labels"]
+    weights = FindingTokenWeights(processor.tokenizer, weight=4.0)(["s0"], labels)[0]
+    report_positions = (labels[0] != -100).nonzero().flatten()
+    tokens = processor.tokenizer.convert_ids_to_tokens(labels[0, report_positions].tolist())
+    weighted = [t for t, w in zip(tokens, weights[report_positions].tolist()) if w == 4.0]
+    assert "".join(weighted).replace("Ġ", " ").strip() == "small left pleural effusion ."
+    assert weights[labels[0] == -100].eq(1.0).all()
+
+
+def test_weighted_lm_loss_is_the_plain_mean_with_unit_weights():
+    from trrg.modeling.modeling_trrg import weighted_lm_loss
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(2, 6, 11), torch.randint(0, 11, (2, 6))
+    labels[:, :2] = -100
+    plain = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    assert torch.allclose(weighted_lm_loss(logits, labels, torch.ones(2, 6)), plain)
+    weights = torch.ones(2, 6)
+    weights[0, 3] = 5.0  # the token predicted at position 2
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100,
+                                           reduction="none").reshape(2, 5)
+    expected = (ce.sum() + 4 * ce[0, 2]) / (8 + 4)
+    assert torch.allclose(weighted_lm_loss(logits, labels, weights), expected)
+
+
+def test_cached_frozen_features_give_the_same_loss(tiny_phantom, tiny_generator):
+    import copy
+
+    from trrg.processing.datasets import load_r2gen
+    from trrg.trainers.data import FinetuneCollator, FrozenVisionCache
+
+    model = copy.deepcopy(tiny_generator[0])
+    model.freeze_perception()
+    rows = list(load_r2gen(tiny_phantom / "annotation.json")["train"])[:6]
+    cache = FrozenVisionCache(model)
+    cached = FinetuneCollator(tiny_generator[1], vision_cache=cache)
+    with torch.no_grad():
+        direct = model(**FinetuneCollator(tiny_generator[1])(rows))
+        first, again = model(**cached(rows)), model(**cached(rows))
+    assert len(cache._features) == 6
+    assert torch.allclose(direct.loss, first.loss, atol=1e-5) and torch.allclose(first.loss, again.loss)
+
+
+def test_clue_thresholds_are_tuned_for_f1():
+    import numpy as np
+
+    from trrg.trainers.clue_calibration import best_f1_threshold, fit_clue_thresholds
+
+    probs = np.array([0.05, 0.1, 0.12, 0.2, 0.22, 0.3, 0.9])
+    targets = np.array([0, 0, 0, 1, 1, 0, 1])
+    threshold = best_f1_threshold(probs, targets)  # best: the top 3 or the top 4 -> the top 4 has F1 0.857
+    assert 0.12 < threshold < 0.2 and ((probs >= threshold) == np.array([0, 0, 0, 1, 1, 1, 1])).all()
+    assert best_f1_threshold(probs, np.zeros(7)) == 0.5  # nothing to tune
+    assert fit_clue_thresholds(np.stack([probs, probs], 1), np.stack([targets, np.zeros(7)], 1))[1] == 0.5
 
 
 def test_bad_inputs_are_named_before_training(tiny_phantom, tiny_contrastive, tiny_generator, tmp_path):

@@ -141,22 +141,149 @@ class PretrainCollator:
         return {"augment": True, "generator": self._generator} if self.augment else {}
 
 
+class ReferenceClueSchedule:
+    """Decides, per study visit, whether stage 2 trains on the reference labels as clues.
+
+    Trained only on its own (mostly right) clues, the LLM learns that clues are a hint to weigh
+    against the image; trained on reference labels, it learns that a clue is to be written. Mixing
+    both (``rate`` of the visits take reference clues) teaches it to write what the clues say. The
+    choice depends only on (seed, study id, visit number), so it is the same in any process.
+    """
+
+    def __init__(self, rate: float = 0.5, seed: int = 0):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"reference_clue_rate must be in [0, 1], got {rate}")
+        self.rate = rate
+        self.seed = seed
+        self._visits: dict[str, int] = {}
+
+    def __call__(self, study_id: str) -> bool:
+        visit = self._visits.get(study_id, 0)
+        self._visits[study_id] = visit + 1
+        return bool(np.random.default_rng([self.seed, zlib.crc32(study_id.encode()), visit]).random() < self.rate)
+
+
+class FrozenVisionCache:
+    """The frozen stage-1 encoder's features, computed once per study and kept on the CPU.
+
+    In stage 2 the perception is frozen (and in eval mode), so a study's features never change:
+    after the first epoch no image is decoded and no vision forward pass runs. Not for a trainable
+    or augmented encoder.
+    """
+
+    def __init__(self, model, max_studies: int = 100_000):
+        self.model = model
+        self.max_studies = max_studies
+        self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def _compute(self, rows: Sequence[Mapping], views: list, image_processor) -> None:
+        pixels = image_processor(views, return_tensors="pt")
+        device = next(self.model.parameters()).device
+        view_mask = pixels["view_mask"]
+        features = self.model.vision_model(pixels["pixel_values"].to(device, self.model.dtype), view_mask.to(device))
+        for i, row in enumerate(rows):
+            real = view_mask[i].bool()
+            if len(self._features) < self.max_studies:
+                self._features[row["id"]] = (features.patch_tokens[i, real].cpu(), features.view_embeds[i, real].cpu())
+
+    def features(self, rows: Sequence[Mapping], reader, image_processor):
+        """(kept rows, VisionFeatures, view_mask) for a batch; unseen studies are read and encoded."""
+        from trrg.modeling.modeling_trrg import VisionFeatures, masked_mean
+
+        missing = [row for row in rows if row["id"] not in self._features]
+        computed = {}
+        if missing:
+            kept, views = reader.read_batch(missing)
+            self._compute(kept, views, image_processor)
+            computed = {row["id"] for row in kept}
+        rows = [row for row in rows if row["id"] in self._features or row["id"] in computed]
+        parts = [self._features[row["id"]] for row in rows]
+        views = max(patches.shape[0] for patches, _ in parts)
+        patch_tokens = torch.zeros(len(parts), views, *parts[0][0].shape[1:], dtype=parts[0][0].dtype)
+        view_embeds = torch.zeros(len(parts), views, parts[0][1].shape[-1], dtype=parts[0][1].dtype)
+        view_mask = torch.zeros(len(parts), views, dtype=torch.long)
+        for i, (patches, globals_) in enumerate(parts):
+            patch_tokens[i, : patches.shape[0]] = patches
+            view_embeds[i, : globals_.shape[0]] = globals_
+            view_mask[i, : patches.shape[0]] = 1
+        features = VisionFeatures(patch_tokens=patch_tokens, view_embeds=view_embeds,
+                                  study_embeds=masked_mean(view_embeds, view_mask, dim=1))
+        return rows, features, view_mask
+
+
+class FindingTokenWeights:
+    """LM-loss weights per label token: tokens of report sentences that state a finding (positive or
+    uncertain, per the labeler) get ``weight``, the rest 1. Reports are mostly negated boilerplate,
+    so without it the few tokens that carry a diagnosis barely move the loss. Cached per study."""
+
+    def __init__(self, tokenizer, weight: float = 4.0):
+        if weight < 1.0:
+            raise ValueError(f"finding_token_weight must be >= 1, got {weight}")
+        self.tokenizer = tokenizer
+        self.weight = weight
+        self._pieces: dict[int, str] = {}
+        self._cache: dict[str, list[float]] = {}
+
+    def _ends_sentence(self, token_id: int) -> bool:
+        if token_id not in self._pieces:
+            self._pieces[token_id] = self.tokenizer.decode([token_id]).strip()
+        return self._pieces[token_id].endswith((".", "!", "?"))
+
+    def report_weights(self, report_ids: list[int]) -> list[float]:
+        weights, sentence = [], []
+        for token_id in report_ids:
+            sentence.append(token_id)
+            if self._ends_sentence(token_id) or len(sentence) + len(weights) == len(report_ids):
+                text = self.tokenizer.decode(sentence, skip_special_tokens=True)
+                weights += [self.weight if _states_a_finding(text) else 1.0] * len(sentence)
+                sentence = []
+        return weights
+
+    def __call__(self, study_ids: Sequence[str], labels: torch.Tensor) -> torch.Tensor:
+        out = torch.ones(labels.shape, dtype=torch.float)
+        for row, study_id in enumerate(study_ids):
+            positions = (labels[row] != -100).nonzero().flatten()
+            if study_id not in self._cache:
+                self._cache[study_id] = self.report_weights(labels[row, positions].tolist())
+            out[row, positions] = torch.tensor(self._cache[study_id])
+        return out
+
+
 class FinetuneCollator:
-    """Stage 2: views + cleaned reference report (LM labels) + disease targets (consistency loss)."""
+    """Stage 2: views (or cached frozen features) + cleaned reference report (LM labels) + disease
+    targets (consistency loss) + the clue decisions to force (reference labels on a share of visits).
+    """
 
     def __init__(self, processor, uncertain: str = "positive", strict_images: bool = False, with_reports: bool = True,
-                 oracle_clues: bool = False):
+                 reference_clue_rate: float = 0.0, seed: int = 0, vision_cache: FrozenVisionCache | None = None,
+                 finding_token_weight: float = 1.0):
         self.processor = processor
         self.uncertain = uncertain
         self.with_reports = with_reports
-        self.oracle_clues = oracle_clues  # reference labels as clues: the upper bound clue quality allows
-        self.reader = CachedStudyReader(strict=strict_images)
+        self.reference_clues = ReferenceClueSchedule(reference_clue_rate, seed) if reference_clue_rate > 0 else None
+        self.vision_cache = vision_cache
+        self.label_weights = FindingTokenWeights(processor.tokenizer, finding_token_weight) if finding_token_weight != 1.0 else None
+        self.reader = CachedStudyReader(strict=strict_images, max_cached_studies=0 if vision_cache else 20000)
 
     def __call__(self, rows: Sequence[Mapping]) -> dict[str, torch.Tensor]:
-        rows, views = self.reader.read_batch(rows)
-        reports = [clean_report(row["report"]) for row in rows] if self.with_reports else None
-        batch = dict(self.processor(images=views, reports=reports, return_tensors="pt"))
+        if self.vision_cache is not None:
+            rows, features, view_mask = self.vision_cache.features(rows, self.reader, self.processor.image_processor)
+            if not rows:
+                raise RuntimeError("no study of this batch could be read; see the warnings above for the files and reasons")
+            batch = {"vision_features": features, "view_mask": view_mask}
+            batch.update(self.processor.encode_prompts(view_mask.sum(1).tolist(), reports=self._reports(rows)))
+        else:
+            rows, views = self.reader.read_batch(rows)
+            batch = dict(self.processor(images=views, reports=self._reports(rows), return_tensors="pt"))
         batch["disease_labels"] = disease_targets(rows, self.uncertain)
-        if self.oracle_clues:
-            batch["clue_probs"] = batch["disease_labels"].clone()
+        if self.label_weights is not None and "labels" in batch:
+            batch["label_weights"] = self.label_weights([row["id"] for row in rows], batch["labels"])
+        if self.reference_clues is not None:
+            forced = torch.tensor([self.reference_clues(row["id"]) for row in rows])
+            states = batch["disease_labels"].long()
+            batch["clue_states"] = torch.where(forced[:, None], states, torch.full_like(states, -1))
         return batch
+
+    def _reports(self, rows):
+        return [clean_report(row["report"]) for row in rows] if self.with_reports else None

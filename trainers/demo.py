@@ -23,43 +23,45 @@ class DemoPlan:
     num_test: int
     stage1_epochs: int
     stage2_epochs: int
-    batch_size: int = 64
-    learning_rate: float = 2e-3
 
 
 PLANS = {
-    "full": DemoPlan(num_train=3000, num_val=200, num_test=1000, stage1_epochs=15, stage2_epochs=10),
-    "quick": DemoPlan(num_train=800, num_val=100, num_test=300, stage1_epochs=8, stage2_epochs=8),
+    "full": DemoPlan(num_train=3000, num_val=200, num_test=1000, stage1_epochs=15, stage2_epochs=6),
+    "quick": DemoPlan(num_train=800, num_val=150, num_test=300, stage1_epochs=8, stage2_epochs=8),
 }
 
 
-def _training_args(cls, out: Path, plan: DemoPlan, epochs: int, seed: int, **extra):
-    return cls(output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=plan.batch_size,
-               per_device_eval_batch_size=plan.batch_size, learning_rate=plan.learning_rate, warmup_steps=20,
-               lr_scheduler_type="cosine", weight_decay=0.01, max_grad_norm=1.0, logging_steps=10,
-               save_strategy="no", eval_strategy="no", seed=seed, data_seed=seed, use_cpu=True,
-               dataloader_num_workers=0, report_to="none", disable_tqdm=False, **extra)
+def _training_args(cls, out: Path, plan: DemoPlan, stage: int, seed: int, **extra):
+    """The tiny preset's recipe (the one `trrg pretrain`/`finetune` default to) with the plan's epochs."""
+    from trrg.trainers.presets import RECIPES
+
+    epochs = plan.stage1_epochs if stage == 1 else plan.stage2_epochs
+    options = {**RECIPES["tiny"][stage], "num_train_epochs": epochs, "output_dir": str(out), "logging_steps": 10,
+               "save_strategy": "no", "eval_strategy": "no", "seed": seed, "data_seed": seed, "use_cpu": True,
+               "dataloader_num_workers": 0, "report_to": "none", "disable_tqdm": False}
+    return cls(**{**options, **extra})
 
 
 def run_stage1(data_dir: Path, out: Path, plan: DemoPlan, seed: int):
     from trrg.trainers.arguments import TRRGDataArguments, TRRGPretrainArguments
     from trrg.trainers.pretrain import build_pretrainer
 
-    args = _training_args(TRRGPretrainArguments, out, plan, plan.stage1_epochs, seed)
+    args = _training_args(TRRGPretrainArguments, out, plan, 1, seed)
     trainer, processor = build_pretrainer(args, TRRGDataArguments(data=str(data_dir), eval_split=""))
     trainer.train()
     return trainer.model, processor
 
 
-def run_stage2(model, processor, data_dir: Path, out: Path, plan: DemoPlan, seed: int,
-               freeze_vision: bool = True, oracle_clues: bool = False):
-    """Fine-tune a stage-2 model (from ``bridge`` or ``build_generator``) on ``data_dir``'s train split."""
+def run_stage2(model, processor, data_dir: Path, out: Path, plan: DemoPlan, seed: int, freeze_vision: bool = True,
+               **extra):
+    """Fine-tune a stage-2 model (from ``bridge`` or ``build_generator``) on ``data_dir``'s train split;
+    the clue thresholds are tuned on its val split. ``extra`` goes to ``TRRGFinetuneArguments``."""
     from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments
     from trrg.trainers.finetune import build_finetuner
 
-    args = _training_args(TRRGFinetuneArguments, out, plan, plan.stage2_epochs, seed, oracle_clues=oracle_clues,
-                          freeze_vision=freeze_vision, load_best_model_at_end=False)
-    trainer, processor = build_finetuner(args, TRRGDataArguments(data=str(data_dir), eval_split=""), model, processor)
+    args = _training_args(TRRGFinetuneArguments, out, plan, 2, seed, freeze_vision=freeze_vision,
+                          load_best_model_at_end=False, **extra)
+    trainer, processor = build_finetuner(args, TRRGDataArguments(data=str(data_dir), eval_split="val"), model, processor)
     trainer.train()
     return trainer.model, processor
 

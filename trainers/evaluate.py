@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int = 16, max_new_tokens: int = 96,
-                   num_beams: int = 1, meteor: bool = True, oracle_clues: bool = False, protocol: dict | None = None,
+                   num_beams: int = 1, meteor: bool = True, clue_probs_for=None, protocol: dict | None = None,
                    progress: bool = True, perception_threshold: float = 0.5) -> dict:
     """Generate for ``rows``, write predictions/references, score, and write metrics.json.
 
@@ -28,7 +28,7 @@ def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     predictions = generate_reports(model, processor, rows, batch_size, max_new_tokens, num_beams,
-                                   oracle_clues=oracle_clues, progress=progress)
+                                   clue_probs_for=clue_probs_for, progress=progress)
     references = {row["id"]: row["report"] for row in rows}
     _write_jsonl(out / "predictions.jsonl", predictions)
     _write_jsonl(out / "references.jsonl", [{"id": p["id"], "report": references[p["id"]]} for p in predictions])
@@ -36,7 +36,8 @@ def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int 
     metrics = score_reports([p["report"] for p in predictions], [references[p["id"]] for p in predictions],
                             meteor=meteor, clues=clues, disease_probs=disease_probs,
                             perception_threshold=perception_threshold)
-    metrics.update({"generation": {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False},
+    metrics.update({"generation": {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False,
+                                   "clues": "zero-shot perception" if clue_probs_for is None else "given"},
                     "skipped_studies": len(rows) - len(predictions), **_versions(), **(protocol or {})})
     _write_json(out / "metrics.json", metrics)
     return metrics
@@ -87,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_beams", type=int, default=1)
     parser.add_argument("--max_studies", type=int, default=None)
     parser.add_argument("--no_meteor", action="store_true", help="skip METEOR (needs java)")
-    parser.add_argument("--oracle_clues", action="store_true", help="inject the reference labels as clues (upper bound)")
     args = parser.parse_args(argv)
     from types import SimpleNamespace
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                                            max_train_studies=args.max_studies, max_eval_studies=None))
     model, processor = load_model_folder(args.model, expected="trrg")
     metrics = evaluate_model(model, processor, list(studies[args.split]), args.out, args.batch_size, args.max_new_tokens,
-                             args.num_beams, meteor=not args.no_meteor, oracle_clues=args.oracle_clues,
+                             args.num_beams, meteor=not args.no_meteor,
                              protocol={"model": args.model, "data": args.data, "split": args.split})
     from trrg.trainers.report_table import metrics_table
 

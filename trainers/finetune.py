@@ -12,6 +12,7 @@ checkpoint is chosen by ``--metric_for_best_model`` (default CE macro-F1 over th
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from trrg.trainers.generation import generate_reports
 from trrg.trainers.distributed import world_size
 from trrg.trainers.logging_utils import LossPartsMixin
 
+logger = logging.getLogger(__name__)
+
 
 def _unwrap(model):
     return getattr(model, "module", model)
@@ -34,10 +37,9 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
 
     loss_parts = ("lm_loss", "consistency_loss")
 
-    def __init__(self, *args, generation_kwargs: dict | None = None, oracle_clues: bool = False, **kwargs):
+    def __init__(self, *args, generation_kwargs: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.generation_kwargs = generation_kwargs or {}
-        self.oracle_clues = oracle_clues
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -49,7 +51,10 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
     def _global_token_mean(self, model, inputs, outputs):
         """Re-weight the LM loss so that, after DDP averages over processes, it is the mean over the
         tokens of the whole global batch (as in one process), not a mean of per-process means."""
-        local_tokens = (inputs["labels"][:, 1:] != -100).sum().to(outputs.lm_loss.dtype)
+        counted = (inputs["labels"][:, 1:] != -100).to(outputs.lm_loss.dtype)
+        if inputs.get("label_weights") is not None:  # a weighted mean: its denominator is the weight sum
+            counted = counted * inputs["label_weights"][:, 1:].to(outputs.lm_loss.dtype)
+        local_tokens = counted.sum()
         global_tokens = local_tokens.detach().clone()
         torch.distributed.all_reduce(global_tokens)
         share = local_tokens * world_size() / global_tokens.clamp_min(1)
@@ -76,7 +81,7 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
         rows = list(dataset)
         model = self.accelerator.unwrap_model(self.model)
         predictions = generate_reports(model, self.processing_class, rows, batch_size=self.args.per_device_eval_batch_size,
-                                       oracle_clues=self.oracle_clues, **self.generation_kwargs)
+                                       **self.generation_kwargs)
         by_id = {row["id"]: row["report"] for row in rows}
         scores = score_reports([p["report"] for p in predictions], [by_id[p["id"]] for p in predictions], meteor=False)
         return {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and "/" not in k}
@@ -138,6 +143,13 @@ def load_stage2(args: TRRGFinetuneArguments):
 
 
 def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, model=None, processor=None, studies=None):
+    """Model, data and ``TRRGFinetuneTrainer`` from the argument dataclasses; returns (trainer, processor).
+
+    Before training, with the perception frozen: the clue thresholds are tuned on the evaluation
+    split (``calibrate_clue_thresholds``) and the encoder's features are cached per study.
+    """
+    from trrg.trainers.clue_calibration import calibrate_clue_thresholds
+    from trrg.trainers.data import FrozenVisionCache
     from trrg.trainers.studies import load_studies
 
     if model is None:
@@ -145,21 +157,35 @@ def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, m
     prepare_for_training(model, args)
     studies = studies if studies is not None else load_studies(data_args)
     eval_dataset = studies[data_args.eval_split] if data_args.eval_split in studies else None
-    collator = FinetuneCollator(processor, data_args.uncertain, data_args.strict_images, oracle_clues=args.oracle_clues)
+    train_dataset = studies[data_args.train_split]
+    cache = FrozenVisionCache(model) if args.cache_vision_features and _features_are_frozen(model, args) else None
+    if args.calibrate_clue_thresholds and model.perception_frozen and model.config.clue_config.use_clue_injection:
+        source = eval_dataset if eval_dataset is not None else train_dataset
+        thresholds = calibrate_clue_thresholds(model, processor, list(source), data_args.uncertain, cache)
+        logger.info("clue thresholds tuned on %d studies: %s", len(source), thresholds)
+    collator = FinetuneCollator(processor, data_args.uncertain, data_args.strict_images,
+                                reference_clue_rate=args.reference_clue_rate, seed=args.seed, vision_cache=cache,
+                                finding_token_weight=args.finding_token_weight)
     generation = {"max_new_tokens": args.generation_max_new_tokens, "num_beams": args.generation_num_beams}
     if args.label_names is None:  # the forward also takes disease_labels/disease_label_mask (optional)
         args.label_names = ["labels"]
     if eval_dataset is None or args.eval_strategy == "no":
         args.load_best_model_at_end = False
-    trainer = TRRGFinetuneTrainer(model=model, args=args, train_dataset=studies[data_args.train_split],
-                                  eval_dataset=eval_dataset, data_collator=collator, processing_class=processor,
-                                  generation_kwargs=generation, oracle_clues=args.oracle_clues)
+    trainer = TRRGFinetuneTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                                  data_collator=collator, processing_class=processor, generation_kwargs=generation)
     return trainer, processor
+
+
+def _features_are_frozen(model, args) -> bool:
+    return model.perception_frozen and not args.lora_vision
 
 
 def main(argv: list[str] | None = None) -> int:
     from trrg.trainers.checkpoints import parse_with_resume
 
+    from trrg.trainers.presets import recipe_argv
+
+    argv = recipe_argv(list(sys.argv[1:] if argv is None else argv), stage=2)
     args, data_args = parse_with_resume((TRRGFinetuneArguments, TRRGDataArguments), argv, "trrg finetune", __doc__)
     from trrg.trainers.checkpoints import resume_point
 

@@ -34,18 +34,20 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"trrg generate: {error}") from error
     model.eval()
     with torch.no_grad():
-        probs = model.predict_diseases(inputs["pixel_values"], inputs["view_mask"])[0].tolist()
+        perception = model.predict_clues(inputs["pixel_values"], inputs["view_mask"])
         ids = model.generate(**inputs, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
     report = processor.batch_decode(ids, prompt_length=inputs["input_ids"].shape[1])[0]
-    clues = dict(zip(model.config.disease_names, (round(p, 4) for p in probs)))
-    threshold = model.config.clue_config.clue_threshold
+    names = model.config.disease_names
+    probs = dict(zip(names, (round(p, 4) for p in perception["disease_probs"][0].tolist())))
+    present = [name for name, state in zip(names, perception["clue_states"][0].tolist()) if state]
+    thresholds = dict(zip(names, model.clue_thresholds.tolist()))
     if args.json:
-        print(json.dumps({"report": report, "disease_probs": clues, "clue_threshold": threshold}))
+        print(json.dumps({"report": report, "disease_probs": probs, "clues_present": present,
+                          "clue_thresholds": {n: round(t, 4) for n, t in thresholds.items()}}))
         return 0
     print(report)
-    print(f"\ndisease clues (zero-shot p >= {threshold}):")
-    detected = [(n, p) for n, p in sorted(clues.items(), key=lambda kv: -kv[1]) if p >= threshold]
-    print("\n".join(f"  {name}: {p:.2f}" for name, p in detected) or "  none")
+    print("\ndisease clues injected as present (zero-shot p >= the disease's threshold):")
+    print("\n".join(f"  {name}: {probs[name]:.2f} (threshold {thresholds[name]:.2f})" for name in present) or "  none")
     return 0
 
 

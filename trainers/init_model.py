@@ -89,12 +89,26 @@ def build_generator(preset_name: str = "tiny", vision: str | None = None, llm: s
     model = TRRGForConditionalGeneration(config)
     if pretrained_vision:
         model.vision_model.backbone = AutoModel.from_pretrained(vision or preset.vision)
+    _pair_shared_init(model, seed)
     if isinstance(llm_spec, str):
         model.language_model = AutoModelForCausalLM.from_pretrained(llm_spec)
         model.language_model.resize_token_embeddings(len(tokenizer))
         model.config.text_config = model.language_model.config
+        model.clue_injector.match_word_embedding_scale(model.get_input_embeddings().weight)
     generation_defaults(model)
     return model, build_processor(tokenizer, config)
+
+
+def _pair_shared_init(model, seed: int) -> None:
+    """Give the visual path the same initial weights whichever clue modules are switched on, so
+    that ablation arms with one seed differ only in what they switch (the LLM and the vision encoder
+    are built before any optional module and are paired already)."""
+    import torch
+
+    for offset, name in enumerate(("visual_adapter", "multi_modal_projector")):
+        torch.manual_seed(seed * 1000 + offset + 1)
+        for module in getattr(model, name).modules():
+            model._init_weights(module)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -110,6 +110,9 @@ def load_stage1(args: TRRGPretrainArguments):
 def main(argv: list[str] | None = None) -> int:
     from trrg.trainers.checkpoints import parse_with_resume
 
+    from trrg.trainers.presets import recipe_argv
+
+    argv = recipe_argv(list(sys.argv[1:] if argv is None else argv), stage=1)
     args, data_args = parse_with_resume((TRRGPretrainArguments, TRRGDataArguments), argv, "trrg pretrain", __doc__)
     trainer, processor = build_pretrainer(args, data_args)
     from trrg.trainers.checkpoints import resume_point

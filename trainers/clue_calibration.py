@@ -1,0 +1,78 @@
+"""Per-disease clue thresholds, tuned for F1 on held-out studies before stage 2 trains.
+
+The stage-1 zero-shot probabilities rank rare findings well (high AUROC) but often sit below 0.5
+for them; one global threshold would switch those clues off. Stage 2 writes what its clues say, so
+the decision threshold of each disease is chosen where the clue's F1 is best.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+
+def best_f1_threshold(probs: np.ndarray, targets: np.ndarray, default: float = 0.5,
+                      bounds: tuple[float, float] = (0.02, 0.98)) -> float:
+    """The threshold t maximising F1 of (probs >= t) against binary ``targets`` (one disease).
+
+    Candidates lie halfway between consecutive distinct probabilities, so the choice does not sit
+    on one study's score. Without a positive (or a negative) there is nothing to tune: ``default``.
+    """
+    probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets) > 0.5
+    positives = int(targets.sum())
+    if positives == 0 or positives == len(targets):
+        return default
+    order = np.argsort(-probs, kind="stable")
+    sorted_probs, sorted_targets = probs[order], targets[order]
+    true_positives = np.cumsum(sorted_targets)
+    predicted = np.arange(1, len(probs) + 1)
+    f1 = 2 * true_positives / (predicted + positives)
+    last_of_tie = np.r_[sorted_probs[1:] != sorted_probs[:-1], True]  # a threshold keeps all equal scores
+    f1 = np.where(last_of_tie, f1, -1.0)
+    best = int(np.argmax(f1))
+    below = sorted_probs[best + 1] if best + 1 < len(sorted_probs) else sorted_probs[best] - 1e-3
+    return float(np.clip((sorted_probs[best] + below) / 2, *bounds))
+
+
+def fit_clue_thresholds(probs: np.ndarray, targets: np.ndarray, default: float = 0.5) -> list[float]:
+    """(studies, diseases) probabilities and binary targets -> one F1-best threshold per disease."""
+    return [best_f1_threshold(probs[:, d], targets[:, d], default) for d in range(probs.shape[1])]
+
+
+@torch.no_grad()
+def perceive(model, processor, rows: Sequence[Mapping], batch_size: int = 64, vision_cache=None,
+             reader=None) -> tuple[list[Mapping], torch.Tensor]:
+    """The stage-2 model's zero-shot probabilities for ``rows`` (unreadable studies are skipped)."""
+    from trrg.trainers.data import CachedStudyReader
+
+    reader = reader or CachedStudyReader()
+    kept_rows, probs = [], []
+    device = next(model.parameters()).device
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        if vision_cache is not None:
+            kept, features, _ = vision_cache.features(chunk, reader, processor.image_processor)
+            study_embeds = features.study_embeds.to(device)
+        else:
+            kept, views = reader.read_batch(chunk)
+            pixels = processor.image_processor(views, return_tensors="pt").to(device)
+            study_embeds = model.vision_model(pixels["pixel_values"], pixels["view_mask"]).study_embeds
+        probs.append(model.disease_probs_from_study_embeds(study_embeds).float().cpu())
+        kept_rows += kept
+    return kept_rows, torch.cat(probs)
+
+
+def calibrate_clue_thresholds(model, processor, rows: Sequence[Mapping], uncertain: str = "positive",
+                              vision_cache=None) -> list[float]:
+    """Tune ``model.config.clue_config.clue_thresholds`` on ``rows``; returns the thresholds."""
+    from trrg.trainers.data import disease_targets
+
+    was_training = model.training
+    model.eval()
+    kept, probs = perceive(model, processor, list(rows), vision_cache=vision_cache)
+    model.train(was_training)
+    thresholds = fit_clue_thresholds(probs.numpy(), disease_targets(kept, uncertain).numpy())
+    model.config.clue_config.clue_thresholds = [round(t, 4) for t in thresholds]
+    return model.config.clue_config.clue_thresholds
