@@ -52,6 +52,7 @@ CONFIGS = {
     "e_unweighted": {"label": "(e'') TRRG, no finding-token weight", "stage1": True, "clue": ALL_ON, "consistency": 0.5,
                      "train": {"finding_token_weight": 1.0}},
 }
+CLUE_METRICS = {"perception_macro_f1_14", "clue_drop_rate", "clue_unsupported_rate"}
 HEADLINE = ["bleu_4", "cider", "ce_micro_f1_14", "ce_macro_f1_14", "perception_macro_f1_14", "ce_macro_f1_5",
             "ce_normal_collapse", "clue_drop_rate", "clue_unsupported_rate"]
 
@@ -145,9 +146,13 @@ def _markdown(summary: dict, perception: dict, differences: dict, protocol: dict
              f"Command: `{protocol['command']}`  ", f"Seeds: {protocol['seeds']}; data: {protocol['data']}; "
              f"test studies: {protocol['num_test']}; metrics: `trrg score` protocol (docs/METRICS.md), no METEOR.", "",
              "| configuration | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
-    for row in summary.values():
-        cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" if row[m] else "n/a" for m in HEADLINE]
+    for key, row in summary.items():
+        injects = CONFIGS[key]["clue"]["use_clue_injection"]
+        cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" if row[m] and (injects or m not in CLUE_METRICS)
+                 else "n/a" for m in HEADLINE]
         lines.append(f"| {row['label']} (n={row['seeds']}) | " + " | ".join(cells) + " |")
+    lines += ["", "perception / clue metrics are n/a for arms that inject no clues (their reports are not written "
+              "from a perception). Oracle arm: the perception is the reference labels, so its perception F1 is 1."]
     lines += ["", "## Paired differences over seeds (CE macro-F1, 14 observations)", ""]
     for name, diff in differences.items():
         if diff:
