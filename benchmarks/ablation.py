@@ -49,6 +49,8 @@ CONFIGS = {
               "train": {"per_device_train_batch_size": 16}},
     "e_b16": {"label": "(e) batch 16", "stage1": True, "clue": ALL_ON, "consistency": 0.5,
               "train": {"per_device_train_batch_size": 16}},
+    "e_uniform": {"label": "(e) uniform sampling", "stage1": True, "clue": ALL_ON, "consistency": 0.5,
+                  "train": {"oversample_rare_findings": False}},
     "e_unweighted": {"label": "(e'') TRRG, no finding-token weight", "stage1": True, "clue": ALL_ON, "consistency": 0.5,
                      "train": {"finding_token_weight": 1.0}},
 }

@@ -75,3 +75,13 @@ def test_bad_images_give_errors_that_name_the_problem(tiny_generator, tmp_path):
         processor(images=[])
     with pytest.raises(ValueError, match="needs images"):
         processor(images=None)
+
+
+def test_decoded_reports_never_repeat_a_sentence():
+    from trrg.modeling.processing_trrg import drop_repeated_sentences
+
+    assert drop_repeated_sentences("no pneumothorax . heart size is normal . no  pneumothorax .") == \
+        "no pneumothorax . heart size is normal ."
+    assert drop_repeated_sentences("No effusion. The heart is big. no effusion.") == "No effusion. The heart is big."
+    assert drop_repeated_sentences("small left effusion . small right effusion .") == \
+        "small left effusion . small right effusion ."

@@ -156,7 +156,7 @@ def test_finding_sentences_weigh_more_in_the_lm_loss(tiny_generator):
     processor = tiny_generator[1]
     report = "no pneumothorax . small left pleural effusion . heart size is normal ."
     labels = processor(images=[[xray_like_image()]], reports=[report], return_tensors="pt")["labels"]
-    weights = FindingTokenWeights(processor.tokenizer, weight=4.0)(["s0"], labels)[0]
+    weights = FindingTokenWeights(processor.tokenizer, weight=4.0)(labels)[0]
     report_positions = (labels[0] != -100).nonzero().flatten()
     tokens = processor.tokenizer.convert_ids_to_tokens(labels[0, report_positions].tolist())
     weighted = [t for t, w in zip(tokens, weights[report_positions].tolist()) if w == 4.0]
@@ -208,6 +208,11 @@ def test_clue_thresholds_are_tuned_for_f1():
     threshold = best_f1_threshold(probs, targets)  # best: the top 3 or the top 4 -> the top 4 has F1 0.857
     assert 0.12 < threshold < 0.2 and ((probs >= threshold) == np.array([0, 0, 0, 1, 1, 1, 1])).all()
     assert best_f1_threshold(probs, np.zeros(7)) == 0.5  # nothing to tune
+    # A weak classifier: F1 is best calling 6 studies for 3 positives (0.67); the cap allows 1.5x as
+    # many calls as positives, so it calls 4 (F1 0.57).
+    weak, truth = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]), np.array([0, 1, 0, 1, 0, 1, 0])
+    assert (weak >= best_f1_threshold(weak, truth, max_positive_ratio=100)).sum() == 6
+    assert (weak >= best_f1_threshold(weak, truth)).sum() == 4
     assert fit_clue_thresholds(np.stack([probs, probs], 1), np.stack([targets, np.zeros(7)], 1))[1] == 0.5
 
 
@@ -252,3 +257,12 @@ def test_unreadable_image_is_skipped_and_counted(tiny_phantom, tiny_generator, t
     batch = collator(rows)
     assert batch["pixel_values"].shape[0] == 2
     assert collator.reader.skipped_images == 1 and collator.reader.dropped_studies == 1
+
+
+def test_rare_findings_are_drawn_more_often():
+    from trrg.trainers.data import rare_finding_weights
+
+    labels = [{"Pneumothorax": 1}] * 2 + [{"Pleural Effusion": 1}] * 30 + [{"No Finding": 1}] * 68
+    weights = rare_finding_weights(labels)
+    assert torch.allclose(weights[:2], torch.tensor(5.0))  # 2% prevalence -> 0.1 / 0.02
+    assert torch.equal(weights[2:], torch.ones(98))  # 30% and normal studies: as before

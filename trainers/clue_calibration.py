@@ -1,4 +1,4 @@
-"""Per-disease clue thresholds, tuned for F1 on held-out studies before stage 2 trains.
+"""Per-disease clue thresholds, tuned for F1 before stage 2 trains.
 
 The stage-1 zero-shot probabilities rank rare findings well (high AUROC) but often sit below 0.5
 for them; one global threshold would switch those clues off. Stage 2 writes what its clues say, so
@@ -13,12 +13,16 @@ import numpy as np
 import torch
 
 
-def best_f1_threshold(probs: np.ndarray, targets: np.ndarray, default: float = 0.5,
+def best_f1_threshold(probs: np.ndarray, targets: np.ndarray, default: float = 0.5, max_positive_ratio: float = 1.5,
                       bounds: tuple[float, float] = (0.02, 0.98)) -> float:
-    """The threshold t maximising F1 of (probs >= t) against binary ``targets`` (one disease).
+    """The threshold t maximising F1 of (probs >= t) against binary ``targets`` (one disease), among
+    those that call at most ``max_positive_ratio`` times as many studies positive as there are.
 
-    Candidates lie halfway between consecutive distinct probabilities, so the choice does not sit
-    on one study's score. Without a positive (or a negative) there is nothing to tune: ``default``.
+    The cap matters because the clue decisions of all diseases reach the LLM together: unbounded
+    F1-best thresholds of a weak perception call ~4 findings per study where real reports state ~1
+    (on the phantom, 1 in 3 test studies got 5 or more clues), and an LLM that never saw such
+    crowded combinations drops clues. Candidates lie halfway between consecutive distinct
+    probabilities. Without a positive (or a negative) there is nothing to tune: ``default``.
     """
     probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets) > 0.5
     positives = int(targets.sum())
@@ -30,7 +34,7 @@ def best_f1_threshold(probs: np.ndarray, targets: np.ndarray, default: float = 0
     predicted = np.arange(1, len(probs) + 1)
     f1 = 2 * true_positives / (predicted + positives)
     last_of_tie = np.r_[sorted_probs[1:] != sorted_probs[:-1], True]  # a threshold keeps all equal scores
-    f1 = np.where(last_of_tie, f1, -1.0)
+    f1 = np.where(last_of_tie & (predicted <= max_positive_ratio * positives), f1, -1.0)
     best = int(np.argmax(f1))
     below = sorted_probs[best + 1] if best + 1 < len(sorted_probs) else sorted_probs[best] - 1e-3
     return float(np.clip((sorted_probs[best] + below) / 2, *bounds))

@@ -35,6 +35,18 @@ def label_prevalence(labels: Sequence[Mapping], uncertain: str = "positive") -> 
     return disease_targets([{"labels": entry} for entry in labels], uncertain).mean(0)
 
 
+def rare_finding_weights(labels: Sequence[Mapping], uncertain: str = "positive", target_rate: float = 0.1) -> torch.Tensor:
+    """Sampling weight per study: max(1, target_rate / prevalence) of its rarest finding.
+
+    A finding in 3% of studies is seen ~3x as often as without it (one in 10% or more: as often as
+    before): a language model learns to write a rare finding from how often it sees one, and the
+    clue of a pneumothorax is worthless if the LLM has written "pneumothorax" 30 times.
+    """
+    targets = disease_targets([{"labels": entry} for entry in labels], uncertain)[:, 1:]  # findings only
+    boost = (target_rate / targets.mean(0).clamp_min(1e-3)).clamp_min(1.0)  # (findings,)
+    return (targets * boost).amax(dim=1).clamp_min(1.0)
+
+
 class CachedStudyReader(StudyImageReader):
     """``StudyImageReader`` with a bounded LRU cache of decoded views keyed by study id, and an error
     when no study of a batch can be read (so a batch never silently becomes empty)."""
@@ -215,7 +227,7 @@ class FrozenVisionCache:
 class FindingTokenWeights:
     """LM-loss weights per label token: tokens of report sentences that state a finding (positive or
     uncertain, per the labeler) get ``weight``, the rest 1. Reports are mostly negated boilerplate,
-    so without it the few tokens that carry a diagnosis barely move the loss. Cached per study."""
+    so without it the few tokens that carry a diagnosis barely move the loss. Cached per report."""
 
     def __init__(self, tokenizer, weight: float = 4.0):
         if weight < 1.0:
@@ -223,7 +235,7 @@ class FindingTokenWeights:
         self.tokenizer = tokenizer
         self.weight = weight
         self._pieces: dict[int, str] = {}
-        self._cache: dict[str, list[float]] = {}
+        self._cache: dict[tuple[int, ...], list[float]] = {}
 
     def _ends_sentence(self, token_id: int) -> bool:
         if token_id not in self._pieces:
@@ -240,13 +252,15 @@ class FindingTokenWeights:
                 sentence = []
         return weights
 
-    def __call__(self, study_ids: Sequence[str], labels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, labels: torch.Tensor) -> torch.Tensor:
+        """(batch, length) labels (-100 outside the report) -> (batch, length) weights."""
         out = torch.ones(labels.shape, dtype=torch.float)
-        for row, study_id in enumerate(study_ids):
+        for row in range(labels.shape[0]):
             positions = (labels[row] != -100).nonzero().flatten()
-            if study_id not in self._cache:
-                self._cache[study_id] = self.report_weights(labels[row, positions].tolist())
-            out[row, positions] = torch.tensor(self._cache[study_id])
+            report_ids = tuple(labels[row, positions].tolist())
+            if report_ids not in self._cache:  # keyed by the text: an augmented visit has its own
+                self._cache[report_ids] = self.report_weights(list(report_ids))
+            out[row, positions] = torch.tensor(self._cache[report_ids])
         return out
 
 
@@ -271,19 +285,21 @@ class FinetuneCollator:
             rows, features, view_mask = self.vision_cache.features(rows, self.reader, self.processor.image_processor)
             if not rows:
                 raise RuntimeError("no study of this batch could be read; see the warnings above for the files and reasons")
+            rows, reports = self._reports(rows)
             batch = {"vision_features": features, "view_mask": view_mask}
-            batch.update(self.processor.encode_prompts(view_mask.sum(1).tolist(), reports=self._reports(rows)))
+            batch.update(self.processor.encode_prompts(view_mask.sum(1).tolist(), reports=reports))
         else:
             rows, views = self.reader.read_batch(rows)
-            batch = dict(self.processor(images=views, reports=self._reports(rows), return_tensors="pt"))
+            rows, reports = self._reports(rows)
+            batch = dict(self.processor(images=views, reports=reports, return_tensors="pt"))
         batch["disease_labels"] = disease_targets(rows, self.uncertain)
         if self.label_weights is not None and "labels" in batch:
-            batch["label_weights"] = self.label_weights([row["id"] for row in rows], batch["labels"])
+            batch["label_weights"] = self.label_weights(batch["labels"])
         if self.reference_clues is not None:
             forced = torch.tensor([self.reference_clues(row["id"]) for row in rows])
             states = batch["disease_labels"].long()
             batch["clue_states"] = torch.where(forced[:, None], states, torch.full_like(states, -1))
         return batch
 
-    def _reports(self, rows):
-        return [clean_report(row["report"]) for row in rows] if self.with_reports else None
+    def _reports(self, rows) -> tuple[list[Mapping], list[str] | None]:
+        return rows, ([clean_report(row["report"]) for row in rows] if self.with_reports else None)

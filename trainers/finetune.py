@@ -20,7 +20,7 @@ import torch
 from transformers import Trainer
 
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments
-from trrg.trainers.data import FinetuneCollator, disease_targets
+from trrg.trainers.data import FinetuneCollator, disease_targets, rare_finding_weights
 from trrg.trainers.generation import generate_reports
 from trrg.trainers.distributed import world_size
 from trrg.trainers.logging_utils import LossPartsMixin
@@ -37,9 +37,18 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
 
     loss_parts = ("lm_loss", "consistency_loss")
 
-    def __init__(self, *args, generation_kwargs: dict | None = None, **kwargs):
+    def __init__(self, *args, generation_kwargs: dict | None = None, sampling_weights: torch.Tensor | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.generation_kwargs = generation_kwargs or {}
+        self.sampling_weights = sampling_weights
+
+    def _get_train_sampler(self, train_dataset=None):
+        """Studies drawn with replacement by ``sampling_weights`` (rare findings more often), when given."""
+        if self.sampling_weights is None:
+            return super()._get_train_sampler(train_dataset)
+        generator = torch.Generator().manual_seed(self.args.seed)
+        return torch.utils.data.WeightedRandomSampler(self.sampling_weights, len(self.sampling_weights), generator=generator)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -145,7 +154,7 @@ def load_stage2(args: TRRGFinetuneArguments):
 def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, model=None, processor=None, studies=None):
     """Model, data and ``TRRGFinetuneTrainer`` from the argument dataclasses; returns (trainer, processor).
 
-    Before training, with the perception frozen: the clue thresholds are tuned on the evaluation
+    Before training, with the perception frozen: the clue thresholds are tuned on the training
     split (``calibrate_clue_thresholds``) and the encoder's features are cached per study.
     """
     from trrg.trainers.clue_calibration import calibrate_clue_thresholds
@@ -160,9 +169,10 @@ def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, m
     train_dataset = studies[data_args.train_split]
     cache = FrozenVisionCache(model) if args.cache_vision_features and _features_are_frozen(model, args) else None
     if args.calibrate_clue_thresholds and model.perception_frozen and model.config.clue_config.use_clue_injection:
-        source = eval_dataset if eval_dataset is not None else train_dataset
-        thresholds = calibrate_clue_thresholds(model, processor, list(source), data_args.uncertain, cache)
-        logger.info("clue thresholds tuned on %d studies: %s", len(source), thresholds)
+        # The training split: a validation split rarely holds enough positives of the rare findings
+        # (200 phantom studies: 3-10 each), and the frozen encoder is not trained here.
+        thresholds = calibrate_clue_thresholds(model, processor, list(train_dataset), data_args.uncertain, cache)
+        logger.info("clue thresholds tuned on %d training studies: %s", len(train_dataset), thresholds)
     collator = FinetuneCollator(processor, data_args.uncertain, data_args.strict_images,
                                 reference_clue_rate=args.reference_clue_rate, seed=args.seed, vision_cache=cache,
                                 finding_token_weight=args.finding_token_weight)
@@ -171,8 +181,10 @@ def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, m
         args.label_names = ["labels"]
     if eval_dataset is None or args.eval_strategy == "no":
         args.load_best_model_at_end = False
+    weights = rare_finding_weights(train_dataset["labels"], data_args.uncertain) if args.oversample_rare_findings else None
     trainer = TRRGFinetuneTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                                  data_collator=collator, processing_class=processor, generation_kwargs=generation)
+                                  data_collator=collator, processing_class=processor, generation_kwargs=generation,
+                                  sampling_weights=weights)
     return trainer, processor
 
 
