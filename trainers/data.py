@@ -285,13 +285,11 @@ class FinetuneCollator:
             rows, features, view_mask = self.vision_cache.features(rows, self.reader, self.processor.image_processor)
             if not rows:
                 raise RuntimeError("no study of this batch could be read; see the warnings above for the files and reasons")
-            rows, reports = self._reports(rows)
             batch = {"vision_features": features, "view_mask": view_mask}
-            batch.update(self.processor.encode_prompts(view_mask.sum(1).tolist(), reports=reports))
+            batch.update(self.processor.encode_prompts(view_mask.sum(1).tolist(), reports=self._reports(rows)))
         else:
             rows, views = self.reader.read_batch(rows)
-            rows, reports = self._reports(rows)
-            batch = dict(self.processor(images=views, reports=reports, return_tensors="pt"))
+            batch = dict(self.processor(images=views, reports=self._reports(rows), return_tensors="pt"))
         batch["disease_labels"] = disease_targets(rows, self.uncertain)
         if self.label_weights is not None and "labels" in batch:
             batch["label_weights"] = self.label_weights(batch["labels"])
@@ -301,5 +299,5 @@ class FinetuneCollator:
             batch["clue_states"] = torch.where(forced[:, None], states, torch.full_like(states, -1))
         return batch
 
-    def _reports(self, rows) -> tuple[list[Mapping], list[str] | None]:
-        return rows, ([clean_report(row["report"]) for row in rows] if self.with_reports else None)
+    def _reports(self, rows) -> list[str] | None:
+        return [clean_report(row["report"]) for row in rows] if self.with_reports else None
