@@ -196,6 +196,10 @@ def test_cached_frozen_features_give_the_same_loss(tiny_phantom, tiny_generator)
         first, again = model(**cached(rows)), model(**cached(rows))
     assert len(cache._features) == 6
     assert torch.allclose(direct.loss, first.loss, atol=1e-5) and torch.allclose(first.loss, again.loss)
+    bounded = FrozenVisionCache(model, max_studies=2)  # past the bound: computed, used, not kept
+    with torch.no_grad():
+        partly_cached = model(**FinetuneCollator(tiny_generator[1], vision_cache=bounded)(rows))
+    assert len(bounded._features) == 2 and torch.allclose(direct.loss, partly_cached.loss, atol=1e-5)
 
 
 def test_clue_thresholds_are_tuned_for_f1():

@@ -189,15 +189,18 @@ class FrozenVisionCache:
         self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @torch.no_grad()
-    def _compute(self, rows: Sequence[Mapping], views: list, image_processor) -> None:
+    def _compute(self, rows: Sequence[Mapping], views: list, image_processor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         pixels = image_processor(views, return_tensors="pt")
         device = next(self.model.parameters()).device
         view_mask = pixels["view_mask"]
         features = self.model.vision_model(pixels["pixel_values"].to(device, self.model.dtype), view_mask.to(device))
+        computed = {}
         for i, row in enumerate(rows):
             real = view_mask[i].bool()
-            if len(self._features) < self.max_studies:
-                self._features[row["id"]] = (features.patch_tokens[i, real].cpu(), features.view_embeds[i, real].cpu())
+            computed[row["id"]] = (features.patch_tokens[i, real].cpu(), features.view_embeds[i, real].cpu())
+            if len(self._features) < self.max_studies:  # past the bound, features are used once, not kept
+                self._features[row["id"]] = computed[row["id"]]
+        return computed
 
     def features(self, rows: Sequence[Mapping], reader, image_processor):
         """(kept rows, VisionFeatures, view_mask) for a batch; unseen studies are read and encoded."""
@@ -207,10 +210,10 @@ class FrozenVisionCache:
         computed = {}
         if missing:
             kept, views = reader.read_batch(missing)
-            self._compute(kept, views, image_processor)
-            computed = {row["id"] for row in kept}
-        rows = [row for row in rows if row["id"] in self._features or row["id"] in computed]
-        parts = [self._features[row["id"]] for row in rows]
+            computed = self._compute(kept, views, image_processor)
+        known = {**computed, **{row["id"]: self._features[row["id"]] for row in rows if row["id"] in self._features}}
+        rows = [row for row in rows if row["id"] in known]  # unreadable studies were skipped and counted
+        parts = [known[row["id"]] for row in rows]
         views = max(patches.shape[0] for patches, _ in parts)
         patch_tokens = torch.zeros(len(parts), views, *parts[0][0].shape[1:], dtype=parts[0][0].dtype)
         view_embeds = torch.zeros(len(parts), views, parts[0][1].shape[-1], dtype=parts[0][1].dtype)

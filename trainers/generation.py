@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from trrg.modeling.modeling_trrg import clue_states_from_probs
 from trrg.trainers.data import CachedStudyReader
 
 
@@ -36,7 +37,7 @@ def generate_reports(model, processor, rows: Sequence[Mapping], batch_size: int 
         if clue_probs_for is not None:
             inputs["clue_probs"] = clue_probs_for(kept).to(device)
             perception = {"disease_probs": inputs["clue_probs"],
-                          "clue_states": (inputs["clue_probs"] >= model.clue_thresholds).long()}
+                          "clue_states": clue_states_from_probs(inputs["clue_probs"], model.clue_thresholds)}
         else:
             perception = model.predict_clues(inputs["pixel_values"], inputs["view_mask"])
         ids = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
