@@ -83,6 +83,20 @@ def sentence_group_id(sentence: str) -> int:
     return zlib.crc32(sentence.encode("utf-8"))
 
 
+class VisitRandomness:
+    """A random generator per (seed, study id, visit number): the same draws whatever process or
+    batch position a study lands in, and new draws on each visit (epoch)."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self._visits: dict[str, int] = {}
+
+    def __call__(self, study_id: str) -> np.random.Generator:
+        visit = self._visits.get(study_id, 0)
+        self._visits[study_id] = visit + 1
+        return np.random.default_rng([self.seed, zlib.crc32(study_id.encode()), visit])
+
+
 class SentenceSampler:
     """Picks one sentence of a report per visit, oversampling sentences that state a finding.
 
@@ -97,8 +111,7 @@ class SentenceSampler:
         if not 0.0 <= positive_rate <= 1.0:
             raise ValueError(f"positive_rate must be in [0, 1], got {positive_rate}")
         self.positive_rate = positive_rate
-        self.seed = seed
-        self._visits: dict[str, int] = {}
+        self._randomness = VisitRandomness(seed)
         self._sentences: dict[str, tuple[list[str], list[str]]] = {}
 
     def _split(self, study_id: str, report: str) -> tuple[list[str], list[str]]:
@@ -109,9 +122,7 @@ class SentenceSampler:
         return self._sentences[study_id]
 
     def __call__(self, study_id: str, report: str) -> str:
-        visit = self._visits.get(study_id, 0)
-        self._visits[study_id] = visit + 1
-        rng = np.random.default_rng([self.seed, zlib.crc32(study_id.encode()), visit])
+        rng = self._randomness(study_id)
         sentences, positive = self._split(study_id, report)
         pool = positive if positive and rng.random() < self.positive_rate else sentences
         return pool[int(rng.integers(len(pool)))] + " ."
@@ -166,13 +177,10 @@ class ReferenceClueSchedule:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"reference_clue_rate must be in [0, 1], got {rate}")
         self.rate = rate
-        self.seed = seed
-        self._visits: dict[str, int] = {}
+        self._randomness = VisitRandomness(seed)
 
     def __call__(self, study_id: str) -> bool:
-        visit = self._visits.get(study_id, 0)
-        self._visits[study_id] = visit + 1
-        return bool(np.random.default_rng([self.seed, zlib.crc32(study_id.encode()), visit]).random() < self.rate)
+        return bool(self._randomness(study_id).random() < self.rate)
 
 
 class FrozenVisionCache:
