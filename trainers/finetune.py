@@ -168,14 +168,15 @@ def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, m
     eval_dataset = studies[data_args.eval_split] if data_args.eval_split in studies else None
     train_dataset = studies[data_args.train_split]
     cache = FrozenVisionCache(model) if args.cache_vision_features and _features_are_frozen(model, args) else None
+    # The collator first: its arguments are checked before the calibration's pass over the data.
+    collator = FinetuneCollator(processor, data_args.uncertain, data_args.strict_images,
+                                reference_clue_rate=args.reference_clue_rate, seed=args.seed, vision_cache=cache,
+                                finding_token_weight=args.finding_token_weight)
     if args.calibrate_clue_thresholds and model.perception_frozen and model.config.clue_config.use_clue_injection:
         # The training split: a validation split rarely holds enough positives of the rare findings
         # (200 phantom studies: 3-10 each), and the frozen encoder is not trained here.
         thresholds = calibrate_clue_thresholds(model, processor, list(train_dataset), data_args.uncertain, cache)
         logger.info("clue thresholds tuned on %d training studies: %s", len(train_dataset), thresholds)
-    collator = FinetuneCollator(processor, data_args.uncertain, data_args.strict_images,
-                                reference_clue_rate=args.reference_clue_rate, seed=args.seed, vision_cache=cache,
-                                finding_token_weight=args.finding_token_weight)
     generation = {"max_new_tokens": args.generation_max_new_tokens, "num_beams": args.generation_num_beams}
     if args.label_names is None:  # the forward also takes disease_labels/disease_label_mask (optional)
         args.label_names = ["labels"]
