@@ -63,7 +63,7 @@ HEADLINE = ["bleu_4", "cider", "ce_micro_f1_14", "ce_macro_f1_14", "perception_m
 
 
 def _studies(data_dir: Path, split: str) -> list[dict]:
-    from trrg.trainers.studies import load_studies
+    from trrg.trainers.training_data import load_training_studies
 
     args = SimpleNamespace(data=str(data_dir), image_root=None, train_split=split, eval_split="",
                            max_train_studies=None, max_eval_studies=None)
@@ -72,8 +72,9 @@ def _studies(data_dir: Path, split: str) -> list[dict]:
 
 def _stage1_perception(stage1, data_dir: Path) -> dict:
     from trrg.evaluation.perception import perception_scores
-    from trrg.trainers.bridge import encode_prompt_bank
-    from trrg.trainers.data import CachedStudyReader, disease_targets
+    from trrg.assembly.bridge import encode_prompt_bank
+    from trrg.processing.studies.schema import CachedStudyReader
+    from trrg.trainers.collators import disease_targets
 
     model, processor = stage1
     model.eval()
@@ -89,20 +90,20 @@ def _stage1_perception(stage1, data_dir: Path) -> dict:
 
 
 def _run_config(key: str, seed: int, stage1, data_dir: Path, plan, work: Path) -> dict:
-    from trrg.trainers.bridge import bridge
-    from trrg.trainers.data import disease_targets
-    from trrg.trainers.demo import run_stage2
-    from trrg.trainers.evaluate import evaluate_model
-    from trrg.trainers.init_model import build_generator
+    from trrg.assembly.bridge import bridge
+    from trrg.trainers.collators import disease_targets
+    from trrg.commands.demo import run_finetune
+    from trrg.evaluation.generation import evaluate_model
+    from trrg.assembly.build import build_finetune_model
 
     config = CONFIGS[key]
     started = time.perf_counter()
     if config["stage1"]:
-        model, processor = bridge(None, clue=config["clue"], seed=seed, stage1=stage1)
+        model, processor = bridge(None, clue=config["clue"], seed=seed, pretrained=stage1)
     else:  # the same tokenizer as stage 1, so only the encoder's training differs
-        model, processor = build_generator("tiny", tokenizer=stage1[1].tokenizer, clue=config["clue"], seed=seed)
+        model, processor = build_finetune_model("tiny", tokenizer=stage1[1].tokenizer, clue=config["clue"], seed=seed)
     model.config.clue_config.consistency_loss_weight = config["consistency"]
-    model, processor = run_stage2(model, processor, data_dir, work / f"{key}_seed{seed}", plan, seed,
+    model, processor = run_finetune(model, processor, data_dir, work / f"{key}_seed{seed}", plan, seed,
                                   freeze_vision=config["stage1"], **config.get("train", {}))
     oracle = (lambda rows: disease_targets(rows)) if config.get("oracle") else None
     metrics = evaluate_model(model, processor, _studies(data_dir, "test"), work / f"{key}_seed{seed}_eval",
@@ -114,15 +115,15 @@ def _run_config(key: str, seed: int, stage1, data_dir: Path, plan, work: Path) -
 
 def _stage1_for(seed: int, data_dir: Path, work: Path, plan):
     """Stage 1 of this seed, trained once and kept (so later configurations reuse it)."""
-    from trrg.trainers.checkpoints import load_model_folder
-    from trrg.trainers.demo import run_stage1
-    from trrg.trainers.presets import save_hub_folder
+    from trrg.assembly.hub_folders import load_model_folder
+    from trrg.commands.demo import run_pretrain
+    from trrg.assembly.hub_folders import save_hub_folder
 
     folder = work / f"stage1_seed{seed}" / "final"
     if (folder / "model.safetensors").exists():
         return load_model_folder(folder, expected="trrg_contrastive")
     torch.manual_seed(seed)
-    model, processor = run_stage1(data_dir, work / f"stage1_seed{seed}", plan, seed)
+    model, processor = run_pretrain(data_dir, work / f"stage1_seed{seed}", plan, seed)
     save_hub_folder(model, processor, folder)
     return model, processor
 
@@ -222,7 +223,7 @@ def main() -> None:
                         help="train nothing: summarise the runs already in OUT/runs (missing ones are left out, n shows how many)")
     args = parser.parse_args()
     from trrg.processing.phantom import generate_phantom
-    from trrg.trainers.demo import DemoPlan
+    from trrg.commands.demo import DemoPlan
 
     out, work = Path(args.out), Path(args.work)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -230,7 +231,7 @@ def main() -> None:
     if not (data_dir / "annotation.json").exists():
         generate_phantom(data_dir, num_train=args.num_train, num_val=200, num_test=args.num_test, seed=args.data_seed)
     plan = DemoPlan(num_train=args.num_train, num_val=200, num_test=args.num_test,
-                    stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs)
+                    pretrain_epochs=args.pretrain_epochs, finetune_epochs=args.finetune_epochs)
     results, perceptions = {}, []
     for seed in args.seeds:
         pending = [k for k in args.configs if not (out / "runs" / f"{k}_seed{seed}.json").exists()]

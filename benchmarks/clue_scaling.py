@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from trrg.trainers.init_model import build_generator
+from trrg.assembly.build import build_finetune_model
 
 
 def _time_forward(model, batch, repeats: int) -> float:
@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model, processor = build_generator("tiny", corpus_size=500)
+    model, processor = build_finetune_model("tiny", corpus_size=500)
     model.eval()
     images = [[(np.random.default_rng(i).random((128, 128)) * 255).astype("uint8")] * 2 for i in range(args.batch)]
     reports = ["the heart is normal in size . no pleural effusion or pneumothorax . lungs are clear ."] * args.batch

@@ -33,14 +33,14 @@ def main() -> None:
     from ablation import _stage1_perception
 
     from trrg.trainers.arguments import TRRGDataArguments, TRRGPretrainArguments
-    from trrg.trainers.demo import DemoPlan, _training_args
-    from trrg.trainers.pretrain import build_pretrainer
+    from trrg.commands.demo import DemoPlan, training_args
+    from trrg.trainers.pretrain_trainer import build_pretrainer
 
     plan = DemoPlan(args.num_train, 0, 0, args.epochs, 0)
     results = {}
     for name, (rate, power) in VARIANTS.items():
         torch.manual_seed(args.seed)
-        training = _training_args(TRRGPretrainArguments, Path("runs/stage1_imbalance") / name, plan, args.epochs,
+        training = training_args(TRRGPretrainArguments, Path("runs/stage1_imbalance") / name, plan, args.epochs,
                                   args.seed, positive_sentence_rate=rate, prompt_pos_weight_power=power)
         training.disable_tqdm = True
         data = TRRGDataArguments(data=args.data, eval_split="", max_train_studies=args.num_train)

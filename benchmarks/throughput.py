@@ -43,13 +43,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    from trrg.trainers.bridge import bridge
-    from trrg.trainers.data import sentence_group_id
-    from trrg.trainers.init_model import build_contrastive
-    from trrg.trainers.presets import phantom_report_corpus
+    from trrg.assembly.bridge import bridge
+    from trrg.trainers.collators import sentence_group_id
+    from trrg.assembly.build import build_pretrain_model
+    from trrg.assembly.report_tokenizer import phantom_report_corpus
 
     results = {}
-    stage1, stage1_processor = build_contrastive("tiny", corpus_size=500)
+    stage1, stage1_processor = build_pretrain_model("tiny", corpus_size=500)
     studies = _studies(args.batch)
     reports = phantom_report_corpus(args.batch, seed=1)
     sentences = [r.split(" . ")[0] + " ." for r in reports]
@@ -60,7 +60,7 @@ def main() -> None:
               "disease_labels": torch.zeros(args.batch, 14)}
     results["stage1_train_samples_per_s"] = _train_rate(stage1, batch1, args.steps, args.batch)
 
-    model, processor = bridge(None, stage1=(stage1, stage1_processor))
+    model, processor = bridge(None, pretrained=(stage1, stage1_processor))
     model.freeze_perception()  # the default policy: frozen stage-1 perception
     batch2 = dict(processor(images=studies, reports=reports, return_tensors="pt"))
     batch2["disease_labels"] = torch.zeros(args.batch, 14)

@@ -12,6 +12,7 @@ Layout of this file:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -528,6 +529,7 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
         disease_labels: torch.Tensor | None = None,
         disease_label_mask: torch.Tensor | None = None,
         sentence_group_ids: torch.Tensor | None = None,
+        gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
         **kwargs,
     ) -> TRRGContrastiveOutput:
         """
@@ -539,6 +541,9 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
             disease_label_mask: (batch, diseases), 0 where a label should not count.
             sentence_group_ids: (batch,) ids equal for equal sentences (e.g. a hash of the text);
                 without them, equal token sequences define the positives.
+            gather: under several processes, a function that all-gathers a tensor along dim 0 (the
+                trainer's ``gather_for_global_loss``): the sentence loss is then computed over the
+                global batch, with the sentence_group_ids gathered too.
         """
         scale = self.logit_scale.exp()
         image_embeds = self.get_image_embeds(pixel_values, view_mask)
@@ -546,13 +551,12 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
         losses = []
         if input_ids is not None:
             text_embeds = self.get_text_embeds(input_ids, attention_mask)
-            if sentence_group_ids is not None:
-                positives = sentence_group_ids[:, None] == sentence_group_ids[None, :]
-            else:
-                positives = same_text_mask(input_ids, attention_mask)
             output.text_embeds = text_embeds
             output.logits_per_image = scale * image_embeds @ text_embeds.t()
-            output.sentence_loss = multi_positive_contrastive_loss(image_embeds, text_embeds, scale, positives)
+            contrasted_images, contrasted_texts, positives = self._contrasted(
+                image_embeds, text_embeds, input_ids, attention_mask, sentence_group_ids, gather
+            )
+            output.sentence_loss = multi_positive_contrastive_loss(contrasted_images, contrasted_texts, scale, positives)
             losses.append(self.config.sentence_loss_weight * output.sentence_loss)
         if prompt_input_ids is not None:
             prompt_bank = self.encode_prompt_bank(prompt_input_ids, prompt_attention_mask)
@@ -565,6 +569,21 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
         if losses:
             output.loss = torch.stack(losses).sum()
         return output
+
+
+    @staticmethod
+    def _contrasted(image_embeds, text_embeds, input_ids, attention_mask, sentence_group_ids, gather):
+        """(image embeds, text embeds, positives) the sentence loss contrasts: this batch's, or the
+        global batch's when ``gather`` is given."""
+        if gather is not None:
+            if sentence_group_ids is None:
+                raise ValueError("gather needs sentence_group_ids: token ids of different lengths cannot be gathered")
+            image_embeds, text_embeds, sentence_group_ids = map(gather, (image_embeds, text_embeds, sentence_group_ids))
+        if sentence_group_ids is not None:
+            positives = sentence_group_ids[:, None] == sentence_group_ids[None, :]
+        else:
+            positives = same_text_mask(input_ids, attention_mask)
+        return image_embeds, text_embeds, positives
 
 
 def _default_view_mask(pixel_values: torch.Tensor, view_mask: torch.Tensor | None) -> torch.Tensor:

@@ -4,7 +4,7 @@
     trrg space --model org/trrg-phantom --port 7861       # a hub id (downloaded or from the cache)
     TRRG_MODEL=org/trrg-phantom python app.py             # how the Hugging Face Space starts it
 
-The demo is thin (DESIGN.md principle 8): the model is loaded once, ``predict()`` is a pure generator
+The demo is thin: the model is loaded once, ``predict()`` is a pure generator
 function of the uploaded files and the settings, and a bounded queue runs one request at a time.
 This file imports only gradio, pandas, torch and transformers (never ``trrg``): the model's own remote
 code (``trust_remote_code=True``) brings the image loading, so the file runs unchanged on a Space.
@@ -12,9 +12,7 @@ code (``trust_remote_code=True``) brings the image loading, so the file runs unc
 
 from __future__ import annotations
 
-import argparse
 import html
-import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -40,11 +38,15 @@ def load_model(model_id_or_dir: str):
     """(model, processor) from a local folder or a hub id (the local cache is used when offline)."""
     from transformers import AutoModel, AutoProcessor
 
-    model = AutoModel.from_pretrained(model_id_or_dir, trust_remote_code=True).eval()
+    try:
+        model = AutoModel.from_pretrained(model_id_or_dir, trust_remote_code=True).eval()
+    except OSError as error:  # e.g. a hub id that is not in the local cache while offline
+        raise FileNotFoundError(f"--model {model_id_or_dir}: not a local folder and not loadable as a hub id "
+                                f"({str(error).splitlines()[0]})") from error
     if not hasattr(model, "predict_diseases") or not hasattr(model, "generate"):
         raise SystemExit(
             f"trrg space: {model_id_or_dir} holds a {type(model).__name__}, not a TRRG report generator "
-            "(stage 2). Pass the folder written by `trrg finetune`, `trrg export` or `trrg init --stage 2`."
+            "(stage 2). Pass the folder written by `trrg finetune`, `trrg export` or `trrg init`."
         )
     processor = AutoProcessor.from_pretrained(model_id_or_dir, trust_remote_code=True)
     return model, processor
@@ -222,36 +224,13 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trrg space", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=os.environ.get("TRRG_MODEL"),
-                        help="TRRG stage-2 folder or hub id (default: $TRRG_MODEL)")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                        help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes the demo to the network)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), help="default 7860")
-    return parser
-
-
 def launch(demo: gr.Blocks, host: str, port: int, **kwargs):
     """Serve the demo: no public share link, no extra readable folders, uploads capped in size."""
     return demo.launch(server_name=host, server_port=port, share=False, allowed_paths=None,
                        max_file_size=MAX_FILE_SIZE, **kwargs)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if not args.model:
-        raise SystemExit("trrg space: pass --model DIR_OR_HUB_ID (or set TRRG_MODEL)")
-    model, processor = load_model(args.model)
-    demo = build_demo(model, processor, training_data_of(model.config))
-    launch(demo, args.host, args.port)
-    return 0
+if __name__ == "__main__":  # a Space runs app.py itself
+    from trrg.commands.space import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -25,17 +25,17 @@ def _isolated_hf_home(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from trrg.trainers.presets import phantom_report_corpus, train_report_tokenizer
+    from trrg.assembly.report_tokenizer import phantom_report_corpus, train_report_tokenizer
 
     return train_report_tokenizer(phantom_report_corpus(300, seed=0), vocab_size=600)
 
 
 @pytest.fixture(scope="session")
-def tiny_generator(tiny_tokenizer):
+def tiny_finetune_model(tiny_tokenizer):
     """A randomly initialised tiny stage-2 model and its processor (eval mode)."""
-    from trrg.trainers.init_model import build_generator
+    from trrg.assembly.build import build_finetune_model
 
-    model, processor = build_generator("tiny", tokenizer=tiny_tokenizer, seed=0)
+    model, processor = build_finetune_model("tiny", tokenizer=tiny_tokenizer, seed=0)
     torch.manual_seed(1)
     with torch.no_grad():  # a non-trivial prompt bank, so clues differ between diseases
         model.prompt_bank.copy_(torch.nn.functional.normalize(torch.randn_like(model.prompt_bank), dim=-1))
@@ -43,11 +43,11 @@ def tiny_generator(tiny_tokenizer):
 
 
 @pytest.fixture(scope="session")
-def tiny_contrastive(tiny_tokenizer):
-    from trrg.trainers.presets import PRESETS, build_processor, contrastive_config
+def tiny_pretrain_model(tiny_tokenizer):
+    from trrg.assembly.build import PRESETS, build_processor, pretrain_config
     from trrg.modeling.modeling_trrg import TRRGContrastiveModel
 
-    config = contrastive_config(PRESETS["tiny"], tiny_tokenizer)
+    config = pretrain_config(PRESETS["tiny"], tiny_tokenizer)
     torch.manual_seed(0)
     return TRRGContrastiveModel(config).eval(), build_processor(tiny_tokenizer, config)
 

@@ -9,7 +9,7 @@ from transformers.integrations import get_reporting_integration_callbacks
 from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments, TRRGPretrainArguments
-from trrg.trainers.checkpoints import parse_with_resume
+from trrg.commands.parsing import parse_with_resume
 
 STAGES = [TRRGPretrainArguments, TRRGFinetuneArguments]
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from trrg.cli import COMMANDS, main
-from trrg.trainers.presets import save_hub_folder
+from trrg.assembly.hub_folders import save_hub_folder
 
 
 def test_every_command_has_help(capsys):
@@ -17,24 +17,24 @@ def test_every_command_has_help(capsys):
     assert main(["no-such-command"]) == 2
 
 
-def test_generate_prints_report_and_clues_as_json(tiny_generator, tiny_phantom, tmp_path, capsys):
-    from trrg.trainers.generate import main as generate
+def test_generate_prints_report_and_clues_as_json(tiny_finetune_model, tiny_phantom, tmp_path, capsys):
+    from trrg.commands.generate import main as generate
 
-    folder = save_hub_folder(*tiny_generator, tmp_path / "model")
+    folder = save_hub_folder(*tiny_finetune_model, tmp_path / "model")
     image = tiny_phantom / "images" / "phantom_000000" / "0.png"
     assert generate(["--model", str(folder), "--json", "--max_new_tokens", "5", str(image)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result["disease_probs"]) == set(tiny_generator[0].config.disease_names)
+    assert set(result["disease_probs"]) == set(tiny_finetune_model[0].config.disease_names)
     assert isinstance(result["report"], str)
     with pytest.raises(SystemExit, match="notes.txt"):
         (tmp_path / "notes.txt").write_text("not an image")
         generate(["--model", str(folder), str(tmp_path / "notes.txt")])
 
 
-def test_evaluate_writes_predictions_and_metrics_with_protocol(tiny_generator, tiny_phantom, tmp_path):
-    from trrg.trainers.evaluate import main as evaluate
+def test_evaluate_writes_predictions_and_metrics_with_protocol(tiny_finetune_model, tiny_phantom, tmp_path):
+    from trrg.commands.evaluate import main as evaluate
 
-    folder = save_hub_folder(*tiny_generator, tmp_path / "model")
+    folder = save_hub_folder(*tiny_finetune_model, tmp_path / "model")
     out = tmp_path / "eval"
     assert evaluate(["--model", str(folder), "--data", str(tiny_phantom), "--split", "test", "--out", str(out),
                      "--max_new_tokens", "6", "--no_meteor"]) == 0

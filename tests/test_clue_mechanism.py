@@ -34,16 +34,16 @@ def trained_on_clues(tiny_tokenizer):
     """A tiny stage-2 model over 5 diseases, trained 120 steps with reference clues (as `trrg finetune`
     does) on reports that state exactly the clues."""
     from trrg.modeling.modeling_trrg import TRRGForConditionalGeneration
-    from trrg.trainers.init_model import _pair_shared_init
-    from trrg.trainers.presets import PRESETS, build_processor, generation_config, generation_defaults
+    from trrg.assembly.build import _pair_shared_init
+    from trrg.assembly.build import PRESETS, build_processor, finetune_config, set_generation_defaults
 
-    config = generation_config(PRESETS["tiny"], tiny_tokenizer)
+    config = finetune_config(PRESETS["tiny"], tiny_tokenizer)
     config.disease_names = NAMES
     config.disease_prompts = {name: ["there is x .", "there is no x ."] for name in NAMES}
     torch.manual_seed(0)
     model = TRRGForConditionalGeneration(config)
     _pair_shared_init(model, 0)
-    generation_defaults(model, max_new_tokens=40)
+    set_generation_defaults(model, max_new_tokens=40)
     processor = build_processor(tiny_tokenizer, config)
     model.freeze_perception()
     generator = torch.Generator().manual_seed(0)

@@ -13,10 +13,10 @@ from PIL import Image
 
 from trrg.modeling.configuration_trrg import CHEXPERT_OBSERVATIONS
 from trrg.modeling.image_processing_trrg import XRayImageError
-from trrg.processing.datasets import (
+from trrg.processing.studies import (
     StudyDataError,
     StudyImageReader,
-    load_hf,
+    load_records,
     load_r2gen,
     validate_studies,
 )
@@ -116,7 +116,7 @@ def test_imagefolder_one_image_per_row_grouped_by_study(tmp_path):
         {"file_name": "b_front.png", "study_id": "b", "report": "Normal chest."},
     ]
     (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    studies = load_hf(folder, study_column="study_id", cache_dir=tmp_path / "cache")["train"]
+    studies = load_records(folder, study_column="study_id", cache_dir=tmp_path / "cache")["train"]
     assert studies["id"] == ["a", "b"]
     assert [len(images) for images in studies["images"]] == [2, 1]
     assert studies[0]["images"][0] == str((folder / "a_front.png").absolute())
@@ -129,13 +129,13 @@ def test_jsonl_with_relative_paths_and_label_column(tmp_path):
     record = {"id": "s1", "images": ["img/1.png", "img/2.png"], "report": REPORT, "labels": {"Edema": 1}}
     path = tmp_path / "studies.jsonl"
     path.write_text(json.dumps(record) + "\n")
-    studies = load_hf(path, cache_dir=tmp_path / "cache")["train"]
+    studies = load_records(path, cache_dir=tmp_path / "cache")["train"]
     assert studies[0]["images"] == [str((tmp_path / "img" / f"{i}.png").absolute()) for i in (1, 2)]
     assert studies[0]["labels"]["Edema"] == 1 and studies[0]["labels"]["Cardiomegaly"] is None
     record["images"] = ["img/missing.png"]
     path.write_text(json.dumps(record) + "\n")
     with pytest.raises(StudyDataError, match=r"study 's1': .*missing\.png"):
-        load_hf(path, cache_dir=tmp_path / "cache2")
+        load_records(path, cache_dir=tmp_path / "cache2")
 
 
 def test_in_memory_dataset_with_image_feature(tmp_path):
@@ -144,7 +144,7 @@ def test_in_memory_dataset_with_image_feature(tmp_path):
         {"image": [image, image], "report": [REPORT, "No acute disease."]},
         features=datasets.Features({"image": datasets.Image(), "report": datasets.Value("string")}),
     )
-    studies = load_hf(dataset, split="validation")
+    studies = load_records(dataset, split="validation")
     assert list(studies) == ["validation"]
     row = studies["validation"][0]
     assert row["id"] == "validation-0" and row["split"] == "validation"

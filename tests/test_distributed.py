@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from trrg.trainers.presets import save_hub_folder
+from trrg.assembly.hub_folders import save_hub_folder
 
 pytestmark = pytest.mark.slow
 
@@ -48,29 +48,29 @@ def _assert_close(one, two, keys, tolerance):
             assert abs(a[key] - b[key]) <= tolerance * max(1.0, abs(a[key])), (key, a, b)
 
 
-def test_stage1_two_processes_match_one(tiny_contrastive, tiny_phantom, tmp_path):
-    model = save_hub_folder(*tiny_contrastive, tmp_path / "stage1")
+def test_pretrain_two_processes_match_one(tiny_pretrain_model, tiny_phantom, tmp_path):
+    model = save_hub_folder(*tiny_pretrain_model, tmp_path / "pretrain")
     args = ["--model", str(model), "--data", str(tiny_phantom), *COMMON]
-    one = _run("trrg.trainers.pretrain", args + ["--per_device_train_batch_size", "16"], 1, tmp_path / "one")
-    two = _run("trrg.trainers.pretrain", args + ["--per_device_train_batch_size", "8"], 2, tmp_path / "two")
+    one = _run("trrg.commands.pretrain", args + ["--per_device_train_batch_size", "16"], 1, tmp_path / "one")
+    two = _run("trrg.commands.pretrain", args + ["--per_device_train_batch_size", "8"], 2, tmp_path / "two")
     _assert_close(one, two, ("loss", "sentence_loss", "prompt_loss"), STAGE1_BATCHNORM_TOLERANCE)
 
 
-def test_stage2_two_processes_match_one(tiny_generator, tiny_phantom, tmp_path):
-    model = save_hub_folder(*tiny_generator, tmp_path / "stage2")
+def test_finetune_two_processes_match_one(tiny_finetune_model, tiny_phantom, tmp_path):
+    model = save_hub_folder(*tiny_finetune_model, tmp_path / "finetune")
     args = ["--model", str(model), "--data", str(tiny_phantom), *COMMON]
-    one = _run("trrg.trainers.finetune", args + ["--per_device_train_batch_size", "16"], 1, tmp_path / "one")
-    two = _run("trrg.trainers.finetune", args + ["--per_device_train_batch_size", "8"], 2, tmp_path / "two")
+    one = _run("trrg.commands.finetune", args + ["--per_device_train_batch_size", "16"], 1, tmp_path / "one")
+    two = _run("trrg.commands.finetune", args + ["--per_device_train_batch_size", "8"], 2, tmp_path / "two")
     _assert_close(one, two, ("loss", "lm_loss", "consistency_loss"), TOLERANCE)
 
 
-def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(tiny_generator, tiny_phantom, tmp_path):
-    model = save_hub_folder(*tiny_generator, tmp_path / "stage2")
+def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(tiny_finetune_model, tiny_phantom, tmp_path):
+    model = save_hub_folder(*tiny_finetune_model, tmp_path / "finetune")
     args = ["--model", str(model), "--data", str(tiny_phantom), "--max_steps", "9", "--save_steps", "3",
             "--save_strategy", "steps", "--logging_steps", "1", "--per_device_train_batch_size", "8",
             "--use_cpu", "True", "--report_to", "none", "--learning_rate", "2e-3", "--seed", "0",
             "--disable_tqdm", "True", "--eval_split", ""]
-    command = [sys.executable, "-m", "trrg.trainers.finetune", *args]
+    command = [sys.executable, "-m", "trrg.commands.finetune", *args]
     reference = subprocess.run(command + ["--output_dir", str(tmp_path / "full")], capture_output=True, text=True,
                                env=_env(), timeout=600)
     assert reference.returncode == 0, reference.stderr[-3000:]

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from trrg.trainers.presets import save_hub_folder
+from trrg.assembly.hub_folders import save_hub_folder
 
 # Runs in a fresh interpreter where `import trrg` fails, as for a user who only has the hub folder.
 REMOTE_LOAD = textwrap.dedent(
@@ -53,8 +53,8 @@ def _remote_load(source, kind, env_extra, cwd):
 
 
 @pytest.fixture(scope="module")
-def hub_folder(tiny_generator, tmp_path_factory):
-    model, processor = tiny_generator
+def hub_folder(tiny_finetune_model, tmp_path_factory):
+    model, processor = tiny_finetune_model
     return save_hub_folder(model, processor, tmp_path_factory.mktemp("hub") / "trrg-tiny")
 
 
@@ -91,9 +91,9 @@ def test_load_by_hub_id_from_an_offline_cache(hub_folder, tmp_path):
     assert result["model"] == "TRRGForConditionalGeneration" and result["new_tokens"] > 0
 
 
-def test_stage1_model_round_trips_through_remote_code(tiny_contrastive, tmp_path):
-    model, processor = tiny_contrastive
-    folder = save_hub_folder(model, processor, tmp_path / "stage1")
+def test_pretrain_model_round_trips_through_remote_code(tiny_pretrain_model, tmp_path):
+    model, processor = tiny_pretrain_model
+    folder = save_hub_folder(model, processor, tmp_path / "pretrain")
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_trrg.TRRGContrastiveModel"
     result = _remote_load(folder, "contrastive", {"HF_HOME": str(tmp_path / "home")}, cwd=tmp_path)

@@ -6,7 +6,9 @@ import json
 import pytest
 
 from trrg.modeling.configuration_trrg import CHEXPERT_OBSERVATIONS
-from trrg.processing.labeler import label_report, label_reports, labels_to_vector, main, write_jsonl_atomically
+from trrg.commands.label import main
+from trrg.processing.files import write_jsonl_atomically
+from trrg.processing.labeler import label_report, label_reports, labels_to_vector
 
 # The CheXpert labeler's own example: sample_reports.csv -> labeled_reports.csv from
 # https://github.com/stanfordmlgroup/chexpert-labeler (MIT License, Copyright (c) 2019 Stanford

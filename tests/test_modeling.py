@@ -21,8 +21,8 @@ def _training_batch(processor, views=(2, 1)):
     return batch
 
 
-def test_stage2_forward_shapes_and_separate_losses(tiny_generator):
-    model, processor = tiny_generator
+def test_finetune_forward_shapes_and_separate_losses(tiny_finetune_model):
+    model, processor = tiny_finetune_model
     batch = _training_batch(processor)
     assert batch["pixel_values"].shape == (2, 2, 3, 128, 128)
     assert batch["view_mask"].tolist() == [[1, 1], [1, 0]]
@@ -34,9 +34,9 @@ def test_stage2_forward_shapes_and_separate_losses(tiny_generator):
     assert torch.allclose(out.loss, out.lm_loss + weight * out.consistency_loss)
 
 
-def test_gradients_reach_the_clue_modules_and_the_llm(tiny_generator):
-    model = copy.deepcopy(tiny_generator[0]).train()
-    batch = _training_batch(tiny_generator[1])
+def test_gradients_reach_the_clue_modules_and_the_llm(tiny_finetune_model):
+    model = copy.deepcopy(tiny_finetune_model[0]).train()
+    batch = _training_batch(tiny_finetune_model[1])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for _ in range(2):  # the zero-initialised gates open one level per step (clue output gate, then
         model(**batch).loss.backward()  # the interaction's own gates) ...
@@ -51,18 +51,18 @@ def test_gradients_reach_the_clue_modules_and_the_llm(tiny_generator):
         assert grad is not None and grad.abs().sum() > 0, name
 
 
-def test_consistency_loss_sends_its_gradient_into_the_llm(tiny_generator):
-    model = copy.deepcopy(tiny_generator[0]).train()
-    out = model(**_training_batch(tiny_generator[1]))
+def test_consistency_loss_sends_its_gradient_into_the_llm(tiny_finetune_model):
+    model = copy.deepcopy(tiny_finetune_model[0]).train()
+    out = model(**_training_batch(tiny_finetune_model[1]))
     out.consistency_loss.backward()
     grad = model.language_model.model.layers[-1].mlp.down_proj.weight.grad
     assert grad is not None and grad.abs().sum() > 0
 
 
-def test_a_few_steps_on_one_batch_lower_the_loss(tiny_generator):
+def test_a_few_steps_on_one_batch_lower_the_loss(tiny_finetune_model):
     torch.manual_seed(0)
-    model = copy.deepcopy(tiny_generator[0]).train()
-    batch = _training_batch(tiny_generator[1])
+    model = copy.deepcopy(tiny_finetune_model[0]).train()
+    batch = _training_batch(tiny_finetune_model[1])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(8):
@@ -86,8 +86,8 @@ def _with_open_gates(model):
     return model
 
 
-def test_an_example_does_not_change_when_another_example_has_more_clues(tiny_generator):
-    model, processor = _with_open_gates(tiny_generator[0]), tiny_generator[1]
+def test_an_example_does_not_change_when_another_example_has_more_clues(tiny_finetune_model):
+    model, processor = _with_open_gates(tiny_finetune_model[0]), tiny_finetune_model[1]
     batch = processor(images=[[xray_like(1), xray_like(2)], [xray_like(3)]], return_tensors="pt")
     clue_embeds = torch.nn.functional.normalize(torch.randn(2, 64, model.config.projection_dim), dim=-1)
     few = torch.zeros(2, 64, dtype=torch.bool)
@@ -101,9 +101,9 @@ def test_an_example_does_not_change_when_another_example_has_more_clues(tiny_gen
     assert not torch.allclose(out_few.logits[1], out_many.logits[1], atol=1e-5)
 
 
-def test_per_disease_thresholds_decide_the_clues_and_forced_states_win(tiny_generator):
-    model = copy.deepcopy(tiny_generator[0])
-    batch = tiny_generator[1](images=[[xray_like(1)]], return_tensors="pt")
+def test_per_disease_thresholds_decide_the_clues_and_forced_states_win(tiny_finetune_model):
+    model = copy.deepcopy(tiny_finetune_model[0])
+    batch = tiny_finetune_model[1](images=[[xray_like(1)]], return_tensors="pt")
     probs = torch.full((1, 14), 0.3)
     model.config.clue_config.clue_thresholds = [0.5] * 14
     model.config.clue_config.clue_thresholds[9] = 0.2  # a rare finding, tuned low
@@ -120,10 +120,10 @@ def test_per_disease_thresholds_decide_the_clues_and_forced_states_win(tiny_gene
         model.clue_thresholds
 
 
-def test_stage2_save_load_equality(tiny_generator, tmp_path):
+def test_finetune_save_load_equality(tiny_finetune_model, tmp_path):
     from trrg.modeling.modeling_trrg import TRRGForConditionalGeneration
 
-    model, processor = tiny_generator
+    model, processor = tiny_finetune_model
     model.save_pretrained(tmp_path)
     assert not list(tmp_path.glob("*.bin")) and (tmp_path / "model.safetensors").exists()
     loaded = TRRGForConditionalGeneration.from_pretrained(tmp_path).eval()
@@ -135,8 +135,8 @@ def test_stage2_save_load_equality(tiny_generator, tmp_path):
     assert torch.equal(loaded.prompt_bank, model.prompt_bank)
 
 
-def test_generate_greedy_beam_and_sampling(tiny_generator):
-    model, processor = tiny_generator
+def test_generate_greedy_beam_and_sampling(tiny_finetune_model):
+    model, processor = tiny_finetune_model
     inputs = processor(images=[[xray_like(1), xray_like(2)], [xray_like(3)]], return_tensors="pt")
     prompt_length = inputs["input_ids"].shape[1]
     greedy = model.generate(**inputs, max_new_tokens=6, do_sample=False)
@@ -158,11 +158,11 @@ def test_generate_greedy_beam_and_sampling(tiny_generator):
     assert torch.equal(single, ids)
 
 
-def test_streaming_yields_the_greedy_text(tiny_generator):
+def test_streaming_yields_the_greedy_text(tiny_finetune_model):
     from transformers import TextIteratorStreamer
     import threading
 
-    model, processor = tiny_generator
+    model, processor = tiny_finetune_model
     inputs = processor(images=[xray_like(4)], return_tensors="pt")
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     thread = threading.Thread(target=model.generate, kwargs={**inputs, "max_new_tokens": 6, "streamer": streamer})
@@ -173,8 +173,8 @@ def test_streaming_yields_the_greedy_text(tiny_generator):
     assert streamed.strip() == processor.batch_decode(greedy, prompt_length=inputs["input_ids"].shape[1])[0]
 
 
-def test_mismatched_placeholders_give_a_clear_error(tiny_generator):
-    model, processor = tiny_generator
+def test_mismatched_placeholders_give_a_clear_error(tiny_finetune_model):
+    model, processor = tiny_finetune_model
     inputs = processor(images=[[xray_like(1), xray_like(2)]], return_tensors="pt")
     one_view = {**inputs, "pixel_values": inputs["pixel_values"][:, :1], "view_mask": inputs["view_mask"][:, :1]}
     with pytest.raises(ValueError, match=r"32 <image> tokens but the images give 16 visual tokens"):
@@ -184,9 +184,9 @@ def test_mismatched_placeholders_give_a_clear_error(tiny_generator):
 
 
 def test_ablation_switches_remove_clue_tokens(tiny_tokenizer):
-    from trrg.trainers.init_model import build_generator
+    from trrg.assembly.build import build_finetune_model
 
-    model, processor = build_generator(
+    model, processor = build_finetune_model(
         "tiny", tokenizer=tiny_tokenizer, clue={"use_clue_injection": False, "use_clue_interaction": False}
     )
     assert model.config.num_clue_tokens == 0 and processor.num_clue_tokens == 0
@@ -198,18 +198,18 @@ def test_ablation_switches_remove_clue_tokens(tiny_tokenizer):
 
 
 def test_ablation_arms_start_from_the_same_llm_and_visual_path(tiny_tokenizer):
-    from trrg.trainers.init_model import build_generator
+    from trrg.assembly.build import build_finetune_model
 
-    plain, _ = build_generator("tiny", tokenizer=tiny_tokenizer, seed=3,
+    plain, _ = build_finetune_model("tiny", tokenizer=tiny_tokenizer, seed=3,
                                clue={"use_clue_injection": False, "use_clue_interaction": False})
-    full, _ = build_generator("tiny", tokenizer=tiny_tokenizer, seed=3)
+    full, _ = build_finetune_model("tiny", tokenizer=tiny_tokenizer, seed=3)
     for name in ("language_model", "vision_model", "visual_adapter", "multi_modal_projector"):
         a, b = getattr(plain, name).state_dict(), getattr(full, name).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
-def test_stage1_losses_gradients_and_zero_shot(tiny_contrastive):
-    model, processor = tiny_contrastive
+def test_pretrain_losses_gradients_and_zero_shot(tiny_pretrain_model):
+    model, processor = tiny_pretrain_model
     model = copy.deepcopy(model).train()
     studies = processor.image_processor([[xray_like(1), xray_like(2)], [xray_like(3)], [xray_like(4)]], return_tensors="pt")
     sentences = processor.encode_sentences(["no pneumothorax .", "no pneumothorax .", "the heart is enlarged ."])
@@ -231,10 +231,10 @@ def test_stage1_losses_gradients_and_zero_shot(tiny_contrastive):
     assert model.logit_scale.exp().item() == pytest.approx(model.config.logit_scale_max, rel=1e-4)
 
 
-def test_stage1_save_load_equality(tiny_contrastive, tmp_path):
+def test_pretrain_save_load_equality(tiny_pretrain_model, tmp_path):
     from trrg.modeling.modeling_trrg import TRRGContrastiveModel
 
-    model, processor = tiny_contrastive
+    model, processor = tiny_pretrain_model
     model.save_pretrained(tmp_path)
     loaded = TRRGContrastiveModel.from_pretrained(tmp_path).eval()
     studies = processor.image_processor([[xray_like(1)], [xray_like(2)]], return_tensors="pt")
@@ -244,8 +244,8 @@ def test_stage1_save_load_equality(tiny_contrastive, tmp_path):
     assert torch.allclose(a.logits_per_image, b.logits_per_image, atol=1e-5)
 
 
-def test_stage2_starts_from_exact_clue_tokens_and_the_stage1_visual_tokens(tiny_generator):
-    model, processor = tiny_generator
+def test_finetune_starts_from_exact_clue_tokens_and_the_pretrained_visual_tokens(tiny_finetune_model):
+    model, processor = tiny_finetune_model
     inputs = processor(images=[[xray_like(1), xray_like(2)]], return_tensors="pt")
     states = torch.randint(0, 2, (1, 14))
     with torch.no_grad():
@@ -258,8 +258,8 @@ def test_stage2_starts_from_exact_clue_tokens_and_the_stage1_visual_tokens(tiny_
     assert torch.equal(features["clue_tokens"][0], table[torch.arange(14), 1 - states[0]])
 
 
-def test_clue_tokens_are_distinct_per_disease_and_state_at_word_embedding_scale(tiny_generator):
-    model = tiny_generator[0]
+def test_clue_tokens_are_distinct_per_disease_and_state_at_word_embedding_scale(tiny_finetune_model):
+    model = tiny_finetune_model[0]
     table = model.clue_injector.token_table.detach()  # (diseases, 2, width)
     words = model.get_input_embeddings().weight.detach()
     present, absent = table[:, 0], table[:, 1]

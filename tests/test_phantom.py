@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from trrg.modeling.configuration_trrg import CHEXPERT_OBSERVATIONS
-from trrg.processing.phantom import generate_phantom, main, sample_study
+from trrg.commands.phantom import main
+from trrg.processing.phantom import generate_phantom, sample_study
 
 SMALL = {"num_train": 3, "num_val": 1, "num_test": 2, "image_size": 32}
 POSITIVE = "positive"

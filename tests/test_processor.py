@@ -10,8 +10,8 @@ from conftest import xray_like
 from trrg.modeling.image_processing_trrg import XRayImageError
 
 
-def test_prompt_has_one_image_block_per_view_and_the_clue_slots(tiny_generator):
-    model, processor = tiny_generator
+def test_prompt_has_one_image_block_per_view_and_the_clue_slots(tiny_finetune_model):
+    model, processor = tiny_finetune_model
     inputs = processor(images=[[xray_like(1), xray_like(2)], [xray_like(3)]], return_tensors="pt")
     ids = inputs["input_ids"]
     per_view = model.config.image_token_grid ** 2
@@ -23,8 +23,8 @@ def test_prompt_has_one_image_block_per_view_and_the_clue_slots(tiny_generator):
     assert inputs["attention_mask"][1, 0] == 0
 
 
-def test_training_labels_mask_the_prompt_and_keep_the_report(tiny_generator):
-    _, processor = tiny_generator
+def test_training_labels_mask_the_prompt_and_keep_the_report(tiny_finetune_model):
+    _, processor = tiny_finetune_model
     report = "no pleural effusion or pneumothorax ."
     batch = processor(images=[[xray_like(1)], [xray_like(2), xray_like(3)]], reports=[report, "lungs are clear ."])
     labels, ids = batch["labels"], batch["input_ids"]
@@ -37,8 +37,8 @@ def test_training_labels_mask_the_prompt_and_keep_the_report(tiny_generator):
     assert (labels[batch["attention_mask"] == 0] == -100).all()
 
 
-def test_inputs_from_files_of_several_kinds_go_straight_to_generate(tiny_generator, tmp_path):
-    model, processor = tiny_generator
+def test_inputs_from_files_of_several_kinds_go_straight_to_generate(tiny_finetune_model, tmp_path):
+    model, processor = tiny_finetune_model
     png16 = tmp_path / "frontal.png"
     Image.fromarray((np.arange(60 * 50).reshape(60, 50) * 20).astype(np.uint16)).save(png16)
     jpeg = io.BytesIO()
@@ -48,8 +48,8 @@ def test_inputs_from_files_of_several_kinds_go_straight_to_generate(tiny_generat
     assert ids.shape[1] > inputs["input_ids"].shape[1]
 
 
-def test_custom_prompt_must_match_the_views(tiny_generator):
-    _, processor = tiny_generator
+def test_custom_prompt_must_match_the_views(tiny_finetune_model):
+    _, processor = tiny_finetune_model
     prompt = "indication : cough . <image> <clue> findings :"
     inputs = processor(images=[[xray_like(1)]], text=[prompt])
     assert (inputs["input_ids"] == processor.image_token_id).sum() == processor.num_image_tokens_per_view
@@ -61,8 +61,8 @@ def test_custom_prompt_must_match_the_views(tiny_generator):
         processor(images=[[xray_like(1)]], text=[prompt, prompt])
 
 
-def test_bad_images_give_errors_that_name_the_problem(tiny_generator, tmp_path):
-    _, processor = tiny_generator
+def test_bad_images_give_errors_that_name_the_problem(tiny_finetune_model, tmp_path):
+    _, processor = tiny_finetune_model
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     not_image = tmp_path / "notes.png"

@@ -46,21 +46,21 @@ def test_readme_commands_run_as_written(tiny_phantom, tmp_path, capsys):
         "init": {"DIR": work / "init"},
         "phantom": {"DIR": work / "phantom", "S": "1", "N": "6"},
         "label": {"INPUT": work / "reports.jsonl", "OUT": work / "labels.jsonl"},
-        "pretrain": {"D": tiny_phantom, "O": work / "stage1"},
-        "bridge": {"S1": work / "stage1" / "final", "S2": work / "stage2-init"},
-        "finetune": {"S2": work / "stage2-init", "D": tiny_phantom, "O": work / "stage2"},
-        "generate": {"M": work / "stage2" / "final", "IMAGE": image},
-        "evaluate": {"M": work / "stage2" / "final", "D": tiny_phantom, "O": work / "eval"},
+        "pretrain": {"D": tiny_phantom, "O": work / "pretrain"},
+        "bridge": {"P": work / "pretrain" / "final", "B": work / "bridged"},
+        "finetune": {"B": work / "bridged", "D": tiny_phantom, "O": work / "finetune"},
+        "generate": {"M": work / "finetune" / "final", "IMAGE": image},
+        "evaluate": {"M": work / "finetune" / "final", "D": tiny_phantom, "O": work / "eval"},
         "score": {"P": work / "eval" / "predictions.jsonl", "R": work / "eval" / "references.jsonl",
                   "M.json": work / "scores.json"},
-        "export": {"C": work / "stage2" / "final", "O": work / "export"},
+        "export": {"C": work / "finetune" / "final", "O": work / "export"},
     }
     assert set(filled) | NOT_RUN_HERE == set(commands)
     for name, values in filled.items():
         argv = [str(values.get(arg, arg)) for arg in commands[name]]
         assert main([name, *argv]) == 0, f"trrg {name} {' '.join(argv)}"
     assert (work / "init" / "config.json").exists() and (work / "phantom" / "annotation.json").exists()
-    assert (work / "stage2" / "final" / "model.safetensors").exists()
+    assert (work / "finetune" / "final" / "model.safetensors").exists()
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     assert "perception_macro_f1_14" in metrics and "clue_drop_rate" in metrics
     assert json.loads((work / "scores.json").read_text())["n"] == metrics["n"]

@@ -24,11 +24,11 @@ def _save_backbones(tmp_path, tokenizer):
     return vit, llama
 
 
-def test_stage2_from_local_vit_and_llama_folders_generates(tiny_tokenizer, tmp_path):
-    from trrg.trainers.init_model import build_generator
+def test_finetune_from_local_vit_and_llama_folders_generates(tiny_tokenizer, tmp_path):
+    from trrg.assembly.build import build_finetune_model
 
     vit, llama = _save_backbones(tmp_path, tiny_tokenizer)
-    model, processor = build_generator("tiny", vision=str(tmp_path / "vit"), llm=str(tmp_path / "llama"))
+    model, processor = build_finetune_model("tiny", vision=str(tmp_path / "vit"), llm=str(tmp_path / "llama"))
     # pretrained weights were loaded, not re-initialised
     assert torch.equal(model.vision_model.backbone.embeddings.patch_embeddings.projection.weight,
                        vit.embeddings.patch_embeddings.projection.weight)
@@ -40,11 +40,11 @@ def test_stage2_from_local_vit_and_llama_folders_generates(tiny_tokenizer, tmp_p
     assert ids.shape[1] == inputs["input_ids"].shape[1] + 4 or ids[0, -1] == processor.tokenizer.eos_token_id
 
 
-def test_stage1_from_local_vit_and_bert_folders(tiny_tokenizer, tmp_path):
-    from trrg.trainers.init_model import build_contrastive
+def test_pretrain_from_local_vit_and_bert_folders(tiny_tokenizer, tmp_path):
+    from trrg.assembly.build import build_pretrain_model
 
     _save_backbones(tmp_path, tiny_tokenizer)
-    model, processor = build_contrastive("tiny", vision=str(tmp_path / "vit"), text=str(tmp_path / "bert"))
+    model, processor = build_pretrain_model("tiny", vision=str(tmp_path / "vit"), text=str(tmp_path / "bert"))
     pixels = processor.image_processor([[xray_like(3)]], return_tensors="pt")
     sentences = processor.encode_sentences(["no pneumothorax ."])
     out = model(**pixels, **sentences)

@@ -6,7 +6,8 @@ import pytest
 
 from trrg.evaluation import metric_path
 from trrg.evaluation.nlg import nlg_scores
-from trrg.evaluation.score import main, metric_tokens, score_reports
+from trrg.commands.score import main
+from trrg.evaluation.score import metric_tokens, score_reports
 
 PREDICTIONS = {
     "s1": "Heart size is enlarged. Small left pleural effusion.",

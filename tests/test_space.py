@@ -29,8 +29,8 @@ def greedy_report(model, processor, paths, **settings) -> str:
 # --- pure predict() -------------------------------------------------------------------------
 
 
-def test_predict_streams_growing_prefixes_of_the_greedy_report(tiny_generator):
-    model, processor = tiny_generator
+def test_predict_streams_growing_prefixes_of_the_greedy_report(tiny_finetune_model):
+    model, processor = tiny_finetune_model
     outputs = list(app.predict(str(GOOD_PNG), None, 1, NEW_TOKENS, model=model, processor=processor))
     reports = [report for report, _, _ in outputs]
     assert reports[0] == "" and len(reports) > 3  # probabilities first, then the report token by token
@@ -43,19 +43,19 @@ def test_predict_streams_growing_prefixes_of_the_greedy_report(tiny_generator):
     assert torch.allclose(torch.tensor(table["probability"].to_numpy(), dtype=torch.float32), expected, atol=1e-3)
 
 
-def test_predict_with_beams_gives_the_beam_search_report_in_one_piece(tiny_generator):
-    model, processor = tiny_generator
+def test_predict_with_beams_gives_the_beam_search_report_in_one_piece(tiny_finetune_model):
+    model, processor = tiny_finetune_model
     frontal, lateral = EXAMPLES / "phantom_normal_frontal.png", EXAMPLES / "phantom_normal_lateral.png"
     outputs = list(app.predict(str(frontal), str(lateral), 2, NEW_TOKENS, model=model, processor=processor))
     assert [report for report, _, _ in outputs][:1] == [""] and len(outputs) == 2
     assert outputs[-1][0] == greedy_report(model, processor, [frontal, lateral], num_beams=2)
 
 
-def test_predict_reads_dicom_and_jpeg(tiny_generator, tmp_path):
+def test_predict_reads_dicom_and_jpeg(tiny_finetune_model, tmp_path):
     import numpy as np
     from PIL import Image
 
-    model, processor = tiny_generator
+    model, processor = tiny_finetune_model
     pixels = np.asarray(Image.open(GOOD_PNG), dtype=np.uint16) * 16  # 12-bit
     dicom = write_dicom(tmp_path / "study.dcm", pixels)
     jpeg = tmp_path / "study.jpg"
@@ -65,14 +65,14 @@ def test_predict_reads_dicom_and_jpeg(tiny_generator, tmp_path):
         assert len(table) == 14 and isinstance(report, str)
 
 
-def test_predict_refuses_a_missing_frontal_view(tiny_generator):
-    model, processor = tiny_generator
+def test_predict_refuses_a_missing_frontal_view(tiny_finetune_model):
+    model, processor = tiny_finetune_model
     with pytest.raises(gr.Error, match="frontal view"):
         next(app.predict(None, None, 1, NEW_TOKENS, model=model, processor=processor))
 
 
-def test_bad_files_raise_gr_error_with_the_loader_message_and_the_upload_name(tiny_generator, tmp_path):
-    model, processor = tiny_generator
+def test_bad_files_raise_gr_error_with_the_loader_message_and_the_upload_name(tiny_finetune_model, tmp_path):
+    model, processor = tiny_finetune_model
     for path, fragment in bad_inputs(tmp_path / "bad").items():
         with pytest.raises(gr.Error) as error:
             next(app.predict(str(path), None, 1, NEW_TOKENS, model=model, processor=processor))
@@ -80,8 +80,8 @@ def test_bad_files_raise_gr_error_with_the_loader_message_and_the_upload_name(ti
         assert str(tmp_path) not in error.value.message  # the server's folders are not shown
 
 
-def test_clue_text_lists_the_decisions_with_each_diseases_threshold(tiny_generator):
-    config = tiny_generator[0].config.__class__.from_dict(tiny_generator[0].config.to_dict())
+def test_clue_text_lists_the_decisions_with_each_diseases_threshold(tiny_finetune_model):
+    config = tiny_finetune_model[0].config.__class__.from_dict(tiny_finetune_model[0].config.to_dict())
     probs = torch.tensor([0.9] + [0.1] * 8 + [0.25] + [0.1] * 3 + [0.6])
     config.clue_config.clue_thresholds = [0.5] * 9 + [0.2] + [0.5] * 4  # pneumothorax tuned low
     text = app.clues_markdown(probs, config)
@@ -103,10 +103,10 @@ def test_banner_states_intended_use_and_training_data():
     assert app.training_data_of(config) is False
 
 
-def test_load_model_reads_a_hub_folder_with_remote_code(tiny_generator, tmp_path):
-    from trrg.trainers.presets import save_hub_folder
+def test_load_model_reads_a_hub_folder_with_remote_code(tiny_finetune_model, tmp_path):
+    from trrg.assembly.hub_folders import save_hub_folder
 
-    model, processor = tiny_generator
+    model, processor = tiny_finetune_model
     save_hub_folder(model, processor, tmp_path / "model")
     loaded, loaded_processor = app.load_model(str(tmp_path / "model"))
     assert type(loaded).__name__ == "TRRGForConditionalGeneration" and not loaded.training
@@ -114,14 +114,21 @@ def test_load_model_reads_a_hub_folder_with_remote_code(tiny_generator, tmp_path
     assert outputs[-1][0] == list(app.predict(str(GOOD_PNG), None, 1, 8, model=model, processor=processor))[-1][0]
 
 
-def test_main_needs_a_model(monkeypatch):
+def test_space_command_checks_its_model_before_loading(monkeypatch, tmp_path, tiny_finetune_model, capsys):
+    from trrg.cli import main
+
     monkeypatch.delenv("TRRG_MODEL", raising=False)
-    with pytest.raises(SystemExit, match="--model"):
-        app.main([])
+    assert main(["space"]) == 2
+    assert "pass --model" in capsys.readouterr().err
+    assert main(["space", "--model", str(tmp_path / "runs" / "demo" / "model")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["space", "--model", str(tmp_path / "empty")]) == 2
+    assert "no config.json" in capsys.readouterr().err
 
 
-def test_the_demo_has_the_components_the_issue_asks_for(tiny_generator):
-    model, processor = tiny_generator
+def test_the_demo_has_the_components_the_issue_asks_for(tiny_finetune_model):
+    model, processor = tiny_finetune_model
     demo = app.build_demo(model, processor, True)
     kinds = {type(block).__name__ for block in demo.blocks.values()}
     assert {"File", "Button", "Textbox", "BarPlot", "Accordion", "Slider", "Dataset"} <= kinds
@@ -135,8 +142,8 @@ def test_the_demo_has_the_components_the_issue_asks_for(tiny_generator):
 
 
 @pytest.fixture(scope="module")
-def served(tiny_generator):
-    model, processor = tiny_generator
+def served(tiny_finetune_model):
+    model, processor = tiny_finetune_model
     with running_demo(model, processor) as url:
         yield url, gradio_client.Client(url, verbose=False)
 
@@ -152,12 +159,12 @@ def probabilities_of(plot_value: dict) -> dict[str, float]:
     return {row[0]: row[1] for row in plot_value["data"]}
 
 
-def test_served_demo_returns_report_and_14_probabilities(served, tiny_generator):
+def test_served_demo_returns_report_and_14_probabilities(served, tiny_finetune_model):
     _, client = served
     report, plot, clues = call(client, GOOD_PNG)
-    assert report == greedy_report(*tiny_generator, [GOOD_PNG]) and report.strip()
+    assert report == greedy_report(*tiny_finetune_model, [GOOD_PNG]) and report.strip()
     probs = probabilities_of(plot)
-    assert list(probs) == list(tiny_generator[0].config.disease_names)
+    assert list(probs) == list(tiny_finetune_model[0].config.disease_names)
     assert all(0.0 <= p <= 1.0 for p in probs.values())
     assert "Clues injected as *present*" in clues
 

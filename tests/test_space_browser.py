@@ -35,8 +35,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def served(tiny_generator):
-    with running_demo(*tiny_generator, is_phantom=True) as url:
+def served(tiny_finetune_model):
+    with running_demo(*tiny_finetune_model, is_phantom=True) as url:
         yield url
 
 
@@ -75,8 +75,8 @@ def wait_for_report(page, expected: str, timeout_ms: int = TIMEOUT_MS) -> str:
     return box.input_value()
 
 
-def test_page_streams_a_report_shows_the_chart_and_errors(browser, served, tiny_generator, tmp_path):
-    expected = final_report(*tiny_generator, GOOD_PNG)
+def test_page_streams_a_report_shows_the_chart_and_errors(browser, served, tiny_finetune_model, tmp_path):
+    expected = final_report(*tiny_finetune_model, GOOD_PNG)
     assert expected
     page = open_page(browser, served)
     page.get_by_text("Not for clinical use; not a medical device").wait_for(state="visible")
@@ -100,11 +100,11 @@ def test_page_streams_a_report_shows_the_chart_and_errors(browser, served, tiny_
     page.close()
 
 
-def test_five_pages_at_once_are_all_answered(browser, served, tiny_generator):
+def test_five_pages_at_once_are_all_answered(browser, served, tiny_finetune_model):
     paths = [EXAMPLES / name for name in ("phantom_normal_frontal.png", "phantom_cardiomegaly_frontal.png",
                                           "phantom_effusion_frontal.png", "phantom_pneumothorax_frontal.png",
                                           "nih_00000001_000.png")]
-    expected = [final_report(*tiny_generator, path) for path in paths]
+    expected = [final_report(*tiny_finetune_model, path) for path in paths]
     pages = [open_page(browser, served) for _ in paths]
     for page, path in zip(pages, paths):
         upload_and_generate(page, path)

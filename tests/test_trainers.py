@@ -1,13 +1,12 @@
 """Both stages through their Trainer subclasses on a tiny phantom: losses, logging, LoRA, export, errors."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments, TRRGPretrainArguments
-from trrg.trainers.data import PretrainCollator, SentenceSampler, disease_targets
+from trrg.trainers.collators import SentenceSampler, disease_targets
 from trrg.trainers.distributed import gather_with_local_grad, scale_gradient
 
 
@@ -70,7 +69,7 @@ def test_scale_gradient_keeps_the_value():
 
 
 def test_pretrainer_lowers_the_loss_logs_parts_and_clamps_the_temperature(tiny_phantom, tmp_path):
-    from trrg.trainers.pretrain import build_pretrainer
+    from trrg.trainers.pretrain_trainer import build_pretrainer
 
     args = _args(TRRGPretrainArguments, tmp_path, max_steps=12, logging_steps=3)
     trainer, _ = build_pretrainer(args, TRRGDataArguments(data=str(tiny_phantom), eval_split=""))
@@ -87,12 +86,12 @@ def test_pretrainer_lowers_the_loss_logs_parts_and_clamps_the_temperature(tiny_p
     assert weights.max() > 3 and weights.argmin().item() == 0
 
 
-def test_finetune_with_lora_trains_adapters_and_clues_and_exports_merged(tiny_phantom, tiny_contrastive, tmp_path):
-    from trrg.trainers.bridge import bridge
-    from trrg.trainers.export import export_hub_folder
-    from trrg.trainers.finetune import build_finetuner
+def test_finetune_with_lora_trains_adapters_and_clues_and_exports_merged(tiny_phantom, tiny_pretrain_model, tmp_path):
+    from trrg.assembly.bridge import bridge
+    from trrg.assembly.hub_folders import export_hub_folder
+    from trrg.trainers.finetune_trainer import build_finetuner
 
-    model, processor = bridge(None, stage1=tiny_contrastive)
+    model, processor = bridge(None, pretrained=tiny_pretrain_model)
     assert torch.count_nonzero(model.prompt_bank) > 0
     args = _args(TRRGFinetuneArguments, tmp_path, lora_r=4, lora_target_modules="q_proj,v_proj")
     trainer, processor = build_finetuner(args, TRRGDataArguments(data=str(tiny_phantom), eval_split=""), model, processor)
@@ -114,35 +113,35 @@ def test_finetune_with_lora_trains_adapters_and_clues_and_exports_merged(tiny_ph
         keys = list(weights.keys())
     assert not any("lora" in k or "base_layer" in k for k in keys)
     assert "ce_macro_f1_14" in (folder / "README.md").read_text()
-    from trrg.trainers.checkpoints import load_model_folder
+    from trrg.assembly.hub_folders import load_model_folder
 
     reloaded, _ = load_model_folder(folder, expected="trrg")
     assert type(reloaded.language_model).__name__ == "LlamaForCausalLM"
 
 
-def test_generation_evaluation_adds_ce_metrics(tiny_phantom, tiny_generator, tmp_path):
-    from trrg.trainers.finetune import build_finetuner
+def test_generation_evaluation_adds_ce_metrics(tiny_phantom, tiny_finetune_model, tmp_path):
+    from trrg.trainers.finetune_trainer import build_finetuner
 
     import copy
 
-    model, processor = copy.deepcopy(tiny_generator[0]), tiny_generator[1]
+    model, processor = copy.deepcopy(tiny_finetune_model[0]), tiny_finetune_model[1]
     args = _args(TRRGFinetuneArguments, tmp_path, max_steps=1, generation_max_new_tokens=8)
     trainer, _ = build_finetuner(args, TRRGDataArguments(data=str(tiny_phantom), eval_split="val"), model, processor)
     metrics = trainer.evaluate()
     assert "eval_loss" in metrics and 0.0 <= metrics["eval_ce_micro_f1_14"] <= 1.0 and "eval_bleu_4" in metrics
 
 
-def test_reference_clues_replace_the_models_own_on_the_scheduled_share(tiny_phantom, tiny_generator):
-    from trrg.processing.datasets import load_r2gen
-    from trrg.trainers.data import FinetuneCollator, ReferenceClueSchedule
+def test_reference_clues_replace_the_models_own_on_the_scheduled_share(tiny_phantom, tiny_finetune_model):
+    from trrg.processing.studies import load_r2gen
+    from trrg.trainers.collators import FinetuneCollator, ReferenceClueSchedule
 
     rows = list(load_r2gen(tiny_phantom / "annotation.json")["train"])[:8]
-    batch = FinetuneCollator(tiny_generator[1], reference_clue_rate=1.0)(rows)
+    batch = FinetuneCollator(tiny_finetune_model[1], reference_clue_rate=1.0)(rows)
     assert torch.equal(batch["clue_states"], batch["disease_labels"].long())
     with torch.no_grad():
-        out = tiny_generator[0](**batch)
+        out = tiny_finetune_model[0](**batch)
     assert torch.equal(out.clue_states, batch["disease_labels"].long())  # what was injected
-    assert "clue_states" not in FinetuneCollator(tiny_generator[1], reference_clue_rate=0.0)(rows)
+    assert "clue_states" not in FinetuneCollator(tiny_finetune_model[1], reference_clue_rate=0.0)(rows)
     first, second = ReferenceClueSchedule(0.5, seed=3), ReferenceClueSchedule(0.5, seed=3)
     ids = [f"s{i}" for i in range(200)]
     picks = [first(i) for i in ids]
@@ -150,10 +149,10 @@ def test_reference_clues_replace_the_models_own_on_the_scheduled_share(tiny_phan
     assert 0.35 < sum(picks) / len(picks) < 0.65
 
 
-def test_finding_sentences_weigh_more_in_the_lm_loss(tiny_generator):
-    from trrg.trainers.data import FindingTokenWeights
+def test_finding_sentences_weigh_more_in_the_lm_loss(tiny_finetune_model):
+    from trrg.trainers.collators import FindingTokenWeights
 
-    processor = tiny_generator[1]
+    processor = tiny_finetune_model[1]
     report = "no pneumothorax . small left pleural effusion . heart size is normal ."
     labels = processor(images=[[xray_like_image()]], reports=[report], return_tensors="pt")["labels"]
     weights = FindingTokenWeights(processor.tokenizer, weight=4.0)(labels)[0]
@@ -180,25 +179,25 @@ def test_weighted_lm_loss_is_the_plain_mean_with_unit_weights():
     assert torch.allclose(weighted_lm_loss(logits, labels, weights), expected)
 
 
-def test_cached_frozen_features_give_the_same_loss(tiny_phantom, tiny_generator):
+def test_cached_frozen_features_give_the_same_loss(tiny_phantom, tiny_finetune_model):
     import copy
 
-    from trrg.processing.datasets import load_r2gen
-    from trrg.trainers.data import FinetuneCollator, FrozenVisionCache
+    from trrg.processing.studies import load_r2gen
+    from trrg.trainers.collators import FinetuneCollator, FrozenVisionCache
 
-    model = copy.deepcopy(tiny_generator[0])
+    model = copy.deepcopy(tiny_finetune_model[0])
     model.freeze_perception()
     rows = list(load_r2gen(tiny_phantom / "annotation.json")["train"])[:6]
     cache = FrozenVisionCache(model)
-    cached = FinetuneCollator(tiny_generator[1], vision_cache=cache)
+    cached = FinetuneCollator(tiny_finetune_model[1], vision_cache=cache)
     with torch.no_grad():
-        direct = model(**FinetuneCollator(tiny_generator[1])(rows))
+        direct = model(**FinetuneCollator(tiny_finetune_model[1])(rows))
         first, again = model(**cached(rows)), model(**cached(rows))
     assert len(cache._features) == 6
     assert torch.allclose(direct.loss, first.loss, atol=1e-5) and torch.allclose(first.loss, again.loss)
     bounded = FrozenVisionCache(model, max_studies=2)  # past the bound: computed, used, not kept
     with torch.no_grad():
-        partly_cached = model(**FinetuneCollator(tiny_generator[1], vision_cache=bounded)(rows))
+        partly_cached = model(**FinetuneCollator(tiny_finetune_model[1], vision_cache=bounded)(rows))
     assert len(bounded._features) == 2 and torch.allclose(direct.loss, partly_cached.loss, atol=1e-5)
 
 
@@ -220,20 +219,20 @@ def test_clue_thresholds_are_tuned_for_f1():
     assert fit_clue_thresholds(np.stack([probs, probs], 1), np.stack([targets, np.zeros(7)], 1))[1] == 0.5
 
 
-def test_bad_inputs_are_named_before_training(tiny_phantom, tiny_contrastive, tiny_generator, tmp_path):
-    from trrg.trainers.bridge import bridge
-    from trrg.trainers.checkpoints import load_model_folder
-    from trrg.trainers.presets import save_hub_folder
-    from trrg.trainers.studies import load_studies
+def test_bad_inputs_are_named_before_training(tiny_phantom, tiny_pretrain_model, tiny_finetune_model, tmp_path):
+    from trrg.assembly.bridge import bridge
+    from trrg.assembly.hub_folders import load_model_folder
+    from trrg.assembly.hub_folders import save_hub_folder
+    from trrg.trainers.training_data import load_training_studies
 
-    stage2_dir = save_hub_folder(*tiny_generator, tmp_path / "stage2")
-    with pytest.raises(ValueError, match="stage-2 .* but a stage-1 .* is needed"):
-        load_model_folder(stage2_dir, expected="trrg_contrastive")
+    finetune_dir = save_hub_folder(*tiny_finetune_model, tmp_path / "finetune")
+    with pytest.raises(ValueError, match=r"finetune-stage \(stage 2.* but a pretrain-stage \(stage 1.* is needed"):
+        load_model_folder(finetune_dir, expected="trrg_contrastive")
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_model_folder(tmp_path / "nowhere", expected="trrg")
-    stage1_dir = save_hub_folder(*tiny_contrastive, tmp_path / "stage1")
+    pretrain_dir = save_hub_folder(*tiny_pretrain_model, tmp_path / "pretrain")
     with pytest.raises(FileNotFoundError, match="--llm"):
-        bridge(stage1_dir, llm=str(tmp_path / "missing-llm"))
+        bridge(pretrain_dir, llm=str(tmp_path / "missing-llm"))
 
     annotation = json.loads((tiny_phantom / "annotation.json").read_text())
     annotation["train"][3]["image_path"] = []
@@ -241,30 +240,29 @@ def test_bad_inputs_are_named_before_training(tiny_phantom, tiny_contrastive, ti
     bad = tmp_path / "bad" / "annotation.json"
     bad.parent.mkdir()
     bad.write_text(json.dumps(annotation))
-    data_args = SimpleNamespace(data=str(bad), image_root=str(tiny_phantom / "images"), train_split="train",
-                                eval_split="", max_train_studies=None, max_eval_studies=None)
-    with pytest.raises(SystemExit) as error:
-        load_studies(data_args)
+    data_args = TRRGDataArguments(data=str(bad), image_root=str(tiny_phantom / "images"), eval_split="")
+    with pytest.raises(ValueError) as error:
+        load_training_studies(data_args)
     message = str(error.value)
     assert annotation["train"][3]["id"] in message and annotation["train"][5]["id"] in message
 
 
-def test_unreadable_image_is_skipped_and_counted(tiny_phantom, tiny_generator, tmp_path):
-    from trrg.processing.datasets import load_r2gen
-    from trrg.trainers.data import FinetuneCollator
+def test_unreadable_image_is_skipped_and_counted(tiny_phantom, tiny_finetune_model, tmp_path):
+    from trrg.processing.studies import load_r2gen
+    from trrg.trainers.collators import FinetuneCollator
 
     rows = list(load_r2gen(tiny_phantom / "annotation.json")["train"])[:3]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     rows[1] = {**rows[1], "images": [str(broken)]}
-    collator = FinetuneCollator(tiny_generator[1])
+    collator = FinetuneCollator(tiny_finetune_model[1])
     batch = collator(rows)
     assert batch["pixel_values"].shape[0] == 2
     assert collator.reader.skipped_images == 1 and collator.reader.dropped_studies == 1
 
 
 def test_rare_findings_are_drawn_more_often():
-    from trrg.trainers.data import rare_finding_weights
+    from trrg.trainers.collators import rare_finding_weights
 
     labels = [{"Pneumothorax": 1}] * 2 + [{"Pleural Effusion": 1}] * 30 + [{"No Finding": 1}] * 68
     weights = rare_finding_weights(labels)

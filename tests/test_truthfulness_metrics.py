@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from trrg.evaluation.clinical import CHEXPERT_OBSERVATIONS, clinical_efficacy
-from trrg.evaluation.score import main, score_reports
+from trrg.commands.score import main
+from trrg.evaluation.score import score_reports
 from trrg.evaluation.truthfulness import (
     CLUE_OBSERVATIONS,
     clue_decisions,
@@ -291,8 +292,8 @@ def test_cli_rejects_a_threshold_outside_0_1(tmp_path):
 
 
 def test_evaluate_model_carries_the_metrics(tmp_path, monkeypatch):
-    import trrg.trainers.generation as generation
-    from trrg.trainers.evaluate import evaluate_model
+    import trrg.evaluation.generation as generation
+    from trrg.evaluation.generation import evaluate_model
 
     rows = [{"id": i, "report": REFERENCES[i] if isinstance(REFERENCES[i], str) else REFERENCES[i][0]} for i in IDS]
     generated = [{"id": i, "report": PREDICTIONS[i], "disease_probs": PROBS[i], "clues": CLUES[i]} for i in IDS]
@@ -318,7 +319,7 @@ def test_evaluate_model_carries_the_metrics(tmp_path, monkeypatch):
 
 
 def test_metrics_table_shows_truthfulness_when_present():
-    from trrg.trainers.report_table import metrics_table
+    from trrg.evaluation.tables import metrics_table
 
     metrics = {"ce_macro_f1_14": 0.4, "perception_macro_f1_14": 0.6, "clue_drop_rate": 0.25, "clue_drop_count": 3,
                "clue_present_count": 12, "clue_unsupported_rate": None, "clue_unsupported_count": 0,

@@ -50,9 +50,9 @@ class TRRGFinetuneArguments(TrainingArguments):
     """Stage 2: report generation with clue injection / interaction and the consistency loss."""
 
     model: str = field(default=None, metadata={"help": "a stage-2 folder (trrg bridge / trrg init) to fine-tune"})
-    stage1: str | None = field(default=None, metadata={"help": "instead of --model: a stage-1 folder, bridged to --llm"})
-    llm: str | None = field(default=None, metadata={"help": "with --stage1: causal LM path / hub id (default: the preset's)"})
-    preset: str = field(default="tiny", metadata={"help": "with --stage1: preset for the LLM and clue sizes"})
+    pretrain_model: str | None = field(default=None, metadata={"help": "instead of --model: a stage-1 folder, bridged to --llm"})
+    llm: str | None = field(default=None, metadata={"help": "with --pretrain_model: causal LM path / hub id (default: the preset's)"})
+    preset: str = field(default="tiny", metadata={"help": "with --pretrain_model: preset for the LLM and clue sizes"})
     freeze_vision: bool = field(default=True, metadata={"help": "keep the stage-1 vision encoder and zero-shot head frozen"})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank on the LLM (0: train the LLM fully, sensible only for tiny LLMs)"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})

@@ -12,6 +12,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from trrg.processing.studies.schema import CachedStudyReader
+from trrg.trainers.collators import disease_targets
+
 
 def best_f1_threshold(probs: np.ndarray, targets: np.ndarray, default: float = 0.5, max_positive_ratio: float = 1.5,
                       bounds: tuple[float, float] = (0.02, 0.98)) -> float:
@@ -49,8 +52,6 @@ def fit_clue_thresholds(probs: np.ndarray, targets: np.ndarray, default: float =
 def perceive(model, processor, rows: Sequence[Mapping], batch_size: int = 64, vision_cache=None,
              reader=None) -> tuple[list[Mapping], torch.Tensor]:
     """The stage-2 model's zero-shot probabilities for ``rows`` (unreadable studies are skipped)."""
-    from trrg.trainers.data import CachedStudyReader
-
     reader = reader or CachedStudyReader()
     kept_rows, probs = [], []
     device = next(model.parameters()).device
@@ -71,8 +72,6 @@ def perceive(model, processor, rows: Sequence[Mapping], batch_size: int = 64, vi
 def calibrate_clue_thresholds(model, processor, rows: Sequence[Mapping], uncertain: str = "positive",
                               vision_cache=None) -> list[float]:
     """Tune ``model.config.clue_config.clue_thresholds`` on ``rows``; returns the thresholds."""
-    from trrg.trainers.data import disease_targets
-
     was_training = model.training
     model.eval()
     kept, probs = perceive(model, processor, list(rows), vision_cache=vision_cache)

@@ -25,6 +25,18 @@ def gather_with_local_grad(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(gathered, dim=0)
 
 
+def gather_for_global_loss(tensor: torch.Tensor) -> torch.Tensor:
+    """All-gather for a loss over the global batch that every rank computes alike: this rank's slice
+    keeps its graph with its gradient times the world size, so that DDP's mean over ranks gives the
+    single-process gradient (parameters the loss uses directly, like the temperature, are not scaled:
+    every rank already has their whole gradient)."""
+    size = world_size()
+    if size == 1:
+        return tensor
+    local = scale_gradient(tensor, size) if tensor.requires_grad else tensor
+    return gather_with_local_grad(local)
+
+
 def scale_gradient(loss: torch.Tensor, factor: float) -> torch.Tensor:
     """Same value, gradient times ``factor``.
 

@@ -1,6 +1,6 @@
-"""The one console script, ``trrg``. Each sub-command lives next to the code it drives and exposes
-``main(argv: list[str]) -> int``; this file only dispatches, importing lazily so ``trrg --help``
-is instant."""
+"""The one console script, ``trrg``. Each sub-command is a module of ``trrg.commands`` (the folder
+``commands/``) exposing ``main(argv: list[str]) -> int``; this file only dispatches, importing
+lazily so ``trrg --help`` is instant."""
 
 from __future__ import annotations
 
@@ -8,27 +8,27 @@ import importlib
 import os
 import sys
 
-COMMANDS: dict[str, tuple[str, str]] = {
-    # name: (module, one-line help)
-    "demo": ("trrg.trainers.demo", "the main job: phantom -> stage 1 -> stage 2 -> metrics + hub folder"),
-    "init": ("trrg.trainers.init_model", "write a hub-ready, randomly initialised TRRG folder"),
-    "pretrain": ("trrg.trainers.pretrain", "stage 1: contrastive pre-training (TRRGPretrainer)"),
-    "bridge": ("trrg.trainers.bridge", "build a stage-2 model from a stage-1 checkpoint and an LLM"),
-    "finetune": ("trrg.trainers.finetune", "stage 2: report generation fine-tuning (TRRGFinetuneTrainer)"),
-    "generate": ("trrg.trainers.generate", "write a report (and disease clues) for images"),
-    "evaluate": ("trrg.trainers.evaluate", "generate on a split and score it"),
-    "export": ("trrg.trainers.export", "merge LoRA and write a hub-ready folder"),
-    "label": ("trrg.processing.labeler", "label reports with the 14 CheXpert observations"),
-    "phantom": ("trrg.processing.phantom", "generate the synthetic CXR phantom data set"),
-    "score": ("trrg.evaluation.score", "NLG + clinical-efficacy metrics for predictions vs references"),
-    "space": ("trrg.space.app", "run the Gradio demo locally"),
+COMMANDS: dict[str, str] = {
+    # name: one-line help; the code is trrg.commands.<name> (``init`` is trrg.commands.init)
+    "demo": "the main job: phantom -> stage 1 (pretrain) -> stage 2 (finetune) -> metrics + hub folder",
+    "init": "write a hub-ready, randomly initialised TRRG folder",
+    "pretrain": "stage 1: contrastive pre-training (TRRGPretrainer)",
+    "bridge": "build a stage-2 model from a stage-1 folder and an LLM",
+    "finetune": "stage 2: report generation fine-tuning (TRRGFinetuneTrainer)",
+    "generate": "write a report (and disease clues) for images",
+    "evaluate": "generate on a split and score it",
+    "export": "merge LoRA and write a hub-ready folder",
+    "label": "label reports with the 14 CheXpert observations",
+    "phantom": "generate the synthetic CXR phantom data set",
+    "score": "NLG + clinical-efficacy metrics for predictions vs references",
+    "space": "run the Gradio demo locally",
 }
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: trrg COMMAND [ARGS ...]   (trrg COMMAND --help for its options)", "", "commands:"]
-    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, help_ in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"trrg: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+    module = importlib.import_module(f"trrg.commands.{name}")
     try:
         return int(module.main(rest) or 0)
     except (FileNotFoundError, ValueError) as error:

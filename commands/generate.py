@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from trrg.modeling.image_processing_trrg import XRayImageError
-    from trrg.trainers.checkpoints import load_model_folder
+    from trrg.assembly.hub_folders import load_model_folder
 
     model, processor = load_model_folder(args.model, expected="trrg") if _is_folder(args.model) else _from_hub(args.model)
     try:

@@ -1,8 +1,4 @@
-"""Stage 2: ``TRRGFinetuneTrainer`` and ``trrg finetune``.
-
-    trrg finetune --model runs/stage2-init --data runs/phantom --output_dir runs/stage2 --num_train_epochs 10
-    trrg finetune --stage1 runs/stage1/final --llm /models/llama-7b --lora_r 16 --data DIR --output_dir OUT
-    trrg finetune ... --resume          # continue from the newest checkpoint in --output_dir
+"""Stage 2 (finetune): ``TRRGFinetuneTrainer``, the ``Trainer`` of ``TRRGForConditionalGeneration``.
 
 Trains the LM loss and the disease-aware consistency loss (logged apart as ``lm_loss`` and
 ``consistency_loss``). Evaluation generates reports for the evaluation split and adds the
@@ -13,17 +9,20 @@ checkpoint is chosen by ``--metric_for_best_model`` (default CE macro-F1 over th
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
 import torch
 from transformers import Trainer
 
+from trrg.assembly.bridge import bridge
+from trrg.assembly.hub_folders import load_model_folder
+from trrg.evaluation.generation import generate_reports
+from trrg.evaluation.score import score_reports
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments
-from trrg.trainers.data import FinetuneCollator, disease_targets, rare_finding_weights
-from trrg.trainers.generation import generate_reports
+from trrg.trainers.clue_calibration import calibrate_clue_thresholds
+from trrg.trainers.collators import FinetuneCollator, FrozenVisionCache, rare_finding_weights
 from trrg.trainers.distributed import world_size
-from trrg.trainers.logging_utils import LossPartsMixin
+from trrg.trainers.loss_parts import LossPartsMixin
+from trrg.trainers.training_data import load_training_studies
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +84,6 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
 
     def generation_scores(self, dataset) -> dict[str, float]:
         """Generate for every study of ``dataset`` and score against its reports (no METEOR: speed)."""
-        from trrg.evaluation.score import score_reports
-
         rows = list(dataset)
         model = self.accelerator.unwrap_model(self.model)
         predictions = generate_reports(model, self.processing_class, rows, batch_size=self.args.per_device_eval_batch_size,
@@ -121,31 +118,18 @@ def _linear_names(module) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, child in module.named_modules() if isinstance(child, nn.Linear)})
 
 
-def merge_lora(model):
-    """Fold LoRA weights back into plain modules (for export: standard weight names)."""
-    from peft import PeftModel
-
-    if isinstance(model.language_model, PeftModel):
-        model.language_model = model.language_model.merge_and_unload()
-    if isinstance(model.vision_model.backbone, PeftModel):
-        model.vision_model.backbone = model.vision_model.backbone.merge_and_unload()
-    return model
-
-
-def load_stage2(args: TRRGFinetuneArguments):
-    from trrg.trainers.bridge import bridge
-    from trrg.trainers.checkpoints import load_model_folder
-
+def load_finetune_model(args: TRRGFinetuneArguments):
+    """The stage-2 folder of ``--model``, or a stage-1 folder (``--pretrain_model``) bridged to ``--llm``."""
     clue = {k: v for k, v in {"use_clue_injection": args.use_clue_injection,
                              "use_clue_interaction": args.use_clue_interaction}.items() if v is not None}
-    if args.stage1:
-        model, processor = bridge(args.stage1, args.llm, args.preset, clue=clue, seed=args.seed)
+    if args.pretrain_model:
+        model, processor = bridge(args.pretrain_model, args.llm, args.preset, clue=clue, seed=args.seed)
     elif args.model:
         if clue:
-            raise SystemExit("--use_clue_injection/--use_clue_interaction change the architecture: use them with --stage1")
+            raise ValueError("--use_clue_injection/--use_clue_interaction change the architecture: use them with --pretrain_model")
         model, processor = load_model_folder(args.model, expected="trrg")
     else:
-        raise SystemExit("pass --model (a stage-2 folder) or --stage1 (a stage-1 folder to bridge)")
+        raise ValueError("pass --model (a stage-2 folder) or --pretrain_model (a stage-1 folder to bridge)")
     if args.consistency_loss_weight is not None:
         model.config.clue_config.consistency_loss_weight = args.consistency_loss_weight
     return model, processor
@@ -157,14 +141,10 @@ def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, m
     Before training, with the perception frozen: the clue thresholds are tuned on the training
     split (``calibrate_clue_thresholds``) and the encoder's features are cached per study.
     """
-    from trrg.trainers.clue_calibration import calibrate_clue_thresholds
-    from trrg.trainers.data import FrozenVisionCache
-    from trrg.trainers.studies import load_studies
-
     if model is None:
-        model, processor = load_stage2(args)
+        model, processor = load_finetune_model(args)
     prepare_for_training(model, args)
-    studies = studies if studies is not None else load_studies(data_args)
+    studies = studies if studies is not None else load_training_studies(data_args)
     eval_dataset = studies[data_args.eval_split] if data_args.eval_split in studies else None
     train_dataset = studies[data_args.train_split]
     cache = FrozenVisionCache(model) if args.cache_vision_features and _features_are_frozen(model, args) else None
@@ -191,31 +171,3 @@ def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, m
 
 def _features_are_frozen(model, args) -> bool:
     return model.perception_frozen and not args.lora_vision
-
-
-def main(argv: list[str] | None = None) -> int:
-    from trrg.trainers.checkpoints import parse_with_resume
-
-    from trrg.trainers.presets import recipe_argv
-
-    argv = recipe_argv(list(sys.argv[1:] if argv is None else argv), stage=2)
-    args, data_args = parse_with_resume((TRRGFinetuneArguments, TRRGDataArguments), argv, "trrg finetune", __doc__)
-    from trrg.trainers.checkpoints import resume_point
-
-    trainer, processor = build_finetuner(args, data_args)
-    trainer.train(resume_from_checkpoint=resume_point(args))
-    from trrg.trainers.checkpoints import save_log_history
-
-    save_log_history(trainer, args.output_dir)
-    if trainer.is_world_process_zero():
-        from trrg.trainers.export import export_hub_folder
-
-        final = export_hub_folder(trainer.model, processor, Path(args.output_dir) / "final")
-        print(f"stage-2 model (LoRA merged) written to {final}")
-    return 0
-
-
-__all__ = ["TRRGFinetuneTrainer", "prepare_for_training", "merge_lora", "disease_targets"]
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Collators for both stages: study rows (the schema of ``trrg.processing.datasets``) -> model inputs.
+"""Collators for both stages: study rows (the schema of ``trrg.processing.studies``) -> model inputs.
 
 Images are decoded on the fly by ``StudyImageReader`` (a corrupt file is skipped and counted, never
 fatal) and, without augmentation, kept decoded in a bounded in-memory cache so later epochs skip
@@ -8,14 +8,13 @@ PNG decoding.
 from __future__ import annotations
 
 import zlib
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from trrg.modeling.configuration_trrg import CHEXPERT_OBSERVATIONS
-from trrg.processing.datasets import StudyImageReader
+from trrg.processing.studies.schema import CachedStudyReader
 from trrg.processing.labeler import label_report, labels_to_vector
 from trrg.processing.text import clean_report, split_sentences
 
@@ -45,37 +44,6 @@ def rare_finding_weights(labels: Sequence[Mapping], uncertain: str = "positive",
     targets = disease_targets([{"labels": entry} for entry in labels], uncertain)[:, 1:]  # findings only
     boost = (target_rate / targets.mean(0).clamp_min(1e-3)).clamp_min(1.0)  # (findings,)
     return (targets * boost).amax(dim=1).clamp_min(1.0)
-
-
-class CachedStudyReader(StudyImageReader):
-    """``StudyImageReader`` with a bounded LRU cache of decoded views keyed by study id, and an error
-    when no study of a batch can be read (so a batch never silently becomes empty)."""
-
-    def __init__(self, strict: bool = False, max_cached_studies: int = 20000):
-        super().__init__(strict=strict)
-        self.max_cached_studies = max_cached_studies
-        self._cache: OrderedDict[str, list] = OrderedDict()
-
-    def read(self, study: Mapping):
-        key = study["id"]
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        views = super().read(study)
-        if views is not None and self.max_cached_studies > 0:
-            self._cache[key] = views
-            if len(self._cache) > self.max_cached_studies:
-                self._cache.popitem(last=False)
-        return views
-
-    def read_batch(self, rows: Sequence[Mapping]) -> tuple[list[Mapping], list[list]]:
-        kept, views = super().read_batch(rows)
-        if not kept:
-            raise RuntimeError(
-                f"no image of the {len(rows)} studies in this batch could be read (first id {rows[0]['id']!r}); "
-                "see the warnings above for the files and reasons"
-            )
-        return kept, views
 
 
 def sentence_group_id(sentence: str) -> int:

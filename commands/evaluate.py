@@ -1,0 +1,43 @@
+"""``trrg evaluate``: generate reports for a split and score them (NLG + clinical efficacy).
+
+    trrg evaluate --model runs/demo/model --data runs/demo/phantom --split test --out runs/eval
+
+Writes OUT/predictions.jsonl ({"id", "report", "disease_probs"[, "clues"]}), OUT/references.jsonl and
+OUT/metrics.json (the keys of `trrg score` on those files, truthfulness metrics included, plus the
+protocol: data, split, seed, versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trrg evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="TRRG stage-2 folder")
+    parser.add_argument("--data", required=True, help="R2Gen annotation.json or its folder (or a JSON/JSONL/imagefolder data set)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--out", required=True, help="folder for predictions.jsonl and metrics.json")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--max_new_tokens", type=int, default=96)
+    parser.add_argument("--num_beams", type=int, default=1)
+    parser.add_argument("--max_studies", type=int, default=None)
+    parser.add_argument("--no_meteor", action="store_true", help="skip METEOR (needs java)")
+    args = parser.parse_args(argv)
+    from trrg.assembly.hub_folders import load_model_folder
+    from trrg.evaluation.generation import evaluate_model
+    from trrg.evaluation.tables import metrics_table
+    from trrg.processing.studies import load_studies
+
+    studies = load_studies(args.data)
+    if args.split not in studies:
+        raise ValueError(f"--data {args.data} has no split {args.split!r} (it has {sorted(studies)}); pass --split")
+    rows = studies[args.split]
+    if args.max_studies is not None:
+        rows = rows.select(range(min(args.max_studies, len(rows))))
+    model, processor = load_model_folder(args.model, expected="trrg")
+    metrics = evaluate_model(model, processor, list(rows), args.out, args.batch_size, args.max_new_tokens,
+                             args.num_beams, meteor=not args.no_meteor,
+                             protocol={"model": args.model, "data": args.data, "split": args.split})
+    print(metrics_table(metrics))
+    return 0

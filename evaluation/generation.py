@@ -1,0 +1,100 @@
+"""Batched report generation over study rows, and evaluating a model on a split: generate, write the
+predictions and references, score them as ``trrg score`` does (used by the finetune trainer's
+evaluation, ``trrg evaluate``, the demo and the benchmarks)."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from trrg.evaluation.score import score_reports
+from trrg.evaluation.truthfulness import clue_decisions
+from trrg.modeling.modeling_trrg import clue_states_from_probs
+from trrg.processing.files import write_json_atomically, write_jsonl_atomically
+from trrg.processing.studies.schema import CachedStudyReader
+
+
+@torch.no_grad()
+def generate_reports(model, processor, rows: Sequence[Mapping], batch_size: int = 16, max_new_tokens: int = 96,
+                     num_beams: int = 1, clue_probs_for: Callable[[list[Mapping]], torch.Tensor] | None = None,
+                     reader: CachedStudyReader | None = None, progress: bool = False) -> list[dict]:
+    """One ``{"id", "report", "disease_probs", "clues"}`` per readable study (unreadable ones are
+    skipped and counted by the reader): the report, the model's zero-shot probabilities and the clue
+    decisions it injected (1 present, 0 absent).
+
+    ``clue_probs_for(rows)`` replaces the zero-shot perception (benchmarks use it to feed reference
+    labels as clues, an upper bound); the clue decisions are then taken from those probabilities.
+    """
+    reader = reader or CachedStudyReader()
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outputs = []
+    batches = range(0, len(rows), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="generating", unit="batch")
+    for start in batches:
+        kept, views = reader.read_batch(rows[start : start + batch_size])
+        inputs = processor(images=views, return_tensors="pt").to(device)
+        if clue_probs_for is not None:
+            inputs["clue_probs"] = clue_probs_for(kept).to(device)
+            perception = {"disease_probs": inputs["clue_probs"],
+                          "clue_states": clue_states_from_probs(inputs["clue_probs"], model.clue_thresholds)}
+        else:
+            perception = model.predict_clues(inputs["pixel_values"], inputs["view_mask"])
+        ids = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
+        texts = processor.batch_decode(ids, prompt_length=inputs["input_ids"].shape[1])
+        probs = perception["disease_probs"].float().cpu().tolist()
+        clues = perception["clue_states"].cpu().tolist()
+        for row, text, p, c in zip(kept, texts, probs, clues):
+            outputs.append({"id": row["id"], "report": text, "disease_probs": [round(v, 4) for v in p], "clues": c})
+    model.train(was_training)
+    return outputs
+
+
+def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int = 16, max_new_tokens: int = 96,
+                   num_beams: int = 1, meteor: bool = True, clue_probs_for=None, protocol: dict | None = None,
+                   progress: bool = True, perception_threshold: float = 0.5) -> dict:
+    """Generate for ``rows``, write predictions/references, score, and write metrics.json.
+
+    Scored as ``trrg score`` scores the written files: when the predictions carry ``clues`` (or only
+    ``disease_probs``, then decided at ``perception_threshold``) the truthfulness metrics are added."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    predictions = generate_reports(model, processor, rows, batch_size, max_new_tokens, num_beams,
+                                   clue_probs_for=clue_probs_for, progress=progress)
+    references = {row["id"]: row["report"] for row in rows}
+    write_jsonl_atomically(out / "predictions.jsonl", predictions)
+    write_jsonl_atomically(out / "references.jsonl", [{"id": p["id"], "report": references[p["id"]]} for p in predictions])
+    clues, disease_probs = _perception_columns(predictions, perception_threshold)
+    metrics = score_reports([p["report"] for p in predictions], [references[p["id"]] for p in predictions],
+                            meteor=meteor, clues=clues, disease_probs=disease_probs,
+                            perception_threshold=perception_threshold)
+    metrics.update({"generation": {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False,
+                                   "clues": "zero-shot perception" if clue_probs_for is None else "given"},
+                    "skipped_studies": len(rows) - len(predictions), **versions(), **(protocol or {})})
+    write_json_atomically(out / "metrics.json", metrics)
+    return metrics
+
+
+def _perception_columns(predictions: list[dict], threshold: float):
+    """``clues`` / ``disease_probs`` of the predictions (``None`` for a field no prediction has), checked
+    with errors naming the study id (the same check as ``trrg score``'s)."""
+    columns = [[p.get(field) for p in predictions] for field in ("clues", "disease_probs")]
+    clue_decisions(*columns, threshold, names=[f"prediction {p['id']!r}" for p in predictions])
+    return tuple(column if any(value is not None for value in column) else None for column in columns)
+
+
+def versions() -> dict:
+    """The versions a result was measured with, recorded beside it."""
+    import transformers
+
+    import trrg
+
+    return {"versions": {"trrg": trrg.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                         "python": platform.python_version()}}

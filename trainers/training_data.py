@@ -1,0 +1,29 @@
+"""The studies a training run reads, named by ``TRRGDataArguments``: loaded and checked up front,
+before hours of training are spent, and truncated when asked."""
+
+from __future__ import annotations
+
+import datasets
+
+from trrg.processing.studies import StudyDataError, load_studies
+from trrg.trainers.arguments import TRRGDataArguments
+
+
+def load_training_studies(data_args: TRRGDataArguments) -> datasets.DatasetDict:
+    """The study ``DatasetDict`` named by ``--data``, validated, with ``--train_split`` present."""
+    if not data_args.data:
+        raise StudyDataError("--data is required: an R2Gen annotation.json (e.g. from `trrg phantom`), its folder, "
+                             "a JSON/JSONL file or an imagefolder")
+    studies = load_studies(data_args.data, image_root=data_args.image_root)
+    if data_args.train_split not in studies:
+        raise StudyDataError(f"--data {data_args.data} has no split {data_args.train_split!r} "
+                             f"(it has {sorted(studies)}); pass --train_split")
+    return _truncate(studies, data_args)
+
+
+def _truncate(studies: datasets.DatasetDict, data_args: TRRGDataArguments) -> datasets.DatasetDict:
+    limits = {data_args.train_split: data_args.max_train_studies, data_args.eval_split: data_args.max_eval_studies}
+    for split, limit in limits.items():
+        if split in studies and limit is not None and limit < len(studies[split]):
+            studies[split] = studies[split].select(range(limit))
+    return studies
