@@ -154,7 +154,8 @@ class TRRGConfig(PretrainedConfig):
         clue_config: a ``TRRGClueConfig``.
         projection_dim: width of the stage-1 joint space (the prompt bank's last dimension).
         image_token_grid: visual tokens per view = image_token_grid ** 2 (backbone features are
-            average-pooled to this grid); None keeps the backbone's own token count.
+            average-pooled to this grid). A fixed count, so that the processor can expand each
+            ``<image>`` placeholder before the model runs.
         max_views: most views a study may have (frontal, lateral, ...).
         image_token_id / clue_token_id: placeholder ids in the LLM tokenizer.
         disease_names / disease_prompts: as in stage 1 (the prompt bank rows follow this order).
@@ -169,7 +170,7 @@ class TRRGConfig(PretrainedConfig):
         text_config=None,
         clue_config=None,
         projection_dim: int = 128,
-        image_token_grid: int | None = 4,
+        image_token_grid: int = 4,
         max_views: int = 2,
         image_token_id: int | None = None,
         clue_token_id: int | None = None,
@@ -186,6 +187,9 @@ class TRRGConfig(PretrainedConfig):
         else:
             self.clue_config = TRRGClueConfig(**dict(clue_config or {}))
         self.projection_dim = projection_dim
+        if not isinstance(image_token_grid, int) or isinstance(image_token_grid, bool) or image_token_grid < 1:
+            raise ValueError(f"image_token_grid={image_token_grid!r}: pass a positive int (visual tokens per view = its "
+                             "square; 4 for the tiny preset, 7 for base)")
         self.image_token_grid = image_token_grid
         self.max_views = max_views
         self.image_token_id = image_token_id

@@ -752,7 +752,7 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         if int(image_positions.sum()) != visual.shape[0]:
             raise ValueError(
                 f"the prompts hold {int(image_positions.sum())} <image> tokens but the images give {visual.shape[0]} "
-                f"visual tokens ({self._tokens_per_view()} per view): build inputs with TRRGProcessor(images=..., "
+                f"visual tokens ({self.config.image_token_grid ** 2} per view): build inputs with TRRGProcessor(images=..., "
                 "text=...) so each study's prompt has one <image> block per view"
             )
         inputs_embeds = inputs_embeds.masked_scatter(image_positions.unsqueeze(-1), visual.to(inputs_embeds.dtype))
@@ -768,10 +768,6 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         if clue_tokens is not None:
             inputs_embeds = inputs_embeds.masked_scatter(clue_positions.unsqueeze(-1), clue_tokens.to(inputs_embeds.dtype))
         return inputs_embeds
-
-    def _tokens_per_view(self) -> str:
-        grid = self.config.image_token_grid
-        return str(grid * grid) if grid else "backbone-dependent"
 
     def _wants_consistency(self, features, disease_labels) -> bool:
         return (disease_labels is not None and features is not None and features["clue_tokens"] is not None

@@ -94,11 +94,6 @@ class TRRGProcessor(ProcessorMixin):
         text = text.replace(self.image_token, self.image_token * self.num_image_tokens_per_view)
         return text.replace(self.clue_token, self.clue_token * self.num_clue_tokens)
 
-    def format_reporting_input(self, frontal, lateral=None, text: str | None = None) -> dict:
-        """Domain helper: one study from a frontal and an optional lateral view."""
-        views = [frontal] if lateral is None else [frontal, lateral]
-        return {"images": [views], "text": None if text is None else [text]}
-
     # -- main entry ------------------------------------------------------------------------------
     def __call__(
         self,

@@ -32,7 +32,7 @@ def test_generate_prints_report_and_clues_as_json(tiny_finetune_model, tiny_phan
 
 
 def test_evaluate_writes_predictions_and_metrics_with_protocol(tiny_finetune_model, tiny_phantom, tmp_path):
-    from trrg.commands.evaluate import main as evaluate
+    from trrg.commands.evaluate_model import main as evaluate
 
     folder = save_hub_folder(*tiny_finetune_model, tmp_path / "model")
     out = tmp_path / "eval"

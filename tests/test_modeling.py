@@ -280,3 +280,13 @@ def test_clue_tokens_match_a_pretrained_llm_word_scale():
     words = torch.randn(100, 32) * 3.0  # a pretrained LLM's embeddings, far from init scale
     injector.match_word_embedding_scale(words)
     assert torch.allclose(injector.token_table.norm(dim=-1).mean(), words.norm(dim=-1).mean(), rtol=1e-4)
+
+
+def test_image_token_grid_must_be_a_fixed_count():
+    from trrg.modeling.configuration_trrg import TRRGConfig
+
+    # The processor expands <image> before the model runs, so the count per view must be known.
+    for bad in (None, 0, 2.5):
+        with pytest.raises(ValueError, match="image_token_grid"):
+            TRRGConfig(image_token_grid=bad)
+    assert TRRGConfig(image_token_grid=3).image_token_grid == 3

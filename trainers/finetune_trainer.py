@@ -9,6 +9,7 @@ checkpoint is chosen by ``--metric_for_best_model`` (default CE macro-F1 over th
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 from transformers import Trainer
@@ -109,7 +110,11 @@ def _with_lora(module, args, targets):
 
     config = LoraConfig(r=args.lora_r or 8, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                         target_modules=[t.strip() for t in targets if t.strip()], bias="none")
-    return get_peft_model(module, config)
+    with warnings.catch_warnings():
+        # peft 0.21 reads model.is_gradient_checkpointing, which transformers 5.24 deprecates in
+        # favour of is_activation_checkpointing: a warning about peft's code, not about this run.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(module, config)
 
 
 def _linear_names(module) -> list[str]:

@@ -8,27 +8,28 @@ import importlib
 import os
 import sys
 
-COMMANDS: dict[str, str] = {
-    # name: one-line help; the code is trrg.commands.<name> (``init`` is trrg.commands.init)
-    "demo": "the main job: phantom -> stage 1 (pretrain) -> stage 2 (finetune) -> metrics + hub folder",
-    "init": "write a hub-ready, randomly initialised TRRG folder",
-    "pretrain": "stage 1: contrastive pre-training (TRRGPretrainer)",
-    "bridge": "build a stage-2 model from a stage-1 folder and an LLM",
-    "finetune": "stage 2: report generation fine-tuning (TRRGFinetuneTrainer)",
-    "generate": "write a report (and disease clues) for images",
-    "evaluate": "generate on a split and score it",
-    "export": "merge LoRA and write a hub-ready folder",
-    "label": "label reports with the 14 CheXpert observations",
-    "phantom": "generate the synthetic CXR phantom data set",
-    "score": "NLG + clinical-efficacy metrics for predictions vs references",
-    "space": "run the Gradio demo locally",
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module of trrg.commands, one-line help)
+    "demo": ("demo", "the main job: phantom -> stage 1 (pretrain) -> stage 2 (finetune) -> metrics + hub folder"),
+    "init": ("init", "write a hub-ready, randomly initialised TRRG folder"),
+    "pretrain": ("pretrain", "stage 1: contrastive pre-training (TRRGPretrainer)"),
+    "bridge": ("bridge", "build a stage-2 model from a stage-1 folder and an LLM"),
+    "finetune": ("finetune", "stage 2: report generation fine-tuning (TRRGFinetuneTrainer)"),
+    "generate": ("generate", "write a report (and disease clues) for images"),
+    # not "evaluate": a module is never named like a library (the `evaluate` package)
+    "evaluate": ("evaluate_model", "generate on a split and score it"),
+    "export": ("export", "merge LoRA and write a hub-ready folder"),
+    "label": ("label", "label reports with the 14 CheXpert observations"),
+    "phantom": ("phantom", "generate the synthetic CXR phantom data set"),
+    "score": ("score", "NLG + clinical-efficacy metrics for predictions vs references"),
+    "space": ("space", "run the Gradio demo locally"),
 }
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: trrg COMMAND [ARGS ...]   (trrg COMMAND --help for its options)", "", "commands:"]
-    lines += [f"  {name.ljust(width)}  {help_}" for name, help_ in COMMANDS.items()]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"trrg: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"trrg.commands.{name}")
+    module = importlib.import_module(f"trrg.commands.{COMMANDS[name][0]}")
     try:
         return int(module.main(rest) or 0)
     except (FileNotFoundError, ValueError) as error:
