@@ -17,9 +17,14 @@ from trrg.modeling.configuration_trrg import TRRGClueConfig, TRRGConfig, TRRGCon
 def pretrain_config(preset: Preset, tokenizer, vision: str | None = None, text: str | None = None) -> TRRGContrastiveConfig:
     text_overrides = {"vocab_size": len(tokenizer)} if isinstance(text or preset.text, dict) else {}
     vision_config = config_of(vision or preset.vision, "vision")
+    text_config = config_of(text or preset.text, "text", **text_overrides)
+    # The tokenizer's special ids on the text config, which the Trainer compares with the tokenizer's.
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        if getattr(tokenizer, name, None) is not None:
+            setattr(text_config, name, getattr(tokenizer, name))
     return TRRGContrastiveConfig(
         vision_config=vision_config,
-        text_config=config_of(text or preset.text, "text", **text_overrides),
+        text_config=text_config,
         projection_dim=preset.projection_dim,
         image_size=image_size_for(vision_config, preset.image_size),
     )
