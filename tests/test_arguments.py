@@ -1,6 +1,10 @@
-"""The training argument dataclasses as the CLIs parse them (HfArgumentParser), without any flag."""
+"""The training argument dataclasses as the CLIs parse them (HfArgumentParser): defaults, choices, help
+strings, the documented Parameters, and no pinned memory without an accelerator."""
 
 import dataclasses
+import inspect
+import re
+import warnings
 
 import pytest
 import torch
@@ -8,6 +12,7 @@ from transformers import HfArgumentParser, Trainer
 from transformers.integrations import get_reporting_integration_callbacks
 from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
+from trrg.assembly.presets import PRESETS
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments, TRRGPretrainArguments
 from trrg.commands.parsing import parse_with_resume
 
@@ -58,3 +63,109 @@ def test_parser_keeps_every_default_we_declare(arguments_class):
         if getattr(namespace, item.name) != default:
             mangled[item.name] = (default, getattr(namespace, item.name))
     assert not mangled, f"HfArgumentParser changes these defaults (declared, parsed): {mangled}"
+
+
+# --- layout: choices, help strings, the documented Parameters ------------------------------------
+
+ALL_CLASSES = [*STAGES, TRRGDataArguments]
+DOCUMENTED_FIELD = re.compile(r"^ {8}(\w+) \(")
+
+
+def _own_fields(arguments_class) -> list[str]:
+    """The fields a class declares itself (new ones and TrainingArguments defaults it overrides), in
+    the order of its body."""
+    return list(inspect.get_annotations(arguments_class))
+
+
+def _documented_fields(arguments_class) -> list[str]:
+    parameters = arguments_class.__doc__.split("Parameters:", 1)[1]
+    return [match.group(1) for line in parameters.splitlines() if (match := DOCUMENTED_FIELD.match(line))]
+
+
+def _parse_error(capsys, arguments_class, tmp_path, *extra) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        _parse(arguments_class, tmp_path, *extra)
+    assert exit_info.value.code == 2  # argparse's usage error, before anything is loaded
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments_class", STAGES, ids=lambda cls: cls.__name__)
+def test_a_wrong_uncertain_policy_fails_at_parse_time_naming_the_flag(arguments_class, tmp_path, capsys):
+    error = _parse_error(capsys, arguments_class, tmp_path, "--uncertain", "maybe")
+    assert "argument --uncertain: invalid choice: 'maybe'" in error
+    assert "'positive'" in error and "'negative'" in error
+
+
+@pytest.mark.parametrize("arguments_class", STAGES, ids=lambda cls: cls.__name__)
+def test_every_uncertain_policy_parses(arguments_class, tmp_path):
+    for policy in ("positive", "negative"):
+        args, data_args = parse_with_resume((arguments_class, TRRGDataArguments),
+                                            ["--data", "d", "--output_dir", str(tmp_path), "--uncertain", policy],
+                                            "test")
+        assert data_args.uncertain == policy
+
+
+def test_a_wrong_preset_fails_at_parse_time_naming_the_flag(tmp_path, capsys):
+    error = _parse_error(capsys, TRRGFinetuneArguments, tmp_path, "--pretrain_model", "p", "--preset", "huge")
+    assert "argument --preset: invalid choice: 'huge'" in error
+    assert all(f"'{name}'" in error for name in PRESETS)
+
+
+def test_every_preset_parses(tmp_path):
+    for name in PRESETS:
+        assert _parse(TRRGFinetuneArguments, tmp_path, "--preset", name).preset == name
+
+
+@pytest.mark.parametrize("arguments_class", ALL_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_field_has_a_help_string(arguments_class):
+    by_name = {item.name: item for item in dataclasses.fields(arguments_class)}
+    missing = [name for name in _own_fields(arguments_class) if not by_name[name].metadata.get("help", "").strip()]
+    assert not missing, f"fields without a help string: {missing}"
+
+
+@pytest.mark.parametrize("arguments_class", ALL_CLASSES, ids=lambda cls: cls.__name__)
+def test_the_docstring_documents_every_field_in_the_order_of_the_body(arguments_class):
+    """Fails when a field is added without a line under "Parameters:" (or documented but removed)."""
+    own, documented = _own_fields(arguments_class), _documented_fields(arguments_class)
+    assert sorted(set(own) - set(documented)) == [], "fields missing from the docstring's Parameters"
+    assert sorted(set(documented) - set(own)) == [], "documented fields the class does not declare"
+    assert documented == own, "the docstring and the body group the fields in different orders"
+
+
+@pytest.mark.parametrize("arguments_class", ALL_CLASSES, ids=lambda cls: cls.__name__)
+def test_the_docstring_groups_the_fields_like_the_body(arguments_class):
+    """Each "> Parameters that ..." heading of the docstring is a "# Parameters that ..." comment of the body."""
+    headings = re.findall(r"^ {8}> (Parameters that .+)$", arguments_class.__doc__, flags=re.MULTILINE)
+    comments = re.findall(r"^ {4}# (Parameters that .+)$", inspect.getsource(arguments_class), flags=re.MULTILINE)
+    assert headings and headings == comments
+
+
+def test_no_line_of_the_arguments_module_exceeds_120_characters():
+    import trrg.trainers.arguments as module
+
+    long_lines = [number for number, line in enumerate(inspect.getsource(module).splitlines(), 1) if len(line) > 120]
+    assert not long_lines, f"lines over 120 characters: {long_lines}"
+
+
+# --- pinned memory only with an accelerator ------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="checks a machine without an accelerator")
+@pytest.mark.parametrize("arguments_class", STAGES, ids=lambda cls: cls.__name__)
+def test_no_pinned_memory_without_an_accelerator(arguments_class, tmp_path):
+    # Without --use_cpu: TrainingArguments itself turns pinning off only for use_cpu.
+    args, _ = parse_with_resume((arguments_class, TRRGDataArguments), ["--output_dir", str(tmp_path)], "test")
+    assert args.dataloader_pin_memory is False
+    assert arguments_class(output_dir=str(tmp_path)).dataloader_pin_memory is False
+    trainer = Trainer(model=torch.nn.Linear(2, 2), args=args, train_dataset=[{"x": torch.zeros(2)}] * 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        next(iter(trainer.get_train_dataloader()))
+    assert not [str(w.message) for w in caught if "pin_memory" in str(w.message)]
+
+
+@pytest.mark.parametrize("arguments_class", STAGES, ids=lambda cls: cls.__name__)
+def test_pinned_memory_kept_with_an_accelerator(arguments_class, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    assert arguments_class(output_dir=str(tmp_path)).dataloader_pin_memory is True
+    assert arguments_class(output_dir=str(tmp_path), dataloader_pin_memory=False).dataloader_pin_memory is False
