@@ -44,7 +44,8 @@ def tiny_finetune_model(tiny_tokenizer):
 
 @pytest.fixture(scope="session")
 def tiny_pretrain_model(tiny_tokenizer):
-    from trrg.assembly.build import PRESETS, build_processor, pretrain_config
+    from trrg.assembly.build import build_processor, pretrain_config
+    from trrg.assembly.presets import PRESETS
     from trrg.modeling.modeling_trrg import TRRGContrastiveModel
 
     config = pretrain_config(PRESETS["tiny"], tiny_tokenizer)

@@ -35,7 +35,8 @@ def trained_on_clues(tiny_tokenizer):
     does) on reports that state exactly the clues."""
     from trrg.modeling.modeling_trrg import TRRGForConditionalGeneration
     from trrg.assembly.build import _pair_shared_init
-    from trrg.assembly.build import PRESETS, build_processor, finetune_config, set_generation_defaults
+    from trrg.assembly.build import build_processor, finetune_config, set_generation_defaults
+    from trrg.assembly.presets import PRESETS
 
     config = finetune_config(PRESETS["tiny"], tiny_tokenizer)
     config.disease_names = NAMES

@@ -268,3 +268,29 @@ def test_rare_findings_are_drawn_more_often():
     weights = rare_finding_weights(labels)
     assert torch.allclose(weights[:2], torch.tensor(5.0))  # 2% prevalence -> 0.1 / 0.02
     assert torch.equal(weights[2:], torch.ones(98))  # 30% and normal studies: as before
+
+
+def test_the_standard_trainer_call_works_without_a_collator(tiny_phantom, tiny_pretrain_model, tiny_finetune_model,
+                                                             tmp_path):
+    """TRRGPretrainer / TRRGFinetuneTrainer(model=, args=, train_dataset=, processing_class=), as any
+    Hugging Face Trainer is called, with plain TrainingArguments: the study collator is supplied and
+    the study columns are kept."""
+    import copy
+
+    from transformers import TrainingArguments
+
+    from trrg.processing.studies import load_studies
+    from trrg.trainers.finetune_trainer import TRRGFinetuneTrainer
+    from trrg.trainers.pretrain_trainer import TRRGPretrainer
+
+    train = load_studies(tiny_phantom)["train"]
+    for trainer_class, (model, processor) in ((TRRGPretrainer, tiny_pretrain_model),
+                                              (TRRGFinetuneTrainer, tiny_finetune_model)):
+        args = TrainingArguments(output_dir=str(tmp_path / trainer_class.__name__), max_steps=2, use_cpu=True,
+                                 per_device_train_batch_size=4, report_to="none", save_strategy="no",
+                                 dataloader_pin_memory=False, disable_tqdm=True)
+        trainer = trainer_class(model=copy.deepcopy(model).train(), args=args, train_dataset=train,
+                                processing_class=processor)
+        assert not trainer.args.remove_unused_columns
+        result = trainer.train()
+        assert torch.isfinite(torch.tensor(result.training_loss))

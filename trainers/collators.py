@@ -7,6 +7,7 @@ PNG decoding.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Mapping, Sequence
 
@@ -17,6 +18,8 @@ from trrg.modeling.configuration_trrg import CHEXPERT_OBSERVATIONS
 from trrg.processing.studies.schema import CachedStudyReader
 from trrg.processing.labeler import label_report, labels_to_vector
 from trrg.processing.text import clean_report, split_sentences
+
+logger = logging.getLogger(__name__)
 
 UNCERTAIN_POLICIES = {"positive": 1.0, "negative": 0.0}
 
@@ -280,3 +283,11 @@ class FinetuneCollator:
 
     def _reports(self, rows) -> list[str] | None:
         return [clean_report(row["report"]) for row in rows] if self.with_reports else None
+
+
+def study_columns_kept(args) -> None:
+    """The collators read the study columns (images, report, labels), which the model's forward does
+    not name: the Trainer must not drop them (``remove_unused_columns``, True in TrainingArguments)."""
+    if args is not None and getattr(args, "remove_unused_columns", False):
+        logger.info("remove_unused_columns set to False: TRRG's collators read the study columns")
+        args.remove_unused_columns = False

@@ -20,7 +20,7 @@ from trrg.evaluation.generation import generate_reports
 from trrg.evaluation.score import score_reports
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments
 from trrg.trainers.clue_calibration import calibrate_clue_thresholds
-from trrg.trainers.collators import FinetuneCollator, FrozenVisionCache, rare_finding_weights
+from trrg.trainers.collators import FinetuneCollator, FrozenVisionCache, rare_finding_weights, study_columns_kept
 from trrg.trainers.distributed import world_size
 from trrg.trainers.loss_parts import LossPartsMixin
 from trrg.trainers.training_data import load_training_studies
@@ -39,6 +39,10 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
 
     def __init__(self, *args, generation_kwargs: dict | None = None, sampling_weights: torch.Tensor | None = None,
                  **kwargs):
+        study_columns_kept(kwargs.get("args"))
+        if kwargs.get("data_collator") is None and len(args) < 3 and kwargs.get("processing_class") is not None:
+            # The standard call, Trainer(model=, args=, train_dataset=, processing_class=), gets the study collator.
+            kwargs["data_collator"] = _default_collator(kwargs["processing_class"], kwargs.get("args"))
         super().__init__(*args, **kwargs)
         self.generation_kwargs = generation_kwargs or {}
         self.sampling_weights = sampling_weights
@@ -92,6 +96,12 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
         by_id = {row["id"]: row["report"] for row in rows}
         scores = score_reports([p["report"] for p in predictions], [by_id[p["id"]] for p in predictions], meteor=False)
         return {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and "/" not in k}
+
+
+def _default_collator(processor, args) -> FinetuneCollator:
+    """The collator ``build_finetuner`` would build, from whatever of its options ``args`` has."""
+    return FinetuneCollator(processor, reference_clue_rate=getattr(args, "reference_clue_rate", 1.0),
+                            seed=getattr(args, "seed", 42), finding_token_weight=getattr(args, "finding_token_weight", 4.0))
 
 
 def prepare_for_training(model, args: TRRGFinetuneArguments):

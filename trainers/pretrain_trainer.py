@@ -16,7 +16,7 @@ from trrg.assembly.hub_folders import load_model_folder
 from trrg.assembly.presets import PRESETS
 from trrg.modeling.modeling_trrg import positive_class_weight
 from trrg.trainers.arguments import TRRGDataArguments, TRRGPretrainArguments
-from trrg.trainers.collators import PretrainCollator, label_prevalence
+from trrg.trainers.collators import PretrainCollator, label_prevalence, study_columns_kept
 from trrg.trainers.distributed import gather_for_global_loss, world_size
 from trrg.trainers.loss_parts import LossPartsMixin
 from trrg.trainers.training_data import load_training_studies
@@ -44,6 +44,15 @@ class TRRGPretrainer(LossPartsMixin, Trainer):
 
     def __init__(self, *args, **kwargs):
         callbacks = list(kwargs.pop("callbacks", None) or []) + [ClampLogitScaleCallback()]
+        study_columns_kept(kwargs.get("args"))
+        model = kwargs.get("model", args[0] if args else None)
+        if kwargs.get("data_collator") is None and len(args) < 3 and kwargs.get("processing_class") is not None:
+            # The standard call, Trainer(model=, args=, train_dataset=, processing_class=), gets the study collator.
+            config, options = model.config, kwargs.get("args")
+            kwargs["data_collator"] = PretrainCollator(
+                kwargs["processing_class"], config.disease_prompts, config.disease_names,
+                getattr(options, "positive_sentence_rate", 0.7), seed=getattr(options, "seed", 42),
+                augment=getattr(options, "augment", False))
         super().__init__(*args, callbacks=callbacks, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
