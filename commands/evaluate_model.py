@@ -29,10 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from trrg.evaluation.tables import metrics_table
     from trrg.processing.studies import load_studies
 
-    studies = load_studies(args.data)
-    if args.split not in studies:
-        raise ValueError(f"--data {args.data} has no split {args.split!r} (it has {sorted(studies)}); pass --split")
-    rows = studies[args.split]
+    rows = load_studies(args.data, splits=[args.split])[args.split]  # only this split's images are needed
     if args.max_studies is not None:
         rows = rows.select(range(min(args.max_studies, len(rows))))
     model, processor = load_model_folder(args.model, expected="trrg")

@@ -55,3 +55,22 @@ def test_init_refuses_a_non_empty_folder_and_names_a_missing_backbone(tmp_path):
     done = subprocess.run([sys.executable, "-m", "trrg.cli", "init", "--out", str(tmp_path / "new"),
                            "--llm", str(tmp_path / "missing-llm")], capture_output=True, text=True)
     assert done.returncode != 0 and "missing-llm" in done.stderr
+
+
+def test_evaluate_needs_only_the_images_of_its_split(tiny_finetune_model, tiny_phantom, tmp_path):
+    """Test data is often stored apart: evaluating the test split must not look for training images."""
+    import shutil
+
+    from trrg.commands.evaluate_model import main as evaluate
+
+    data = shutil.copytree(tiny_phantom, tmp_path / "data")
+    annotation = json.loads((data / "annotation.json").read_text())
+    for entry in annotation["train"]:
+        for image in entry["image_path"]:
+            (data / "images" / image).unlink()
+    folder = save_hub_folder(*tiny_finetune_model, tmp_path / "model")
+    assert evaluate(["--model", str(folder), "--data", str(data), "--split", "test", "--out", str(tmp_path / "eval"),
+                     "--max_new_tokens", "4", "--no_meteor"]) == 0
+    with pytest.raises(ValueError, match="image file"):
+        evaluate(["--model", str(folder), "--data", str(data), "--split", "train", "--out", str(tmp_path / "e2"),
+                  "--max_new_tokens", "4", "--no_meteor"])

@@ -144,7 +144,7 @@ def test_in_memory_dataset_with_image_feature(tmp_path):
         {"image": [image, image], "report": [REPORT, "No acute disease."]},
         features=datasets.Features({"image": datasets.Image(), "report": datasets.Value("string")}),
     )
-    studies = load_records(dataset, split="validation")
+    studies = load_records(dataset, splits="validation")
     assert list(studies) == ["validation"]
     row = studies["validation"][0]
     assert row["id"] == "validation-0" and row["split"] == "validation"

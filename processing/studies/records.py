@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,7 +45,7 @@ def load_records(
     image_column: str | None = None,
     report_column: str = "report",
     id_column: str = "id",
-    split: str | None = None,
+    splits: Iterable[str] | str | None = None,
     study_column: str | None = None,
     labels_column: str = "labels",
     labels: Literal["annotation", "labeler"] = "annotation",
@@ -62,7 +63,8 @@ def load_records(
             are kept as ``{"path", "bytes"}`` dicts; nothing is written to disk).
         image_column: column with one image or a list of views; default "images", else "image".
         report_column, id_column: report text and study id columns (ids default to "<split>-<row>").
-        split: keep only this split (a lone ``Dataset`` is given this name, default "train").
+        splits: keep only these splits (a name or a list; a lone ``Dataset`` is given the one name,
+            default "train").
         study_column: group rows (one view each) sharing this column's value into one study, in row
             order; e.g. "study_id" for MIMIC-style one-image-per-row metadata.
         labels_column: a dict or list-of-14 label column; without it the labeler labels the report.
@@ -73,7 +75,7 @@ def load_records(
         cache_dir: ``datasets`` cache for the folder/JSON builders.
     """
     check_labels_mode(labels)
-    dataset_dict, base_dir = _load_source(source, split, cache_dir)
+    dataset_dict, base_dir = _load_source(source, splits, cache_dir)
     if image_root is not None:
         base_dir = Path(image_root).absolute()
     columns = {"image": image_column, "report": report_column, "id": id_column, "study": study_column,
@@ -87,34 +89,47 @@ def load_records(
     return datasets.DatasetDict(result)
 
 
-def _load_source(source, split: str | None, cache_dir) -> tuple[datasets.DatasetDict, Path]:
+def _load_source(source, splits, cache_dir) -> tuple[datasets.DatasetDict, Path]:
     """Any supported source -> (DatasetDict, folder that relative image paths are resolved against)."""
     if isinstance(source, datasets.Dataset):
-        return datasets.DatasetDict({split or "train": source}), Path.cwd()
+        return datasets.DatasetDict({_lone_split_name(splits): source}), Path.cwd()
     if isinstance(source, datasets.DatasetDict):
-        return _only_split(source, split, "the DatasetDict"), Path.cwd()
+        return _only_splits(source, splits, "the DatasetDict"), Path.cwd()
     if isinstance(source, datasets.IterableDataset | datasets.IterableDatasetDict):
         raise StudyDataError("streaming datasets are not supported: load the dataset without streaming=True.")
     path = Path(source)
     cache = str(cache_dir) if cache_dir is not None else None
     if path.is_dir():
         loaded = datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache)
-        return _only_split(loaded, split, str(path)), path.absolute()
+        return _only_splits(loaded, splits, str(path)), path.absolute()
     if path.is_file() and path.suffix.lower() in (".json", ".jsonl"):
         loaded = datasets.load_dataset("json", data_files=str(path), cache_dir=cache)
-        return _only_split(loaded, split, str(path)), path.parent.absolute()
+        return _only_splits(loaded, splits, str(path)), path.parent.absolute()
     raise StudyDataError(
         f"{source}: not a folder or a .json/.jsonl file. Pass an imagefolder directory, a JSON(L) file, or a "
         "datasets.Dataset/DatasetDict (an R2Gen annotation.json is read by trrg.processing.studies.r2gen)."
     )
 
 
-def _only_split(dataset_dict: datasets.DatasetDict, split: str | None, source: str) -> datasets.DatasetDict:
-    if split is None:
+def _wanted(splits) -> list[str] | None:
+    return None if splits is None else [splits] if isinstance(splits, str) else list(splits)
+
+
+def _lone_split_name(splits) -> str:
+    wanted = _wanted(splits)
+    if wanted is not None and len(wanted) != 1:
+        raise StudyDataError(f"a lone Dataset is one split: pass one split name, not {wanted}.")
+    return wanted[0] if wanted else "train"
+
+
+def _only_splits(dataset_dict: datasets.DatasetDict, splits, source: str) -> datasets.DatasetDict:
+    wanted = _wanted(splits)
+    if wanted is None:
         return dataset_dict
-    if split not in dataset_dict:
-        raise StudyDataError(f"{source}: no split named {split!r}; it has {list(dataset_dict)}.")
-    return datasets.DatasetDict({split: dataset_dict[split]})
+    missing = [name for name in wanted if name not in dataset_dict]
+    if missing:
+        raise StudyDataError(f"{source}: no split named {missing}; it has {list(dataset_dict)}.")
+    return datasets.DatasetDict({name: dataset_dict[name] for name in wanted})
 
 
 def _pick_image_column(dataset: datasets.Dataset, image_column: str | None, split: str) -> str:
