@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv in the checkout and install TRRG (editable) with its test extras, at the exact versions
+# Create .venv in the checkout and install TRRG (editable) with its test and benchmark extras (the latter
+# so that a fresh clone can regenerate docs/: benchmarks/ draws its charts with matplotlib), at the exact versions
 # the test suite passed with (constraints.txt); pyproject.toml itself states only ranges.
 # Idempotent: re-runs only when pyproject.toml or constraints.txt changed since the last successful install.
 set -euo pipefail
@@ -16,5 +17,5 @@ fi
 # torch first, at the locked version (torch==2.13.0, a CPU wheel here): installing peft/accelerate
 # without torch present, or an unconstrained torch, pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install --quiet -c constraints.txt torch
-.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,benchmarks]"
 echo "$want" > "$stamp"
