@@ -1,24 +1,29 @@
 """The ablation that tests TRRG's claim, on the CXR phantom.
 
     python benchmarks/ablation.py --out docs/ablation                  # 3 seeds, configurations a-f
-    python benchmarks/ablation.py --out docs/ablation --summary-only   # rebuild the table from OUT/runs
+    python benchmarks/ablation.py --out docs/ablation --summary-only --configs a b c d e f e_uniform e_mixed e_unweighted
+        # no training: rebuilds docs/ablation/ablation.{md,json,png} from docs/ablation/runs, byte for byte
     python benchmarks/ablation.py --out /tmp/abl --seeds 0 --num-train 200 --num-test 100 \
-        --stage1-epochs 2 --stage2-epochs 2                             # a smoke run
+        --pretrain-epochs 2 --finetune-epochs 2                         # a smoke run
 
 Configurations (same data, tokenizer, backbones and training recipe; every arm of a seed starts its
 LLM and visual path from the same weights):
-  a  plain captioner: vision encoder trained end to end from random init, no clues, no stage 1
-  b  + stage-1 pre-training (frozen stage-1 vision encoder), no clues
+  a  plain captioner: vision encoder trained end to end from random init, no clues, no pretrain stage
+  b  + stage-1 pre-training (`trrg pretrain`; its vision encoder frozen while fine-tuning), no clues
   c  + clue injection: one (disease, state) token per disease from the zero-shot decisions
   d  + cross-modal clue interaction (gated)
   e  + disease-aware consistency loss (= full TRRG, the defaults)
   f  (e) fed the reference labels as clues at test time: the upper bound clue quality allows
 Probes of the training recipe (seed 0 unless asked): e_uniform (no oversampling of rare findings),
 e_mixed (half the visits on the model's own clues), e_unweighted (no finding-token weight).
-Stage 1's zero-shot perception on the test split (AUROC, F1@0.5 per observation) is reported too.
+The pretrained model's zero-shot perception on the test split (AUROC, F1@0.5 per observation) is
+reported too.
 
-Writes OUT/runs/<config>_seed<k>.json as each run ends (a crash loses nothing; a rerun skips
-finished runs), then OUT/ablation.json, OUT/ablation.md and OUT/ablation.png.
+Writes OUT/runs/pretrain_seed<k>.json (that perception) and OUT/runs/<config>_seed<k>.json as each
+run ends (a crash loses nothing; a rerun skips finished runs), then OUT/ablation.json, OUT/ablation.md
+and OUT/ablation.png. The chart needs matplotlib (`pip install -e ".[benchmarks]"`). With
+--summary-only nothing is trained, no data is generated and neither torch nor trrg is imported: the
+three outputs are rebuilt from OUT/runs alone (the recorded versions are the runs' own).
 """
 
 from __future__ import annotations
@@ -26,35 +31,33 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import platform
+import textwrap
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
-import torch
 
 ALL_ON = {"use_clue_injection": True, "use_clue_interaction": True}
 CONFIGS = {
-    "a": {"label": "(a) plain captioner", "stage1": False, "clue": {"use_clue_injection": False, "use_clue_interaction": False}, "consistency": 0.0},
-    "b": {"label": "(b) + stage-1 pre-training", "stage1": True, "clue": {"use_clue_injection": False, "use_clue_interaction": False}, "consistency": 0.0},
-    "c": {"label": "(c) + clue injection", "stage1": True, "clue": {"use_clue_injection": True, "use_clue_interaction": False}, "consistency": 0.0},
-    "d": {"label": "(d) + clue interaction", "stage1": True, "clue": ALL_ON, "consistency": 0.0},
-    "e": {"label": "(e) + consistency loss = TRRG", "stage1": True, "clue": ALL_ON, "consistency": 0.5},
+    "a": {"label": "(a) plain captioner", "pretrained": False, "clue": {"use_clue_injection": False, "use_clue_interaction": False}, "consistency": 0.0},
+    "b": {"label": "(b) + stage-1 pre-training", "pretrained": True, "clue": {"use_clue_injection": False, "use_clue_interaction": False}, "consistency": 0.0},
+    "c": {"label": "(c) + clue injection", "pretrained": True, "clue": {"use_clue_injection": True, "use_clue_interaction": False}, "consistency": 0.0},
+    "d": {"label": "(d) + clue interaction", "pretrained": True, "clue": ALL_ON, "consistency": 0.0},
+    "e": {"label": "(e) + consistency loss = TRRG", "pretrained": True, "clue": ALL_ON, "consistency": 0.5},
     # The upper bound clue quality allows: the reference labels as clues at test time too.
-    "f": {"label": "(f) TRRG, oracle clues", "stage1": True, "clue": ALL_ON, "consistency": 0.5, "oracle": True},
+    "f": {"label": "(f) TRRG, oracle clues", "pretrained": True, "clue": ALL_ON, "consistency": 0.5, "oracle": True},
     # Training-recipe probes (experiment switches live here, not in the public config):
-    "e_mixed": {"label": "(e') TRRG, half the visits on its own clues", "stage1": True, "clue": ALL_ON, "consistency": 0.5,
+    "e_mixed": {"label": "(e') TRRG, half the visits on its own clues", "pretrained": True, "clue": ALL_ON, "consistency": 0.5,
                 "train": {"reference_clue_rate": 0.5}},
-    "f_b32": {"label": "(f) oracle, batch 32", "stage1": True, "clue": ALL_ON, "consistency": 0.5, "oracle": True,
+    "f_b32": {"label": "(f) oracle, batch 32", "pretrained": True, "clue": ALL_ON, "consistency": 0.5, "oracle": True,
               "train": {"per_device_train_batch_size": 32}},
-    "f_b16": {"label": "(f) oracle, batch 16", "stage1": True, "clue": ALL_ON, "consistency": 0.5, "oracle": True,
+    "f_b16": {"label": "(f) oracle, batch 16", "pretrained": True, "clue": ALL_ON, "consistency": 0.5, "oracle": True,
               "train": {"per_device_train_batch_size": 16}},
-    "e_b16": {"label": "(e) batch 16", "stage1": True, "clue": ALL_ON, "consistency": 0.5,
+    "e_b16": {"label": "(e) batch 16", "pretrained": True, "clue": ALL_ON, "consistency": 0.5,
               "train": {"per_device_train_batch_size": 16}},
-    "e_uniform": {"label": "(e) uniform sampling", "stage1": True, "clue": ALL_ON, "consistency": 0.5,
+    "e_uniform": {"label": "(e) uniform sampling", "pretrained": True, "clue": ALL_ON, "consistency": 0.5,
                   "train": {"oversample_rare_findings": False}},
-    "e_unweighted": {"label": "(e'') TRRG, no finding-token weight", "stage1": True, "clue": ALL_ON, "consistency": 0.5,
+    "e_unweighted": {"label": "(e'') TRRG, no finding-token weight", "pretrained": True, "clue": ALL_ON, "consistency": 0.5,
                      "train": {"finding_token_weight": 1.0}},
 }
 CLUE_METRICS = {"perception_macro_f1_14", "clue_drop_rate", "clue_unsupported_rate"}
@@ -62,21 +65,25 @@ HEADLINE = ["bleu_4", "cider", "ce_micro_f1_14", "ce_macro_f1_14", "perception_m
             "ce_normal_collapse", "clue_drop_rate", "clue_unsupported_rate"]
 
 
+CHART_METRICS = ("ce_macro_f1_14", "ce_micro_f1_14", "bleu_4", "ce_normal_collapse")
+
+
 def _studies(data_dir: Path, split: str) -> list[dict]:
-    from trrg.trainers.training_data import load_training_studies
+    from trrg.processing.studies import load_studies
 
-    args = SimpleNamespace(data=str(data_dir), image_root=None, train_split=split, eval_split="",
-                           max_train_studies=None, max_eval_studies=None)
-    return list(load_studies(args)[split])
+    return list(load_studies(data_dir)[split])
 
 
-def _stage1_perception(stage1, data_dir: Path) -> dict:
+def pretrain_perception(pretrained, data_dir: Path) -> dict:
+    """Zero-shot perception of a pretrain-stage ``(model, processor)`` on ``data_dir``'s test split."""
+    import torch
+
     from trrg.evaluation.perception import perception_scores
     from trrg.assembly.bridge import encode_prompt_bank
     from trrg.processing.studies.schema import CachedStudyReader
     from trrg.trainers.collators import disease_targets
 
-    model, processor = stage1
+    model, processor = pretrained
     model.eval()
     bank = encode_prompt_bank(model, processor)
     rows = _studies(data_dir, "test")
@@ -89,7 +96,7 @@ def _stage1_perception(stage1, data_dir: Path) -> dict:
     return perception_scores(torch.cat(probs).numpy(), targets, model.config.disease_names)
 
 
-def _run_config(key: str, seed: int, stage1, data_dir: Path, plan, work: Path) -> dict:
+def _run_config(key: str, seed: int, pretrained, data_dir: Path, plan, work: Path) -> dict:
     from trrg.assembly.bridge import bridge
     from trrg.trainers.collators import disease_targets
     from trrg.commands.demo import run_finetune
@@ -98,13 +105,13 @@ def _run_config(key: str, seed: int, stage1, data_dir: Path, plan, work: Path) -
 
     config = CONFIGS[key]
     started = time.perf_counter()
-    if config["stage1"]:
-        model, processor = bridge(None, clue=config["clue"], seed=seed, pretrained=stage1)
-    else:  # the same tokenizer as stage 1, so only the encoder's training differs
-        model, processor = build_finetune_model("tiny", tokenizer=stage1[1].tokenizer, clue=config["clue"], seed=seed)
+    if config["pretrained"]:
+        model, processor = bridge(None, clue=config["clue"], seed=seed, pretrained=pretrained)
+    else:  # the same tokenizer as the pretrained model, so only the encoder's training differs
+        model, processor = build_finetune_model("tiny", tokenizer=pretrained[1].tokenizer, clue=config["clue"], seed=seed)
     model.config.clue_config.consistency_loss_weight = config["consistency"]
     model, processor = run_finetune(model, processor, data_dir, work / f"{key}_seed{seed}", plan, seed,
-                                  freeze_vision=config["stage1"], **config.get("train", {}))
+                                    freeze_vision=config["pretrained"], **config.get("train", {}))
     oracle = (lambda rows: disease_targets(rows)) if config.get("oracle") else None
     metrics = evaluate_model(model, processor, _studies(data_dir, "test"), work / f"{key}_seed{seed}_eval",
                              batch_size=64, meteor=False, clue_probs_for=oracle, progress=False)
@@ -113,17 +120,18 @@ def _run_config(key: str, seed: int, stage1, data_dir: Path, plan, work: Path) -
     return metrics
 
 
-def _stage1_for(seed: int, data_dir: Path, work: Path, plan):
-    """Stage 1 of this seed, trained once and kept (so later configurations reuse it)."""
-    from trrg.assembly.hub_folders import load_model_folder
-    from trrg.commands.demo import run_pretrain
-    from trrg.assembly.hub_folders import save_hub_folder
+def _pretrained_for(seed: int, data_dir: Path, work: Path, plan):
+    """The pretrain stage of this seed, trained once and kept (so later configurations reuse it)."""
+    import torch
 
-    folder = work / f"stage1_seed{seed}" / "final"
+    from trrg.assembly.hub_folders import load_model_folder, save_hub_folder
+    from trrg.commands.demo import run_pretrain
+
+    folder = work / f"pretrain_seed{seed}" / "final"
     if (folder / "model.safetensors").exists():
         return load_model_folder(folder, expected="trrg_contrastive")
     torch.manual_seed(seed)
-    model, processor = run_pretrain(data_dir, work / f"stage1_seed{seed}", plan, seed)
+    model, processor = run_pretrain(data_dir, work / f"pretrain_seed{seed}", plan, seed)
     save_hub_folder(model, processor, folder)
     return model, processor
 
@@ -173,83 +181,77 @@ def _markdown(summary: dict, perception: dict, differences: dict, protocol: dict
     return "\n".join(lines) + "\n"
 
 
-def _bar_chart(summary: dict, path: Path, metrics=("ce_macro_f1_14", "ce_micro_f1_14", "bleu_4", "ce_normal_collapse")) -> None:
-    """A grouped bar chart (mean with std whiskers) drawn with PIL (no plotting dependency)."""
-    from PIL import Image, ImageDraw
+def bar_chart(summary: dict, path: Path, metrics=CHART_METRICS) -> None:
+    """A grouped bar chart: per arm, the mean of each metric over seeds, whiskers = std where n > 1.
+
+    Drawn with matplotlib's Agg renderer on its default style (a local matplotlibrc changes
+    nothing) and saved without a timestamp or version stamp, so the same summary gives the same bytes."""
+    import matplotlib
+    import matplotlib.style
+    from matplotlib.figure import Figure
 
     keys = list(summary)
-    width, height, left, bottom, top = 1100, 520, 60, 90, 40
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    colors = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
-    plot_h = height - bottom - top
-    group_w = (width - left - 20) / len(keys)
-    bar_w = group_w / (len(metrics) + 1)
-    for tick in range(0, 11, 2):
-        y = height - bottom - plot_h * tick / 10
-        draw.line([(left, y), (width - 20, y)], fill=(225, 225, 225))
-        draw.text((15, y - 6), f"{tick / 10:.1f}", fill="black")
-    for g, key in enumerate(keys):
+    x = np.arange(len(keys))
+    width = 0.8 / len(metrics)
+    with matplotlib.style.context("default"), matplotlib.rc_context({"svg.hashsalt": "trrg-ablation"}):
+        figure = Figure(figsize=(11, 5.2), dpi=100)
+        axes = figure.subplots()
         for m, metric in enumerate(metrics):
-            value = summary[key][metric]
-            if value is None:
-                continue
-            x0 = left + g * group_w + (m + 0.5) * bar_w
-            y0 = height - bottom - plot_h * max(0.0, min(1.0, value["mean"]))
-            draw.rectangle([x0, y0, x0 + bar_w * 0.9, height - bottom], fill=colors[m])
-            spread = plot_h * value["std"]
-            cx = x0 + bar_w * 0.45
-            draw.line([(cx, y0 - spread), (cx, y0 + spread)], fill="black", width=2)
-        draw.text((left + g * group_w + 5, height - bottom + 8), summary[key]["label"][:30], fill="black")
-    for m, metric in enumerate(metrics):
-        draw.rectangle([left + m * 220, height - 40, left + m * 220 + 14, height - 26], fill=colors[m])
-        draw.text((left + m * 220 + 20, height - 40), metric, fill="black")
-    draw.text((left, 12), "TRRG ablation on the CXR phantom (mean over seeds, whiskers = std)", fill="black")
-    image.save(path)
+            values = [summary[key][metric] for key in keys]
+            means = [np.nan if v is None else v["mean"] for v in values]
+            errors = [np.nan if v is None or summary[key]["seeds"] < 2 else v["std"] for v, key in zip(values, keys)]
+            axes.bar(x + (m - (len(metrics) - 1) / 2) * width, means, width * 0.92, yerr=errors, capsize=2,
+                     error_kw={"elinewidth": 1}, label=metric, color=f"C{m}")
+        labels = [textwrap.fill(summary[key]["label"], 20, break_on_hyphens=False) + f"\nn={summary[key]['seeds']}" for key in keys]
+        axes.set_xticks(x, labels, fontsize=7)
+        axes.set_ylim(0, 1.05)
+        axes.set_ylabel("mean over seeds")
+        axes.grid(axis="y", color="0.9")
+        axes.set_axisbelow(True)
+        axes.legend(ncols=len(metrics), loc="upper left", fontsize=8, frameon=False)
+        axes.set_title("TRRG ablation on the CXR phantom (mean over seeds; whiskers = std over seeds where n > 1)",
+                       fontsize=10)
+        figure.tight_layout()
+        figure.savefig(path, **_no_stamp(path))
 
 
-def main() -> None:
+def _no_stamp(path: Path) -> dict:
+    """savefig options that keep dates and the matplotlib version out of the file."""
+    suffix = path.suffix.lower()
+    if suffix == ".svg":
+        return {"metadata": {"Date": None, "Creator": None}}
+    if suffix == ".pdf":
+        return {"metadata": {"CreationDate": None, "Creator": None, "Producer": None}}
+    return {"metadata": {"Software": None}} if suffix == ".png" else {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="docs/ablation")
     parser.add_argument("--work", default="runs/ablation", help="training outputs and the phantom data")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--configs", nargs="+", default=["a", "b", "c", "d", "e", "f"])
+    parser.add_argument("--configs", nargs="+", default=["a", "b", "c", "d", "e", "f"], choices=list(CONFIGS))
     parser.add_argument("--num-train", type=int, default=1000)
     parser.add_argument("--num-test", type=int, default=1000)
-    parser.add_argument("--stage1-epochs", type=int, default=10)
-    parser.add_argument("--stage2-epochs", type=int, default=8)
+    parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--finetune-epochs", type=int, default=8)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--summary-only", action="store_true",
                         help="train nothing: summarise the runs already in OUT/runs (missing ones are left out, n shows how many)")
-    args = parser.parse_args()
-    from trrg.processing.phantom import generate_phantom
-    from trrg.commands.demo import DemoPlan
+    args = parser.parse_args(argv)
 
-    out, work = Path(args.out), Path(args.work)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    data_dir = work / "phantom"
-    if not (data_dir / "annotation.json").exists():
-        generate_phantom(data_dir, num_train=args.num_train, num_val=200, num_test=args.num_test, seed=args.data_seed)
-    plan = DemoPlan(num_train=args.num_train, num_val=200, num_test=args.num_test,
-                    pretrain_epochs=args.pretrain_epochs, finetune_epochs=args.finetune_epochs)
-    results, perceptions = {}, []
-    for seed in args.seeds:
-        pending = [k for k in args.configs if not (out / "runs" / f"{k}_seed{seed}.json").exists()]
-        perception_file = out / "runs" / f"stage1_seed{seed}.json"
-        stage1 = None
-        if args.summary_only:
-            _collect(out, seed, args.configs, results, perceptions)
-            continue
-        if pending or not perception_file.exists():
-            stage1 = _stage1_for(seed, data_dir, work, plan)
-            perception_file.write_text(json.dumps(_stage1_perception(stage1, data_dir), indent=1))
-        perceptions.append(json.loads(perception_file.read_text()))
-        for key in args.configs:
-            path = out / "runs" / f"{key}_seed{seed}.json"
-            if not path.exists():
-                print(f"== seed {seed}: {CONFIGS[key]['label']}", flush=True)
-                path.write_text(json.dumps(_run_config(key, seed, stage1, data_dir, plan, work), indent=1))
-            results[(key, seed)] = json.loads(path.read_text())
+    out = Path(args.out)
+    plan = {"num_train": args.num_train, "num_val": 200, "num_test": args.num_test,
+            "pretrain_epochs": args.pretrain_epochs, "finetune_epochs": args.finetune_epochs}
+    if args.summary_only:
+        if not (out / "runs").is_dir():
+            sys.exit(f"ablation: {out / 'runs'} not found: nothing to summarise")
+        results, perceptions = _collect(out, args.seeds, args.configs)
+    else:
+        results, perceptions = _train(out, Path(args.work), args, plan)
+    if not perceptions or not results:
+        sys.exit(f"ablation: no finished runs of {args.configs} for seeds {args.seeds} in {out / 'runs'}")
 
     summary = _summarise(results, args.configs, args.seeds)
     names = list(perceptions[0]["per_observation"])
@@ -271,30 +273,70 @@ def main() -> None:
         {**{("report", s): r for (k, s), r in results.items() if k == "e"},
          **{("perception", s): {"ce_macro_f1_14": r.get("perception_macro_f1_14")} for (k, s), r in results.items() if k == "e"}},
         "report", "perception", args.seeds, "ce_macro_f1_14")
-    import trrg
 
-    protocol = {"command": "python benchmarks/ablation.py " + " ".join(sys.argv[1:]),
+    protocol = {"command": "python benchmarks/ablation.py " + " ".join(argv),
                 "seeds": args.seeds, "data": f"CXR phantom, data seed {args.data_seed}, {args.num_train} train",
-                "num_test": args.num_test, "plan": plan.__dict__,
-                "versions": {"trrg": trrg.__version__, "torch": torch.__version__, "python": platform.python_version()}}
+                "num_test": args.num_test, "plan": plan, "versions": _run_versions(results)}
     (out / "ablation.json").write_text(json.dumps({"protocol": protocol, "summary": summary, "differences": differences,
-                                                   "stage1_perception": perception,
-                                                   "stage1_perception_macro": {"auroc": _mean([p["auroc_macro"] for p in perceptions]),
-                                                                               "f1": _mean([p["f1_macro"] for p in perceptions])}}, indent=1))
+                                                   "pretrain_perception": perception,
+                                                   "pretrain_perception_macro": {"auroc": _mean([p["auroc_macro"] for p in perceptions]),
+                                                                                 "f1": _mean([p["f1_macro"] for p in perceptions])}}, indent=1))
     markdown = _markdown(summary, perception, differences, protocol)
     (out / "ablation.md").write_text(markdown)
-    _bar_chart(summary, out / "ablation.png")
+    bar_chart(summary, out / "ablation.png")
     print(markdown)
 
 
-def _collect(out: Path, seed: int, keys, results: dict, perceptions: list) -> None:
-    for key in keys:
-        path = out / "runs" / f"{key}_seed{seed}.json"
-        if path.exists():
-            results[(key, seed)] = json.loads(path.read_text())
-    perception_file = out / "runs" / f"stage1_seed{seed}.json"
-    if perception_file.exists():
+def _train(out: Path, work: Path, args, plan: dict) -> tuple[dict, list]:
+    """Train and evaluate what OUT/runs lacks (the phantom is generated first if WORK has none)."""
+    from trrg.commands.demo import DemoPlan
+    from trrg.processing.phantom import generate_phantom
+
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    data_dir = work / "phantom"
+    if not (data_dir / "annotation.json").exists():
+        generate_phantom(data_dir, num_train=args.num_train, num_val=plan["num_val"], num_test=args.num_test,
+                         seed=args.data_seed)
+    demo_plan = DemoPlan(**plan)
+    results, perceptions = {}, []
+    for seed in args.seeds:
+        pending = [k for k in args.configs if not (out / "runs" / f"{k}_seed{seed}.json").exists()]
+        perception_file = out / "runs" / f"pretrain_seed{seed}.json"
+        pretrained = None
+        if pending or not perception_file.exists():
+            pretrained = _pretrained_for(seed, data_dir, work, demo_plan)
+            perception_file.write_text(json.dumps(pretrain_perception(pretrained, data_dir), indent=1))
         perceptions.append(json.loads(perception_file.read_text()))
+        for key in args.configs:
+            path = out / "runs" / f"{key}_seed{seed}.json"
+            if not path.exists():
+                print(f"== seed {seed}: {CONFIGS[key]['label']}", flush=True)
+                path.write_text(json.dumps(_run_config(key, seed, pretrained, data_dir, demo_plan, work), indent=1))
+            results[(key, seed)] = json.loads(path.read_text())
+    return results, perceptions
+
+
+def _collect(out: Path, seeds, keys) -> tuple[dict, list]:
+    results, perceptions = {}, []
+    for seed in seeds:
+        for key in keys:
+            path = out / "runs" / f"{key}_seed{seed}.json"
+            if path.exists():
+                results[(key, seed)] = json.loads(path.read_text())
+        perception_file = out / "runs" / f"pretrain_seed{seed}.json"
+        if perception_file.exists():
+            perceptions.append(json.loads(perception_file.read_text()))
+    return results, perceptions
+
+
+def _run_versions(results: dict) -> dict:
+    """The package versions the runs were measured with (each run records them), not this process's."""
+    seen: dict[str, list] = {}
+    for run in results.values():
+        for name, version in (run.get("versions") or {}).items():
+            if version not in seen.setdefault(name, []):
+                seen[name].append(version)
+    return {name: values[0] if len(values) == 1 else values for name, values in seen.items()}
 
 
 def _mean(values):

@@ -2,9 +2,9 @@
 
     python benchmarks/throughput.py [--threads 2] [--steps 20]
 
-Prints stage-1 and stage-2 training samples/s (forward + backward + AdamW step, batch 64, studies of
-2 views at 128 px, images already decoded) and generation reports/s at batch 1 and 16 (greedy, up
-to 64 new tokens, KV cache).
+Prints pretrain-stage (stage 1) and finetune-stage (stage 2) training samples/s (forward + backward
++ AdamW step, batch 64, studies of 2 views at 128 px, images already decoded) and generation
+reports/s at batch 1 and 16 (greedy, up to 64 new tokens, KV cache); --out also writes them as JSON.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import json
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -49,23 +51,24 @@ def main() -> None:
     from trrg.assembly.report_tokenizer import phantom_report_corpus
 
     results = {}
-    stage1, stage1_processor = build_pretrain_model("tiny", corpus_size=500)
+    pretrain_model, pretrain_processor = build_pretrain_model("tiny", corpus_size=500)
     studies = _studies(args.batch)
     reports = phantom_report_corpus(args.batch, seed=1)
     sentences = [r.split(" . ")[0] + " ." for r in reports]
-    batch1 = {**stage1_processor.image_processor(studies, return_tensors="pt"),
-              **stage1_processor.encode_sentences(sentences),
-              **stage1_processor.encode_disease_prompts(stage1.config.disease_prompts, stage1.config.disease_names),
+    batch1 = {**pretrain_processor.image_processor(studies, return_tensors="pt"),
+              **pretrain_processor.encode_sentences(sentences),
+              **pretrain_processor.encode_disease_prompts(pretrain_model.config.disease_prompts,
+                                                          pretrain_model.config.disease_names),
               "sentence_group_ids": torch.tensor([sentence_group_id(s) for s in sentences]),
               "disease_labels": torch.zeros(args.batch, 14)}
-    results["stage1_train_samples_per_s"] = _train_rate(stage1, batch1, args.steps, args.batch)
+    results["pretrain_train_samples_per_s"] = _train_rate(pretrain_model, batch1, args.steps, args.batch)
 
-    model, processor = bridge(None, pretrained=(stage1, stage1_processor))
-    model.freeze_perception()  # the default policy: frozen stage-1 perception
+    model, processor = bridge(None, pretrained=(pretrain_model, pretrain_processor))
+    model.freeze_perception()  # the default policy: the pretrained perception frozen
     batch2 = dict(processor(images=studies, reports=reports, return_tensors="pt"))
     batch2["disease_labels"] = torch.zeros(args.batch, 14)
-    results["stage2_train_samples_per_s"] = _train_rate(model, batch2, args.steps, args.batch)
-    results["stage2_sequence_tokens"] = int(batch2["input_ids"].shape[1])
+    results["finetune_train_samples_per_s"] = _train_rate(model, batch2, args.steps, args.batch)
+    results["finetune_sequence_tokens"] = int(batch2["input_ids"].shape[1])
 
     model.eval()
     for size in (1, 16):
@@ -83,6 +86,8 @@ def main() -> None:
     for key, value in results.items():
         print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
     print(json.dumps(results))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

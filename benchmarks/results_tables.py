@@ -1,0 +1,153 @@
+"""The tables of docs/RESULTS.md, rendered from the measurements committed under docs/.
+
+    python benchmarks/results_tables.py goals       # the ablation's goals, from docs/ablation/ablation.json
+    python benchmarks/results_tables.py demo        # `trrg demo` full + quick, from docs/results/demo_*_metrics.json
+    python benchmarks/results_tables.py userroute   # the user's route, from docs/results/userroute_*.json
+
+Nothing is trained or measured here: each table is printed from the JSON a measured run wrote (the
+demo's and the user route's OUT/metrics.json, copied into docs/results/; the ablation's summary,
+itself rebuilt from docs/ablation/runs by `benchmarks/ablation.py --summary-only`). The pretrain-stage
+imbalance table is printed by `benchmarks/pretrain_imbalance.py --from-json docs/pretrain_imbalance.json`.
+tests/test_benchmarks_regenerate.py checks that docs/RESULTS.md holds exactly these tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _minus(text: str) -> str:
+    return text.replace("-", "\u2212")  # the typographic minus the prose uses
+
+
+def _signed(value: float) -> str:
+    return _minus(f"{value:+.3f}")
+
+
+def goals_table(ablation: dict) -> str:
+    """The issue's goals against the ablation's means over seeds (arms (e) = full TRRG, (f) = oracle clues)."""
+    summary, differences = ablation["summary"], ablation["differences"]
+    seeds = len(ablation["protocol"]["seeds"])
+    oracle = summary["f"]["ce_macro_f1_14"]
+    over_b = differences["(e) full TRRG - (b) stage 1 only (the clue modules' contribution)"]
+    over_a = differences["(e) full TRRG - (a) plain captioner"]
+    own = differences["(e) report - (e) its own perception"]
+    drop, collapse = summary["e"]["clue_drop_rate"], summary["e"]["ce_normal_collapse"]
+    report, perception = summary["e"]["ce_macro_f1_14"], summary["e"]["perception_macro_f1_14"]
+
+    def pm(stat: dict) -> str:
+        return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+    rows = [
+        # goal, measured, met; "first design" figures are round 1's (the clue pathway before its redesign)
+        ("oracle clues → report CE macro-F1(14) ≥ 0.90", f"**{pm(oracle)}** (first design: 0.30)", oracle["mean"] >= 0.90),
+        ("full TRRG − stage-1-only (b) ≥ +0.05 on every seed",
+         f"{_signed(over_b['mean'])} ± {over_b['std']:.3f} ({', '.join(_signed(d) for d in over_b['per_seed'])})",
+         min(over_b["per_seed"]) >= 0.05),
+        ("full TRRG − plain captioner (a) ≥ +0.15", f"{_signed(over_a['mean'])} ± {over_a['std']:.3f}", over_a["mean"] >= 0.15),
+        ("report macro-F1 ≥ own perception macro-F1",
+         f"{report['mean']:.3f} vs {perception['mean']:.3f}: {_minus(format(own['mean'], '.3f'))} ± {own['std']:.3f}",
+         own["mean"] >= 0),
+        ("clue drop rate ≤ 5%", f"{pm(drop)} (first design: 0.47)", drop["mean"] <= 0.05),
+        ("normal collapse ≤ 0.10", pm(collapse), collapse["mean"] <= 0.10),
+    ]
+    lines = [f"| goal (issue) | measured (mean ± std over {seeds} seeds) | met? |", "|---|---|---|"]
+    lines += [f"| {goal} | {measured} | {'yes' if met else 'no'} |" for goal, measured, met in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _timing(metrics: dict, stage: str) -> float:
+    timings = metrics["timings"]  # runs before the stage renaming wrote stage1_s / stage2_s
+    return timings.get(f"{stage}_s", timings.get({"pretrain": "stage1_s", "finetune": "stage2_s"}.get(stage, ""), 0.0))
+
+
+def _epochs(plan: dict, stage: str) -> int:
+    return plan.get(f"{stage}_epochs", plan.get({"pretrain": "stage1_epochs", "finetune": "stage2_epochs"}[stage]))
+
+
+def _rate_with_counts(metrics: dict, rate: str, numerator: str, denominator: str) -> str:
+    return f"{metrics[rate]:.3f} ({metrics[numerator]}/{metrics[denominator]})"
+
+
+def _f3(metrics: dict, *keys: str) -> str:
+    return " / ".join(f"{metrics[key]:.3f}" for key in keys)
+
+
+def demo_table(full: dict, quick: dict) -> str:
+    """`trrg demo` (full) and `trrg demo --quick`, from their OUT/metrics.json."""
+    columns = [full, quick]
+    commands = {"full": "full: `trrg demo --out runs/demo`", "quick": "quick: `trrg demo --quick --out runs/quick`"}
+
+    def wall(m: dict) -> str:
+        parts = [m["timings"]["phantom_s"], _timing(m, "pretrain"), _timing(m, "finetune"), m["timings"]["evaluate_s"]]
+        return (f"{m['timings']['total_s']:.0f} s (phantom {parts[0]:.0f}, pretrain {parts[1]:.0f}, "
+                f"finetune {parts[2]:.0f}, generation + scoring {parts[3]:.0f})")
+
+    rows = [
+        ("data (train / val / test studies, 2 views, 128 px)",
+         lambda m: f"{m['plan']['num_train']:,} / {m['plan']['num_val']:,} / {m['plan']['num_test']:,}"),
+        ("epochs (pretrain / finetune)", lambda m: f"{_epochs(m['plan'], 'pretrain')} / {_epochs(m['plan'], 'finetune')}"),
+        ("wall time, 2 cores, machine otherwise idle", wall),
+        ("bleu_1 / bleu_4", lambda m: _f3(m, "bleu_1", "bleu_4")),
+        ("meteor / rouge_l / cider", lambda m: _f3(m, "meteor", "rouge_l", "cider")),
+        ("ce_micro_precision_14 / recall_14", lambda m: _f3(m, "ce_micro_precision_14", "ce_micro_recall_14")),
+        ("**ce_micro_f1_14 / ce_macro_f1_14**", lambda m: _f3(m, "ce_micro_f1_14", "ce_macro_f1_14")),
+        ("**perception_macro_f1_14** (its own clue decisions)", lambda m: _f3(m, "perception_macro_f1_14")),
+        ("**clue_drop_rate / clue_unsupported_rate**",
+         lambda m: _rate_with_counts(m, "clue_drop_rate", "clue_drop_count", "clue_present_count") + " / "
+         + _rate_with_counts(m, "clue_unsupported_rate", "clue_unsupported_count", "clue_report_positive_count")),
+        ("ce_micro_f1_5 / ce_macro_f1_5", lambda m: _f3(m, "ce_micro_f1_5", "ce_macro_f1_5")),
+        ("ce_example_f1", lambda m: _f3(m, "ce_example_f1")),
+        ("**ce_normal_collapse**", lambda m: _f3(m, "ce_normal_collapse")),
+    ]
+    lines = ["| | " + " | ".join(commands[m["mode"]] for m in columns) + " |", "|---|---|---|"]
+    lines += [f"| {label} | " + " | ".join(cell(m) for m in columns) + " |" for label, cell in rows]
+    return "\n".join(lines) + "\n"
+
+
+def userroute_table(metrics: dict, report_counts: dict) -> str:
+    """The user's route (trrg pretrain, finetune, evaluate with default flags), from its OUT/metrics.json
+    and the distinct reports of its predictions.jsonl."""
+    rows = [
+        ("ce_micro_f1_14 / ce_macro_f1_14", _f3(metrics, "ce_micro_f1_14", "ce_macro_f1_14")),
+        ("perception_macro_f1_14 (its own clue decisions)", _f3(metrics, "perception_macro_f1_14")),
+        ("clue_drop_rate / clue_unsupported_rate",
+         _rate_with_counts(metrics, "clue_drop_rate", "clue_drop_count", "clue_present_count") + " / "
+         + _rate_with_counts(metrics, "clue_unsupported_rate", "clue_unsupported_count", "clue_report_positive_count")),
+        ("ce_normal_collapse", _f3(metrics, "ce_normal_collapse")),
+        ("bleu_4 / meteor / cider", _f3(metrics, "bleu_4", "meteor", "cider")),
+        (f"distinct reports for {report_counts['studies']:,} test studies", str(len(report_counts["report_counts"]))),
+    ]
+    lines = ["| metric | value |", "|---|---|"] + [f"| {label} | {value} |" for label, value in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def render(table: str, docs: Path = DOCS) -> str:
+    if table == "goals":
+        return goals_table(_load(docs / "ablation" / "ablation.json"))
+    if table == "demo":
+        return demo_table(_load(docs / "results" / "demo_full_metrics.json"), _load(docs / "results" / "demo_quick_metrics.json"))
+    if table == "userroute":
+        return userroute_table(_load(docs / "results" / "userroute_metrics.json"),
+                               _load(docs / "results" / "userroute_report_counts.json"))
+    raise ValueError(f"unknown table {table!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", choices=["goals", "demo", "userroute"])
+    parser.add_argument("--docs", type=Path, default=DOCS, help="the docs folder to read (default: this checkout's)")
+    args = parser.parse_args(argv)
+    print(render(args.table, args.docs), end="")
+
+
+if __name__ == "__main__":
+    main()

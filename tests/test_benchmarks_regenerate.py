@@ -1,0 +1,81 @@
+"""Every measured table in docs/ is rebuilt from files in the repo by the command the doc prints.
+
+Only the cheap, no-training modes run here: the ablation's --summary-only, results_tables.py and
+pretrain_imbalance.py --from-json. Each command is taken from (or checked against) the doc itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+RESULTS = (DOCS / "RESULTS.md").read_text()
+
+
+def _run(command: str, cwd: Path) -> str:
+    """Run a documented `python benchmarks/...` command with this interpreter, from ``cwd``."""
+    words = shlex.split(command)
+    assert words[0] == "python" and words[1].startswith("benchmarks/"), command
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / words[1]), *words[2:]], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _pinned(package: str) -> str | None:
+    match = re.search(rf"^{package}==(\S+)$", (ROOT / "constraints.txt").read_text(), re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def test_ablation_summary_rebuilds_its_docs_byte_for_byte(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    committed = DOCS / "ablation"
+    command = json.loads((committed / "ablation.json").read_text())["protocol"]["command"]
+    assert "--summary-only" in command and f"Command: `{command}`" in (committed / "ablation.md").read_text()
+    assert command in RESULTS.replace("\n", " ")
+    # the command names docs/ablation relative to the repo root: run it in a copy holding only the runs
+    shutil.copytree(committed / "runs", tmp_path / "docs" / "ablation" / "runs")
+    _run(command, tmp_path)
+    rebuilt = tmp_path / "docs" / "ablation"
+    for name in ("ablation.md", "ablation.json"):
+        assert (rebuilt / name).read_bytes() == (committed / name).read_bytes(), name
+    png = (rebuilt / "ablation.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and b"Software" not in png and b"Creation Time" not in png
+    if matplotlib.__version__ == _pinned("matplotlib"):  # other versions may place a pixel differently
+        assert png == (committed / "ablation.png").read_bytes()
+
+
+@pytest.mark.parametrize("command", [
+    "python benchmarks/results_tables.py goals",
+    "python benchmarks/results_tables.py demo",
+    "python benchmarks/results_tables.py userroute",
+    "python benchmarks/pretrain_imbalance.py --from-json docs/pretrain_imbalance.json",
+])
+def test_results_tables_are_printed_by_the_command_under_them(command):
+    assert f"`{command}`" in RESULTS.replace("\n", " ")
+    table = _run(command, ROOT)
+    assert table.count("\n|") >= 3 and table in RESULTS, table
+
+
+def test_tables_without_committed_output_say_so():
+    for heading in ("## Throughput", "## Clue count scaling"):
+        section = " ".join(RESULTS.split(heading, 1)[1].split("\n## ", 1)[0].split())
+        assert "**Measured, not regenerable from the repo**" in section and "Rerun with" in section, heading
+
+
+def test_matplotlib_is_a_benchmark_dependency_only():
+    library = ["modeling_trrg", "processing", "assembly", "trainers", "evaluation", "commands", "space", "src"]
+    importers = [str(path.relative_to(ROOT)) for folder in library for path in (ROOT / folder).rglob("*.py")
+                 if re.search(r"^\s*(import|from)\s+matplotlib", path.read_text(), re.MULTILINE)]
+    assert importers == []
