@@ -50,6 +50,8 @@ def _copy_perception(pretrain_model, model, prompt_bank: torch.Tensor) -> None:
         raise ValueError("stage-1 and stage-2 disease vocabularies differ: pass the same disease_names to both")
     model.vision_model.load_state_dict(pretrain_model.vision_model.state_dict())
     model.visual_projection.load_state_dict(pretrain_model.visual_projection.state_dict())
+    model.patch_projection.load_state_dict(pretrain_model.patch_projection.state_dict())
+    model.config.local_pool_sharpness = pretrain_model.config.local_pool_sharpness
     model.logit_scale.copy_(pretrain_model.logit_scale)
     model.disease_pos_weight.copy_(pretrain_model.disease_pos_weight)
     model.prompt_bank.copy_(prompt_bank)

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"trrg generate: {error}") from error
     model.eval()
     with torch.no_grad():
-        perception = model.predict_clues(inputs["pixel_values"], inputs["view_mask"])
+        perception = model.predict_clues(inputs["pixel_values"], inputs["view_mask"], return_maps=True)
         ids = model.generate(**inputs, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
     report = processor.batch_decode(ids, prompt_length=inputs["input_ids"].shape[1])[0]
     names = model.config.disease_names
@@ -43,12 +43,21 @@ def main(argv: list[str] | None = None) -> int:
     thresholds = dict(zip(names, model.clue_thresholds.tolist()))
     if args.json:
         print(json.dumps({"report": report, "disease_probs": probs, "clues_present": present,
-                          "clue_thresholds": {n: round(t, 4) for n, t in thresholds.items()}}))
+                          "clue_thresholds": {n: round(t, 4) for n, t in thresholds.items()},
+                          "evidence_maps": compact_maps(perception["evidence_maps"][0], names, len(args.images))}))
         return 0
     print(report)
     print("\ndisease clues injected as present (zero-shot p >= the disease's threshold):")
     print("\n".join(f"  {name}: {probs[name]:.2f} (threshold {thresholds[name]:.2f})" for name in present) or "  none")
     return 0
+
+
+def compact_maps(maps, names, views: int) -> dict:
+    """(views, diseases, h, w) evidence maps -> {"grid": [h, w], "views": [{disease: rows}, ...]}, values
+    rounded to 2 decimals (cos+ - cos- per patch of the square model input, frontal view first)."""
+    return {"grid": list(maps.shape[-2:]),
+            "views": [{name: [[round(v, 2) for v in row] for row in maps[view, index].tolist()]
+                       for index, name in enumerate(names)} for view in range(views)]}
 
 
 def _is_folder(name: str) -> bool:

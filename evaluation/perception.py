@@ -42,3 +42,52 @@ def perception_scores(probs: np.ndarray, targets: np.ndarray, names: Sequence[st
             "auroc_macro": float(np.mean(defined("auroc"))) if defined("auroc") else None,
             "f1_macro": float(np.mean(defined("f1"))) if defined("f1") else None,
             "threshold": threshold}
+
+
+# ---------------------------------------------------------------------------------------------
+# Localisation: the pointing game on evidence maps
+# ---------------------------------------------------------------------------------------------
+Box = Sequence[float]  # [x0, y0, x1, y1] in image pixels, x1/y1 exclusive
+
+
+def cell_box(row: int, column: int, grid: tuple[int, int], image_size: tuple[int, int]) -> tuple[float, ...]:
+    """The image rectangle [x0, y0, x1, y1] a cell of an (h, w) grid covers, on an image of
+    (height, width) pixels that the model saw whole (square images: no letterbox margin)."""
+    (rows, columns), (height, width) = grid, image_size
+    return (column * width / columns, row * height / rows, (column + 1) * width / columns, (row + 1) * height / rows)
+
+
+def _overlaps(first: Box, second: Box) -> bool:
+    return first[0] < second[2] and second[0] < first[2] and first[1] < second[3] and second[1] < first[3]
+
+
+def pointing_hit(evidence_map: np.ndarray, boxes: Sequence[Box], image_size: tuple[int, int]) -> bool:
+    """The pointing game: does the map's peak cell overlap a drawn region of the finding?
+
+    A map is a coarse grid (4 x 4 for the tiny preset), so "the peak falls inside the region" is read
+    at the grid's resolution: a hit when the peak cell's rectangle overlaps one of ``boxes``.
+    """
+    row, column = np.unravel_index(int(np.argmax(evidence_map)), evidence_map.shape)
+    peak = cell_box(int(row), int(column), evidence_map.shape, image_size)
+    return any(_overlaps(peak, box) for box in boxes)
+
+
+def pointing_chance(grid: tuple[int, int], boxes: Sequence[Box], image_size: tuple[int, int]) -> float:
+    """The hit rate of a map whose peak is a uniformly random cell: the share of cells that overlap
+    a region. A large region (both lungs) is hit by chance; the pointing game means something only
+    above this."""
+    cells = [cell_box(r, c, grid, image_size) for r in range(grid[0]) for c in range(grid[1])]
+    return sum(any(_overlaps(cell, box) for box in boxes) for cell in cells) / len(cells)
+
+
+def pointing_game(cases: Sequence[tuple[str, np.ndarray, Sequence[Box], tuple[int, int]]]) -> dict:
+    """Per observation: hit rate, chance rate and count over ``cases`` of (observation, evidence map
+    of that observation on one view, the finding's drawn boxes on that view, the view's image size)."""
+    per_name: dict[str, dict] = {}
+    for name, evidence_map, boxes, image_size in cases:
+        entry = per_name.setdefault(name, {"hits": 0, "chance": 0.0, "cases": 0})
+        entry["hits"] += pointing_hit(evidence_map, boxes, image_size)
+        entry["chance"] += pointing_chance(evidence_map.shape, boxes, image_size)
+        entry["cases"] += 1
+    return {name: {"hit_rate": entry["hits"] / entry["cases"], "chance_rate": entry["chance"] / entry["cases"],
+                   "cases": entry["cases"]} for name, entry in sorted(per_name.items())}

@@ -47,6 +47,9 @@ class TRRGContrastiveConfig(PretrainedConfig):
         logit_scale_max: the scale is clamped to this after each optimizer step (open_clip uses 100).
         disease_names / disease_prompts: the observation vocabulary and its positive/negated prompts.
         sentence_loss_weight / prompt_loss_weight: weights of the two contrastive losses.
+        local_pool_sharpness: how close the pooling of patch evidence is to a max (log-sum-exp with
+            this sharpness; 0 would be the mean): a small finding shows in few patches, so the
+            study's local score follows its strongest patches (``smooth_max``).
     """
 
     model_type = "trrg_contrastive"
@@ -64,10 +67,12 @@ class TRRGContrastiveConfig(PretrainedConfig):
         sentence_loss_weight: float = 1.0,
         prompt_loss_weight: float = 1.0,
         image_size: int = 128,
+        local_pool_sharpness: float = 5.0,
         **kwargs,
     ):
         self.vision_config = _sub_config(vision_config, "resnet")
         self.text_config = _sub_config(text_config, "bert")
+        self.local_pool_sharpness = local_pool_sharpness
         self.projection_dim = projection_dim
         self.logit_scale_init = logit_scale_init
         self.logit_scale_max = logit_scale_max
@@ -159,6 +164,8 @@ class TRRGConfig(PretrainedConfig):
         max_views: most views a study may have (frontal, lateral, ...).
         image_token_id / clue_token_id: placeholder ids in the LLM tokenizer.
         disease_names / disease_prompts: as in stage 1 (the prompt bank rows follow this order).
+        local_pool_sharpness: as in stage 1 (copied by the bridge): the zero-shot perception pools
+            patch evidence the same way in both stages.
     """
 
     model_type = "trrg"
@@ -178,8 +185,10 @@ class TRRGConfig(PretrainedConfig):
         disease_prompts=None,
         image_size: int = 128,
         tie_word_embeddings: bool = False,
+        local_pool_sharpness: float = 5.0,
         **kwargs,
     ):
+        self.local_pool_sharpness = local_pool_sharpness
         self.vision_config = _sub_config(vision_config, "resnet")
         self.text_config = _sub_config(text_config, "llama")
         if isinstance(clue_config, TRRGClueConfig):

@@ -43,6 +43,17 @@ class TRRGContrastiveOutput(ModelOutput):
 
 
 @dataclass
+class TRRGDiseasePerception(ModelOutput):
+    """The zero-shot perception with its evidence: ``predict_diseases(..., return_maps=True)``."""
+
+    disease_probs: torch.Tensor | None = None  # (batch, diseases)
+    # (batch, views, diseases, h, w): per patch, cos(patch, positive prompt) - cos(patch, negated
+    # prompt), in [-2, 2]; where the disease's evidence lies. Padded views are 0. The grid covers the
+    # processor's square (letterboxed) input image.
+    evidence_maps: torch.Tensor | None = None
+
+
+@dataclass
 class TRRGCausalLMOutputWithPast(ModelOutput):
     """Stage-2 output. ``loss`` = lm_loss + consistency_loss_weight * consistency_loss."""
 
@@ -98,7 +109,12 @@ def multi_positive_contrastive_loss(
     Returns:
         scalar: mean of the image->text and text->image losses.
     """
-    logits = logit_scale * image_embeds @ text_embeds.t()  # (n_images, n_texts)
+    return multi_positive_loss_from_logits(logit_scale * image_embeds @ text_embeds.t(), positive_mask)
+
+
+def multi_positive_loss_from_logits(logits: torch.Tensor, positive_mask: torch.Tensor) -> torch.Tensor:
+    """``multi_positive_contrastive_loss`` for (n_images, n_texts) logits computed any way (global,
+    local, or their mean)."""
     positive_logits = logits.masked_fill(~positive_mask, float("-inf"))
     image_to_text = (torch.logsumexp(logits, dim=1) - torch.logsumexp(positive_logits, dim=1)).mean()
     text_to_image = (torch.logsumexp(logits, dim=0) - torch.logsumexp(positive_logits, dim=0)).mean()
@@ -121,6 +137,65 @@ def disease_logits_from_prompt_bank(
     """
     cosines = torch.einsum("be,dke->bdk", image_embeds, prompt_bank)  # (batch, diseases, 2)
     return logit_scale * (cosines[..., 0] - cosines[..., 1])
+
+
+def smooth_max(values: torch.Tensor, mask: torch.Tensor, dim: int, sharpness: float) -> torch.Tensor:
+    """Log-sum-exp pooling over ``dim``, counting only positions where ``mask`` is true:
+    (1 / r) * log(mean(exp(r * v))), between the mean (r -> 0) and the max (r -> inf). Every patch
+    gets gradient, the strongest most (the multiple-instance pooling of weakly labelled images).
+
+    Args:
+        values: any shape; mask: broadcastable to it (bool); sharpness: r > 0.
+    """
+    mask = mask.expand_as(values)
+    scaled = (sharpness * values).masked_fill(~mask, float("-inf"))
+    count = mask.sum(dim).clamp_min(1).to(values.dtype)
+    return (torch.logsumexp(scaled, dim=dim) - count.log()) / sharpness
+
+
+def local_disease_contrast(patch_embeds: torch.Tensor, prompt_bank: torch.Tensor) -> torch.Tensor:
+    """Per-patch evidence: cos(patch, positive prompt) - cos(patch, negated prompt).
+
+    Args:
+        patch_embeds: (..., patches, dim), L2-normalised.
+        prompt_bank: (diseases, 2, dim), L2-normalised.
+    Returns:
+        (..., patches, diseases), in [-2, 2]: the evidence maps, before any pooling.
+    """
+    cosines = torch.einsum("...ne,dke->...ndk", patch_embeds, prompt_bank)
+    return cosines[..., 0] - cosines[..., 1]
+
+
+def local_disease_logits(
+    patch_embeds: torch.Tensor, patch_mask: torch.Tensor, prompt_bank: torch.Tensor, logit_scale: torch.Tensor,
+    sharpness: float,
+) -> torch.Tensor:
+    """Zero-shot disease logits from the patches: each disease's per-patch evidence pooled by
+    ``smooth_max`` over the study's real patches (all views), so a finding seen in a few patches
+    counts fully instead of being averaged away.
+
+    Args:
+        patch_embeds: (batch, patches, dim), L2-normalised; patch_mask: (batch, patches) bool.
+    Returns:
+        (batch, diseases) logits.
+    """
+    contrast = local_disease_contrast(patch_embeds, prompt_bank)  # (batch, patches, diseases)
+    return logit_scale * smooth_max(contrast, patch_mask.unsqueeze(-1), dim=1, sharpness=sharpness)
+
+
+def local_sentence_logits(
+    patch_embeds: torch.Tensor, patch_mask: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor,
+    sharpness: float,
+) -> torch.Tensor:
+    """(images, texts) logits: each sentence's similarity to the image's best-matching patches
+    (``smooth_max`` over patches), the local counterpart of ``scale * image @ text.T``.
+
+    Args:
+        patch_embeds: (images, patches, dim), L2-normalised; patch_mask: (images, patches) bool;
+        text_embeds: (texts, dim), L2-normalised.
+    """
+    similarities = torch.einsum("bne,te->bnt", patch_embeds, text_embeds)
+    return logit_scale * smooth_max(similarities, patch_mask.unsqueeze(-1), dim=1, sharpness=sharpness)
 
 
 def positive_class_weight(prevalence: torch.Tensor, power: float) -> torch.Tensor:
@@ -232,6 +307,28 @@ class VisionFeatures(ModelOutput):
     patch_tokens: torch.Tensor | None = None  # (batch, views, tokens, width); padded views are zero
     view_embeds: torch.Tensor | None = None  # (batch, views, 2 * width): per-view [average ; max] pool
     study_embeds: torch.Tensor | None = None  # (batch, 2 * width): masked mean over the study's views
+
+
+def patch_embeddings(
+    patch_tokens: torch.Tensor, view_mask: torch.Tensor, projection: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, views, patches, width) tokens -> (batch, views * patches, dim) L2-normalised patch
+    embeddings in the joint space, and their (batch, views * patches) mask (padded views are out)."""
+    patches = patch_tokens.shape[2]
+    embeds = F.normalize(projection(patch_tokens), dim=-1).flatten(1, 2)
+    return embeds, view_mask.bool().repeat_interleave(patches, dim=1)
+
+
+def evidence_maps(contrast: torch.Tensor, patch_mask: torch.Tensor, views: int) -> torch.Tensor:
+    """(batch, views * patches, diseases) per-patch evidence -> (batch, views, diseases, h, w) maps on
+    the backbone's square patch grid, 0 on padded views."""
+    batch, positions, diseases = contrast.shape
+    patches = positions // views
+    side = math.isqrt(patches)
+    if side * side != patches:
+        raise ValueError(f"{patches} patches per view do not form a square grid: the evidence maps need one")
+    contrast = contrast.masked_fill(~patch_mask.unsqueeze(-1), 0.0)
+    return contrast.reshape(batch, views, side, side, diseases).permute(0, 1, 4, 2, 3)
 
 
 class TRRGVisionEncoder(nn.Module):
@@ -479,6 +576,8 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
         self.vision_model = TRRGVisionEncoder(config.vision_config, token_grid=None)
         self.text_model = AutoModel.from_config(config.text_config)
         self.visual_projection = nn.Linear(self.vision_model.global_size, config.projection_dim, bias=False)
+        # Patches into the same joint space: local alignment with sentences and disease prompts.
+        self.patch_projection = nn.Linear(self.vision_model.hidden_size, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
         # Set by the trainer from the training labels (positive_class_weight); saved with the weights.
@@ -492,9 +591,24 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
 
     def get_image_embeds(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, views, 3, H, W) -> (batch, projection_dim), L2-normalised study embedding."""
+        return self._image_embeddings(pixel_values, view_mask)[0]
+
+    def _image_embeddings(self, pixel_values, view_mask):
+        """Global study embedding (batch, dim), patch embeddings (batch, views * patches, dim) and
+        their mask, all in the joint space."""
         view_mask = _default_view_mask(pixel_values, view_mask)
         features = self.vision_model(pixel_values, view_mask)
-        return F.normalize(self.visual_projection(features.study_embeds), dim=-1)
+        image_embeds = F.normalize(self.visual_projection(features.study_embeds), dim=-1)
+        return (image_embeds, *patch_embeddings(features.patch_tokens, view_mask, self.patch_projection))
+
+    def disease_logits(self, image_embeds, patch_embeds, patch_mask, prompt_bank) -> torch.Tensor:
+        """(batch, diseases) zero-shot logits: the mean of the global (study vs prompts) and the local
+        (best patches vs prompts) logits."""
+        scale = self.logit_scale.exp()
+        global_logits = disease_logits_from_prompt_bank(image_embeds, prompt_bank, scale)
+        local_logits = local_disease_logits(patch_embeds, patch_mask, prompt_bank, scale,
+                                            self.config.local_pool_sharpness)
+        return (global_logits + local_logits) / 2
 
     def get_text_embeds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(texts, length) -> (texts, projection_dim), L2-normalised mean-pooled sentence embedding."""
@@ -510,13 +624,18 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
 
     @torch.no_grad()
     def predict_diseases(
-        self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None, prompt_bank: torch.Tensor
-    ) -> torch.Tensor:
-        """(batch, diseases) zero-shot probabilities from positive vs negated prompts."""
-        logits = disease_logits_from_prompt_bank(
-            self.get_image_embeds(pixel_values, view_mask), prompt_bank, self.logit_scale.exp()
-        )
-        return torch.sigmoid(logits)
+        self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None, prompt_bank: torch.Tensor,
+        return_maps: bool = False,
+    ) -> torch.Tensor | TRRGDiseasePerception:
+        """(batch, diseases) zero-shot probabilities from positive vs negated prompts; with
+        ``return_maps`` a ``TRRGDiseasePerception`` with the per-view evidence maps too."""
+        image_embeds, patch_embeds, patch_mask = self._image_embeddings(pixel_values, view_mask)
+        probs = torch.sigmoid(self.disease_logits(image_embeds, patch_embeds, patch_mask, prompt_bank))
+        if not return_maps:
+            return probs
+        contrast = local_disease_contrast(patch_embeds, prompt_bank)
+        return TRRGDiseasePerception(disease_probs=probs,
+                                     evidence_maps=evidence_maps(contrast, patch_mask, pixel_values.shape[1]))
 
     def forward(
         self,
@@ -545,22 +664,22 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
                 trainer's ``gather_for_global_loss``): the sentence loss is then computed over the
                 global batch, with the sentence_group_ids gathered too.
         """
-        scale = self.logit_scale.exp()
-        image_embeds = self.get_image_embeds(pixel_values, view_mask)
+        image_embeds, patch_embeds, patch_mask = self._image_embeddings(pixel_values, view_mask)
         output = TRRGContrastiveOutput(image_embeds=image_embeds)
         losses = []
         if input_ids is not None:
             text_embeds = self.get_text_embeds(input_ids, attention_mask)
             output.text_embeds = text_embeds
-            output.logits_per_image = scale * image_embeds @ text_embeds.t()
-            contrasted_images, contrasted_texts, positives = self._contrasted(
-                image_embeds, text_embeds, input_ids, attention_mask, sentence_group_ids, gather
+            output.logits_per_image = self.sentence_logits(image_embeds, patch_embeds, patch_mask, text_embeds)
+            contrasted, positives = self._contrasted(
+                (image_embeds, patch_embeds, patch_mask, text_embeds), input_ids, attention_mask, sentence_group_ids,
+                gather,
             )
-            output.sentence_loss = multi_positive_contrastive_loss(contrasted_images, contrasted_texts, scale, positives)
+            output.sentence_loss = multi_positive_loss_from_logits(self.sentence_logits(*contrasted), positives)
             losses.append(self.config.sentence_loss_weight * output.sentence_loss)
         if prompt_input_ids is not None:
             prompt_bank = self.encode_prompt_bank(prompt_input_ids, prompt_attention_mask)
-            output.disease_logits = disease_logits_from_prompt_bank(image_embeds, prompt_bank, scale)
+            output.disease_logits = self.disease_logits(image_embeds, patch_embeds, patch_mask, prompt_bank)
             if disease_labels is not None:
                 output.prompt_loss = weighted_disease_bce(
                     output.disease_logits, disease_labels, self.disease_pos_weight, disease_label_mask
@@ -571,19 +690,27 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
         return output
 
 
+    def sentence_logits(self, image_embeds, patch_embeds, patch_mask, text_embeds) -> torch.Tensor:
+        """(images, texts) logits: the mean of the global (study . sentence) and the local (best
+        patches . sentence) similarities, scaled."""
+        scale = self.logit_scale.exp()
+        local = local_sentence_logits(patch_embeds, patch_mask, text_embeds, scale, self.config.local_pool_sharpness)
+        return (scale * image_embeds @ text_embeds.t() + local) / 2
+
     @staticmethod
-    def _contrasted(image_embeds, text_embeds, input_ids, attention_mask, sentence_group_ids, gather):
-        """(image embeds, text embeds, positives) the sentence loss contrasts: this batch's, or the
-        global batch's when ``gather`` is given."""
+    def _contrasted(embeddings, input_ids, attention_mask, sentence_group_ids, gather):
+        """The (image, patch, patch mask, text) embeddings the sentence loss contrasts and their
+        positives: this batch's, or the global batch's when ``gather`` is given."""
         if gather is not None:
             if sentence_group_ids is None:
                 raise ValueError("gather needs sentence_group_ids: token ids of different lengths cannot be gathered")
-            image_embeds, text_embeds, sentence_group_ids = map(gather, (image_embeds, text_embeds, sentence_group_ids))
+            embeddings = tuple(map(gather, embeddings))
+            sentence_group_ids = gather(sentence_group_ids)
         if sentence_group_ids is not None:
             positives = sentence_group_ids[:, None] == sentence_group_ids[None, :]
         else:
             positives = same_text_mask(input_ids, attention_mask)
-        return image_embeds, text_embeds, positives
+        return embeddings, positives
 
 
 def _default_view_mask(pixel_values: torch.Tensor, view_mask: torch.Tensor | None) -> torch.Tensor:
@@ -620,6 +747,7 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         vision_width = self.vision_model.hidden_size
         # Stage-1 zero-shot head: projection into the joint space, temperature, prompt bank.
         self.visual_projection = nn.Linear(self.vision_model.global_size, config.projection_dim, bias=False)
+        self.patch_projection = nn.Linear(vision_width, config.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(self._logit_scale_init())))
         self.register_buffer("prompt_bank", torch.zeros(config.num_diseases, 2, config.projection_dim))
         self.register_buffer("disease_pos_weight", torch.ones(config.num_diseases))
@@ -640,7 +768,7 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
     def freeze_perception(self) -> None:
         """Freeze the stage-1 perception (vision encoder, projection, temperature) and keep it in eval
         mode while the rest trains, so batch-norm statistics stay those of stage 1."""
-        for module in (self.vision_model, self.visual_projection):
+        for module in (self.vision_model, self.visual_projection, self.patch_projection):
             module.requires_grad_(False)
         self.logit_scale.requires_grad_(False)
         self._perception_frozen = True
@@ -670,10 +798,20 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         self.language_model.set_output_embeddings(value)
 
     # -- zero-shot perception ----------------------------------------------------------------
-    def disease_probs_from_study_embeds(self, study_embeds: torch.Tensor) -> torch.Tensor:
-        """(batch, 2 * width) study embeddings of the vision encoder -> (batch, diseases) probabilities."""
-        image_embeds = F.normalize(self.visual_projection(study_embeds), dim=-1)
-        return torch.sigmoid(disease_logits_from_prompt_bank(image_embeds, self.prompt_bank, self.logit_scale.exp()))
+    def perception_from_features(self, features: VisionFeatures, view_mask: torch.Tensor,
+                                 return_maps: bool = False) -> TRRGDiseasePerception:
+        """The zero-shot perception from the vision encoder's features, as stage 1 computes it: the
+        mean of the global (study vs prompt bank) and local (best patches vs prompt bank) logits."""
+        scale = self.logit_scale.exp()
+        image_embeds = F.normalize(self.visual_projection(features.study_embeds), dim=-1)
+        patch_embeds, patch_mask = patch_embeddings(features.patch_tokens, view_mask, self.patch_projection)
+        prompt_bank = self.prompt_bank.to(image_embeds.dtype)
+        local = local_disease_logits(patch_embeds, patch_mask, prompt_bank, scale, self.config.local_pool_sharpness)
+        logits = (disease_logits_from_prompt_bank(image_embeds, prompt_bank, scale) + local) / 2
+        maps = None
+        if return_maps:
+            maps = evidence_maps(local_disease_contrast(patch_embeds, prompt_bank), patch_mask, view_mask.shape[1])
+        return TRRGDiseasePerception(disease_probs=torch.sigmoid(logits), evidence_maps=maps)
 
     @property
     def clue_thresholds(self) -> torch.Tensor:
@@ -682,16 +820,25 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         return torch.tensor(values, device=self.prompt_bank.device)
 
     @torch.no_grad()
-    def predict_diseases(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(batch, diseases) zero-shot probabilities (the perception the clues are decided from)."""
+    def predict_diseases(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None,
+                         return_maps: bool = False) -> torch.Tensor | TRRGDiseasePerception:
+        """(batch, diseases) zero-shot probabilities (the perception the clues are decided from); with
+        ``return_maps`` a ``TRRGDiseasePerception`` with the per-view evidence maps too."""
         view_mask = _default_view_mask(pixel_values, view_mask)
-        return self.disease_probs_from_study_embeds(self.vision_model(pixel_values, view_mask).study_embeds)
+        perception = self.perception_from_features(self.vision_model(pixel_values, view_mask), view_mask, return_maps)
+        return perception if return_maps else perception.disease_probs
 
     @torch.no_grad()
-    def predict_clues(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``{"disease_probs", "clue_states"}``: the perception and the decisions the model injects."""
-        probs = self.predict_diseases(pixel_values, view_mask)
-        return {"disease_probs": probs, "clue_states": clue_states_from_probs(probs, self.clue_thresholds)}
+    def predict_clues(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None,
+                      return_maps: bool = False) -> dict[str, torch.Tensor]:
+        """``{"disease_probs", "clue_states"}`` (and ``"evidence_maps"`` with ``return_maps``): the
+        perception and the decisions the model injects."""
+        perception = self.predict_diseases(pixel_values, view_mask, return_maps=True)
+        out = {"disease_probs": perception.disease_probs,
+               "clue_states": clue_states_from_probs(perception.disease_probs, self.clue_thresholds)}
+        if return_maps:
+            out["evidence_maps"] = perception.evidence_maps
+        return out
 
     # -- multimodal embedding ----------------------------------------------------------------
     def get_multimodal_features(
@@ -713,7 +860,8 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         batch, views, tokens, _ = features.patch_tokens.shape
         patches = self.visual_adapter(features.patch_tokens.flatten(1, 2))  # (batch, views*tokens, hidden)
         patch_mask = view_mask.bool().repeat_interleave(tokens, dim=1)
-        probs = self.disease_probs_from_study_embeds(features.study_embeds) if clue_probs is None else clue_probs.to(patches.dtype)
+        probs = (self.perception_from_features(features, view_mask).disease_probs if clue_probs is None
+                 else clue_probs.to(patches.dtype))
         states = resolve_clue_states(clue_states_from_probs(probs, self.clue_thresholds), clue_states)
         out = {"disease_probs": probs, "clue_states": states, "clue_tokens": None}
 
@@ -896,7 +1044,15 @@ __all__ = [
     "TRRGPreTrainedModel",
     "TRRGContrastiveOutput",
     "TRRGCausalLMOutputWithPast",
+    "TRRGDiseasePerception",
     "multi_positive_contrastive_loss",
+    "multi_positive_loss_from_logits",
+    "smooth_max",
+    "local_disease_contrast",
+    "local_disease_logits",
+    "local_sentence_logits",
+    "patch_embeddings",
+    "evidence_maps",
     "disease_logits_from_prompt_bank",
     "weighted_disease_bce",
     "positive_class_weight",

@@ -25,6 +25,9 @@ def test_generate_prints_report_and_clues_as_json(tiny_finetune_model, tiny_phan
     assert generate(["--model", str(folder), "--json", "--max_new_tokens", "5", str(image)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["disease_probs"]) == set(tiny_finetune_model[0].config.disease_names)
+    maps = result["evidence_maps"]
+    assert len(maps["views"]) == 1 and set(maps["views"][0]) == set(result["disease_probs"])
+    assert len(maps["views"][0]["Fracture"]) == maps["grid"][0]
     assert isinstance(result["report"], str)
     with pytest.raises(SystemExit, match="notes.txt"):
         (tmp_path / "notes.txt").write_text("not an image")

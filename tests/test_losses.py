@@ -80,3 +80,33 @@ def test_soft_clue_interpolates_between_prompts():
 def test_masked_mean_skips_padding():
     values = torch.tensor([[[1.0], [3.0], [100.0]]])
     assert masked_mean(values, torch.tensor([[1, 1, 0]]), dim=1).item() == 2.0
+
+
+def test_smooth_max_lies_between_mean_and_max_and_ignores_masked_positions():
+    from trrg.modeling.modeling_trrg import smooth_max
+
+    values = torch.tensor([[0.0, 1.0, 0.2, 9.0]])
+    mask = torch.tensor([[True, True, True, False]])  # the 9.0 is a padded view's patch
+    pooled = smooth_max(values, mask, dim=1, sharpness=5.0)
+    assert values[0, :3].mean() < pooled < 1.0
+    assert torch.isclose(smooth_max(values, mask, dim=1, sharpness=200.0), torch.tensor([1.0]), atol=0.01)
+    assert torch.isclose(smooth_max(values, mask, dim=1, sharpness=1e-4), values[0, :3].mean(), atol=1e-3)
+
+
+def test_local_logits_see_a_finding_in_one_patch_that_the_mean_dilutes():
+    from trrg.modeling.modeling_trrg import local_disease_contrast, local_disease_logits, local_sentence_logits
+
+    bank = _unit(3, 2, 8, seed=4)  # 3 diseases, positive / negated prompt
+    patches = bank[1, 1].repeat(1, 16, 1).clone()  # every patch looks like "no disease 1"
+    patches[0, 5] = bank[1, 0]  # ... except patch 5, which shows disease 1
+    mask = torch.ones(1, 16, dtype=torch.bool)
+    contrast = local_disease_contrast(patches, bank)
+    assert contrast.shape == (1, 16, 3) and contrast[0, :, 1].argmax() == 5
+    local = local_disease_logits(patches, mask, bank, torch.tensor(10.0), sharpness=5.0)
+    mean_patch = F.normalize(patches.mean(1), dim=-1)
+    dilute = disease_logits_from_prompt_bank(mean_patch, bank, torch.tensor(10.0))
+    assert local[0, 1] > 0 > dilute[0, 1]
+    # A sentence describing only patch 5 matches the image locally better than the mean patch does.
+    sentence = bank[1, :1]
+    local_sentence = local_sentence_logits(patches, mask, sentence, torch.tensor(10.0), sharpness=5.0)
+    assert local_sentence.shape == (1, 1) and local_sentence[0, 0] > 10.0 * (mean_patch @ sentence.t())[0, 0]

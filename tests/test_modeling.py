@@ -290,3 +290,22 @@ def test_image_token_grid_must_be_a_fixed_count():
         with pytest.raises(ValueError, match="image_token_grid"):
             TRRGConfig(image_token_grid=bad)
     assert TRRGConfig(image_token_grid=3).image_token_grid == 3
+
+
+def test_evidence_maps_per_view_and_the_bridge_keeps_the_perception(tiny_pretrain_model):
+    from trrg.assembly.bridge import bridge, encode_prompt_bank
+
+    model, processor = tiny_pretrain_model
+    studies = processor.image_processor([[xray_like(1), xray_like(2)], [xray_like(3)]], return_tensors="pt")
+    bank = encode_prompt_bank(model, processor)
+    perception = model.predict_diseases(studies["pixel_values"], studies["view_mask"], bank, return_maps=True)
+    maps = perception.evidence_maps
+    grid = model.vision_model._feature_map(studies["pixel_values"][:1, 0]).shape[-1]
+    assert maps.shape == (2, 2, 14, grid, grid)
+    assert torch.count_nonzero(maps[1, 1]) == 0 and torch.count_nonzero(maps[0, 1]) > 0  # study 2 has one view
+    assert torch.equal(perception.disease_probs, model.predict_diseases(studies["pixel_values"], studies["view_mask"], bank))
+    # Stage 2 perceives as stage 1 did: same probabilities, same maps.
+    stage2, _ = bridge(None, pretrained=tiny_pretrain_model)
+    clues = stage2.eval().predict_clues(studies["pixel_values"], studies["view_mask"], return_maps=True)
+    assert torch.allclose(clues["disease_probs"], perception.disease_probs, atol=1e-5)
+    assert torch.allclose(clues["evidence_maps"], maps, atol=1e-5)

@@ -18,3 +18,18 @@ def test_f1_and_summary():
     summary = perception_scores(probs, targets, ["a", "b"])
     assert summary["per_observation"]["b"] == {"auroc": 1.0, "f1": 1.0, "positives": 1}
     assert summary["auroc_macro"] == 1.0
+
+
+def test_pointing_game_hits_when_the_peak_cell_overlaps_the_region():
+    from trrg.evaluation.perception import pointing_chance, pointing_game, pointing_hit
+
+    evidence = np.zeros((4, 4))
+    evidence[1, 2] = 1.0  # peak cell covers x 64..96, y 32..64 of a 128 px image
+    assert pointing_hit(evidence, [[70, 40, 80, 50]], (128, 128))
+    assert not pointing_hit(evidence, [[0, 0, 30, 30]], (128, 128))
+    assert pointing_hit(evidence, [[0, 0, 30, 30], [90, 60, 100, 70]], (128, 128))  # any of several boxes
+    assert pointing_chance((4, 4), [[0, 0, 128, 128]], (128, 128)) == 1.0
+    assert pointing_chance((4, 4), [[0, 0, 10, 10]], (128, 128)) == 1 / 16
+    summary = pointing_game([("Fracture", evidence, [[70, 40, 80, 50]], (128, 128)),
+                             ("Fracture", evidence, [[0, 0, 10, 10]], (128, 128))])
+    assert summary["Fracture"] == {"hit_rate": 0.5, "chance_rate": 1 / 16, "cases": 2}

@@ -58,13 +58,15 @@ def perceive(model, processor, rows: Sequence[Mapping], batch_size: int = 64, vi
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         if vision_cache is not None:
-            kept, features, _ = vision_cache.features(chunk, reader, processor.image_processor)
-            study_embeds = features.study_embeds.to(device)
+            kept, features, view_mask = vision_cache.features(chunk, reader, processor.image_processor)
+            features = type(features)(**{key: value.to(device) for key, value in features.items()})
+            view_mask = view_mask.to(device)
         else:
             kept, views = reader.read_batch(chunk)
             pixels = processor.image_processor(views, return_tensors="pt").to(device)
-            study_embeds = model.vision_model(pixels["pixel_values"], pixels["view_mask"]).study_embeds
-        probs.append(model.disease_probs_from_study_embeds(study_embeds).float().cpu())
+            view_mask = pixels["view_mask"]
+            features = model.vision_model(pixels["pixel_values"], view_mask)
+        probs.append(model.perception_from_features(features, view_mask).disease_probs.float().cpu())
         kept_rows += kept
     return kept_rows, torch.cat(probs)
 

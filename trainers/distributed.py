@@ -33,6 +33,8 @@ def gather_for_global_loss(tensor: torch.Tensor) -> torch.Tensor:
     size = world_size()
     if size == 1:
         return tensor
+    if tensor.dtype == torch.bool:  # gloo does not gather bool tensors
+        return gather_with_local_grad(tensor.to(torch.uint8)).bool()
     local = scale_gradient(tensor, size) if tensor.requires_grad else tensor
     return gather_with_local_grad(local)
 
