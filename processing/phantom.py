@@ -14,7 +14,31 @@ Output, R2Gen format::
     DIR/annotation.json   {"train": [...], "val": [...], "test": [...]}, entries
                           {"id", "report", "image_path": ["<id>/0.png", "<id>/1.png"], "split", "labels"}
     DIR/images/<id>/0.png frontal, 1.png lateral
-    DIR/phantom_meta.json arguments, seed, version and each study's drawn findings and anatomy
+    DIR/phantom_meta.json arguments, seed, version and each study's drawn findings, anatomy and
+                          finding regions
+
+Where each finding is drawn (for scoring localisation, e.g. the pointing game) is recorded in
+``phantom_meta.json`` (since version 1.2), next to the findings and anatomy of each study::
+
+    {"version": "1.2", "arguments": {...}, "studies": {"<id>": {"findings": {...}, "anatomy": {...},
+        "regions": {"0": {"Pleural Effusion": [[20, 78, 63, 98], [73, 76, 113, 98]],
+                          "Support Devices": [[62, 0, 68, 41]]},
+                    "1": {"Pleural Effusion": [[59, 76, 110, 103]], "Support Devices": [[66, 0, 74, 42]]}}}}}
+
+(a bilateral effusion and an ET tube at 128 px: one box per side on the frontal view, one on the
+lateral, where both sides overlap).
+
+``regions[view]`` (view "0" frontal, "1" lateral; the lateral key is absent for frontal-only
+studies) maps each CheXpert observation drawn in that view to a list of boxes ``[x0, y0, x1, y1]``
+in pixels of the saved image (x = column, y = row; inclusive-exclusive): one box per place it is
+drawn (each side of a bilateral effusion, atelectasis or edema on the frontal view, each focus of
+multifocal airspace disease, each support device), each the bounding box of the pixels the finding
+changes by at least ``phantom_render.REGION_MIN_CHANGE`` grey levels. Global findings get the box of
+what is drawn (cardiomegaly: the heart; enlarged cardiomediastinum: the mediastinum; edema: the
+lungs' haze). The observation names follow the report's labels: airspace disease is "Lung Opacity"
+(ground glass), "Consolidation" (lobar) or "Consolidation" and "Pneumonia" (multifocal), pleural
+thickening is "Pleural Other". Uncertain (hedged) findings are drawn too, so they have regions. Read
+them with ``finding_regions(meta, study_id)`` (int view keys).
 
 Study ``i`` uses its own generator seeded from ``(seed, i)``, so studies can be made in any order
 or in parallel and the output is byte-identical for the same arguments.
@@ -35,12 +59,72 @@ import numpy as np
 from PIL import Image
 
 from .phantom_render import render_frontal, render_lateral, sample_anatomy
-from .phantom_reports import FINDING_NAMES, Findings, sample_findings, write_report
+from .phantom_reports import AIRSPACE_LABELS, FINDING_NAMES, Findings, sample_findings, write_report
 
-PHANTOM_VERSION = "1.1"
+# 1.2: finding regions in phantom_meta.json; curved ribs; pneumothorax, fracture, central line,
+# pacemaker leads and pleural thickening on the lateral view (images change, reports do not).
+PHANTOM_VERSION = "1.2"
 MIN_IMAGE_SIZE = 32
 SPLITS = ("train", "val", "test")
 META_FILE, ANNOTATION_FILE = "phantom_meta.json", "annotation.json"
+# The CheXpert observation(s) each finding's report sentence states (airspace: by kind, below).
+FINDING_OBSERVATIONS = {
+    "cardiomegaly": ("Cardiomegaly",),
+    "enlarged_cardiomediastinum": ("Enlarged Cardiomediastinum",),
+    "pleural_effusion": ("Pleural Effusion",),
+    "pneumothorax": ("Pneumothorax",),
+    "edema": ("Edema",),
+    "atelectasis": ("Atelectasis",),
+    "lung_lesion": ("Lung Lesion",),
+    "fracture": ("Fracture",),
+    "pleural_thickening": ("Pleural Other",),
+    "support_devices": ("Support Devices",),
+}
+
+
+def finding_observations(name: str, attrs: dict[str, Any]) -> tuple[str, ...]:
+    """The CheXpert observations a drawn finding is labelled with (airspace disease: by its kind)."""
+    if name == "airspace":
+        return tuple(AIRSPACE_LABELS[attrs["kind"]])
+    return FINDING_OBSERVATIONS[name]
+
+
+def _observation_regions(findings: Findings, boxes: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
+    """Finding-name boxes from the renderer, keyed by CheXpert observation instead."""
+    regions: dict[str, list[list[int]]] = {}
+    for name, found in boxes.items():
+        for observation in finding_observations(name, findings[name]):
+            regions.setdefault(observation, []).extend(found)
+    return regions
+
+
+def finding_regions(meta: dict[str, Any] | str | Path, study_id: str) -> dict[int, dict[str, list[list[int]]]]:
+    """Where the findings of study ``study_id`` are drawn: ``{view index: {observation: [[x0, y0, x1,
+    y1], ...]}}`` in pixels of the saved image (view 0 frontal, 1 lateral; boxes inclusive-exclusive).
+
+    Args:
+        meta: the parsed ``phantom_meta.json``, its path, or the phantom folder.
+        study_id: e.g. ``"phantom_000012"``.
+
+    A finding that is drawn but too faint to change any pixel by ``REGION_MIN_CHANGE`` grey levels in
+    a view has no entry there; a normal study gives ``{0: {}, 1: {}}``.
+    """
+    if not isinstance(meta, dict):
+        path = Path(meta)
+        meta = json.loads((path / META_FILE if path.is_dir() else path).read_text())
+    try:
+        study = meta["studies"][study_id]
+    except KeyError:
+        raise KeyError(f"study {study_id!r} is not in this phantom_meta.json") from None
+    if "regions" not in study:
+        raise ValueError(
+            f"phantom_meta.json version {meta.get('version')!r} has no finding regions (added in 1.2): "
+            "regenerate the phantom with this version (trrg phantom --out DIR --overwrite)"
+        )
+    return {
+        int(view): {name: [list(box) for box in boxes] for name, boxes in found.items()}
+        for view, found in study["regions"].items()
+    }
 
 
 def _rngs(rng_or_seed: np.random.Generator | int | tuple[int, ...]) -> dict[str, np.random.Generator]:
@@ -74,7 +158,9 @@ def sample_study(
 
     Returns:
         ``(images, report, labels, attributes)``: uint8 arrays (frontal first), the report, the
-        CheXpert labels the report states, and ``{"findings", "anatomy"}`` as drawn.
+        CheXpert labels the report states, and ``{"findings", "anatomy", "regions"}`` as drawn
+        (``regions``: ``{"0": {observation: [[x0, y0, x1, y1], ...]}, "1": {...}}``, string view
+        keys as in ``phantom_meta.json``; see the module docstring).
     """
     _check_image_size(image_size)
     unknown = sorted(set(findings or {}) - set(FINDING_NAMES))
@@ -85,10 +171,12 @@ def sample_study(
     drawn = sample_findings(rngs["findings"])
     findings = drawn if findings is None else findings
     report, labels = write_report(rngs["report"], findings)
-    images = [render_frontal(anatomy, findings, image_size)]
-    if lateral:
-        images.append(render_lateral(anatomy, findings, image_size))
-    return images, report, labels, {"findings": findings, "anatomy": anatomy}
+    images, regions = [], {}
+    for view, render in enumerate((render_frontal, render_lateral)[: 1 + bool(lateral)]):
+        boxes: dict[str, list[list[int]]] = {}
+        images.append(render(anatomy, findings, image_size, boxes))
+        regions[str(view)] = _observation_regions(findings, boxes)
+    return images, report, labels, {"findings": findings, "anatomy": anatomy, "regions": regions}
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,14 @@ into 8-bit pixels at the end.
 ``render_frontal`` and ``render_lateral`` are pure functions of (anatomy, findings, image size):
 all randomness (texture and noise seeds included) is drawn beforehand, so the same anatomy with
 and without a finding differs only where the finding is drawn.
+
+Both also say where they drew each finding (pass a dict as ``regions``): every finding adds its own
+density change, split into parts where it is drawn in several places (each side of a bilateral
+effusion, atelectasis or edema; each focus of multifocal airspace disease; each support device),
+and a part's box is the bounding box of the pixels whose grey level that change moves by at least
+``REGION_MIN_CHANGE`` (exposure, gamma, noise and clipping included, before rounding), so a box
+holds what is visible of the drawing and nothing that is not. Global findings get the box of what
+they draw: the whole heart for cardiomegaly, the mediastinum for its enlargement.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ THORAX_WIDTH = 2 * (LUNG_CENTER_X + LUNG_HALF_WIDTH)
 HILUM_X, HILUM_Y = 0.17, -0.05
 CARINA_Y = -0.3
 SEVERITY_LEVEL = {"small": 0, "moderate": 1, "large": 2}
+# A finding's region: the pixels whose grey level (0..255) it changes by at least this much.
+REGION_MIN_CHANGE = 2.0
 
 
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
@@ -98,12 +108,42 @@ def _grid(size: int, anatomy: Anatomy) -> tuple[np.ndarray, np.ndarray]:
     return (cos * u + sin * v) / anatomy["scale"], (-sin * u + cos * v) / anatomy["scale"]
 
 
-def _to_uint8(density: np.ndarray, anatomy: Anatomy, size: int, seed_offset: int) -> np.ndarray:
-    """Exposure (gain, offset, gamma) and quantum noise, then 8-bit quantisation."""
-    noise = np.random.default_rng(anatomy["noise_seed"] + seed_offset).standard_normal((size, size))
+def _exposure(density: np.ndarray, anatomy: Anatomy, noise: np.ndarray) -> np.ndarray:
+    """Grey levels (0..255, not yet rounded): exposure (gain, offset, gamma) and quantum noise."""
     image = anatomy["gain"] * np.clip(density, 0.0, 1.0) ** anatomy["gamma"] + anatomy["offset"]
-    image = image + anatomy["noise"] * noise.astype(np.float32)
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return np.clip(image + noise, 0.0, 1.0) * 255.0
+
+
+def _to_uint8(
+    density: np.ndarray, anatomy: Anatomy, size: int, seed_offset: int, parts: list | None = None
+) -> tuple[np.ndarray, dict[str, list[list[int]]]]:
+    """8-bit image, and the boxes of ``parts`` (``(finding, density change)`` pairs) in it."""
+    noise = np.random.default_rng(anatomy["noise_seed"] + seed_offset).standard_normal((size, size))
+    noise = anatomy["noise"] * noise.astype(np.float32)
+    grey = _exposure(density, anatomy, noise)
+    regions: dict[str, list[list[int]]] = {}
+    for name, change in parts or ():
+        visible = np.abs(grey - _exposure(density - change, anatomy, noise)) >= REGION_MIN_CHANGE
+        box = _bounding_box(visible)
+        if box is not None:
+            regions.setdefault(name, []).append(box)
+    return (grey + 0.5).astype(np.uint8), regions
+
+
+def _bounding_box(mask: np.ndarray) -> list[int] | None:
+    """``[x0, y0, x1, y1]`` (columns, rows; inclusive-exclusive) of the true pixels, None if none."""
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return [int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1]
+
+
+def _side_parts(name: str, change: np.ndarray, x: np.ndarray, side: str) -> list[tuple[str, np.ndarray]]:
+    """A finding drawn on both sides is two parts: the patient's right (image left) and left."""
+    if side != "bilateral":
+        return [(name, change)]
+    right = x < 0
+    return [(name, change * right), (name, change * ~right)]
 
 
 def _sign(side: str) -> float:
@@ -161,22 +201,71 @@ def _vessels(x, y, seed: int) -> np.ndarray:
     return markings
 
 
-def _ribs(x, y, fracture: dict | None) -> np.ndarray:
-    """Posterior ribs as curved bands; a fracture is a gap with a small step in one rib."""
-    bands = np.zeros_like(x)
-    for side in ("right", "left"):
-        lateral = x * _sign(side)  # distance from the spine towards this side
-        within = _soft(0.07 - lateral, 0.02) * _soft(lateral - 0.8, 0.03)
-        for rib in range(1, 11):
-            centre = -0.78 + 0.135 * rib - 0.22 * lateral + 0.42 * lateral**2
-            visible = within
-            if fracture is not None and fracture["side"] == side and fracture["rib"] == rib:
-                # A gap at the break, and the lateral fragment stepped down past it.
-                break_at = fracture["position"] * 0.75
-                centre = centre + 0.03 * (lateral > break_at)
-                visible = within * (np.abs(lateral - break_at) > 0.018)
-            bands += _soft(np.abs(y - centre) - 0.022, 0.008) * visible
-    return bands
+RIB_DENSITY = 0.09
+RIB_SPACING, FIRST_RIB_Y = 0.128, -0.78  # posterior rib k leaves the spine at FIRST_RIB_Y + k * RIB_SPACING
+POSTERIOR_RIBS, ANTERIOR_RIBS = range(1, 11), range(1, 8)
+POSTERIOR_DROP = 0.42
+
+
+def _cage_half_width(y) -> np.ndarray:
+    """Half-width of the rib cage at height ``y``: narrow at the apex, widest above the domes."""
+    return 0.8 * np.sqrt(np.clip(1.0 - ((y - 0.3) / 1.2) ** 2, 0.04, 1.0))
+
+
+def _rib_field(lateral, y, posterior: bool) -> np.ndarray:
+    """A continuous rib number whose integer level sets are the rib centrelines. Posterior ribs
+    leave the spine almost horizontally, arc over and slope down steeply to the lateral chest wall;
+    anterior ribs run from there down and medially towards the (unseen) costal cartilage."""
+    width = _cage_half_width(y)
+    s = np.clip((lateral - 0.07) / (width - 0.07), 0.0, 1.15)  # 0 at the spine, 1 at the chest wall
+    # Rising a little off the spine, then falling about two interspaces to the chest wall.
+    offset = POSTERIOR_DROP * s**2.5 - 0.1 * s
+    if not posterior:  # continue from the lateral end down and medially, curving gently
+        inward = np.clip(width - lateral, 0.0, None)
+        offset = POSTERIOR_DROP - 0.1 + 0.62 * inward - 0.25 * inward**2
+    return (y - offset - FIRST_RIB_Y) / RIB_SPACING
+
+
+def _rib_bands(lateral, y, posterior: bool, half_height: float) -> tuple[np.ndarray, np.ndarray]:
+    """(0..1 band of every rib, rib number of every pixel). Bands are slightly brighter at their
+    cortical margins; one field evaluation draws all ribs at once."""
+    field = _rib_field(lateral, y, posterior)
+    number = np.rint(field)
+    distance = np.abs(field - number) * RIB_SPACING / half_height  # 0 at the centreline, 1 at the margin
+    band = np.clip((1.0 - distance) * 4.0, 0.0, 1.0) * (0.8 + 0.2 * np.minimum(distance, 1.0) ** 2)
+    numbers = POSTERIOR_RIBS if posterior else ANTERIOR_RIBS
+    return band * ((number >= numbers[0]) & (number <= numbers[-1])), number
+
+
+def _fracture_step(beyond: np.ndarray) -> np.ndarray:
+    """How far down the fragment past the break (``beyond`` > 0) is displaced: a step at the break
+    that the rib takes back within a few centimetres, so the fracture stays a local finding."""
+    return 0.03 * (beyond > 0) * _soft(beyond - 0.06, 0.015)
+
+
+def _ribs(x, y, fracture: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """(rib density 0..1, the fracture's change of it). Posterior ribs as curved bands sloping down
+    laterally, fainter anterior ribs sloping down medially; a fracture is a gap with a small step in
+    one posterior rib."""
+    lateral = np.abs(x)
+    width = _cage_half_width(y)
+    posterior, number = _rib_bands(lateral, y, True, 0.026)
+    posterior = posterior * _soft(0.07 - lateral, 0.015) * _soft(lateral - width, 0.02)
+    anterior, _ = _rib_bands(lateral, y, False, 0.032)
+    anterior = anterior * _soft(0.26 - lateral, 0.05) * _soft(lateral - width, 0.02)
+    bands = posterior + 0.6 * anterior
+    change = np.zeros_like(x)
+    if fracture is not None:
+        # The fractured rib without and with the break: a gap, and the lateral fragment stepped down.
+        side_mask = (x * _sign(fracture["side"])) > 0
+        rib = posterior * (number == fracture["rib"]) * side_mask
+        break_at = fracture["position"] * 0.75
+        stepped, stepped_number = _rib_bands(lateral, y - _fracture_step(lateral - break_at), True, 0.026)
+        broken = stepped * (stepped_number == fracture["rib"]) * side_mask
+        broken = broken * _soft(0.07 - lateral, 0.015) * _soft(lateral - width, 0.02)
+        broken = broken * _soft(0.018 - np.abs(lateral - break_at), 0.004)
+        change = broken - rib
+    return bands + change, change
 
 
 def _clavicles(x, y) -> np.ndarray:
@@ -188,8 +277,9 @@ def _spine(x, y) -> np.ndarray:
     return _soft(np.abs(x) - 0.075, 0.012) * vertebrae
 
 
-def _frontal_anatomy(x, y, anatomy: Anatomy, findings: Findings, size: int) -> tuple[np.ndarray, dict]:
-    """Density of the normal structures and the lung masks (visible lung, not behind the heart)."""
+def _frontal_anatomy(x, y, anatomy: Anatomy, findings: Findings, size: int) -> tuple[np.ndarray, dict, list]:
+    """Density of the normal structures, the lung masks (visible lung, not behind the heart) and the
+    region parts of the findings drawn here (fracture, cardiomegaly, enlarged mediastinum)."""
     body = _ellipse(x, y, 0.0, 0.15, 0.95, 1.25, edge=0.03)
     ctr = findings.get("cardiomegaly", {}).get("ctr", anatomy["ctr"])
     half_width = findings.get("enlarged_cardiomediastinum", {}).get("half_width", anatomy["mediastinum_half_width"])
@@ -202,8 +292,14 @@ def _frontal_anatomy(x, y, anatomy: Anatomy, findings: Findings, size: int) -> t
     density += 0.18 * central - 0.3 * lung
     density += 0.03 * _smooth_noise(anatomy["texture_seed"], size, 12) * lung  # parenchymal texture
     density -= 0.15 * _soft(np.abs(x) - 0.035, 0.01) * _soft(np.abs(y + 0.65) - 0.35, 0.02)  # trachea
-    density += 0.22 * _spine(x, y) + 0.09 * _ribs(x, y, findings.get("fracture")) + 0.18 * _clavicles(x, y)
-    return density, lungs
+    ribs, fracture = _ribs(x, y, findings.get("fracture"))
+    density += 0.22 * _spine(x, y) + RIB_DENSITY * ribs + 0.18 * _clavicles(x, y)
+    parts = [("fracture", RIB_DENSITY * fracture)] if "fracture" in findings else []
+    if "cardiomegaly" in findings:  # the box of the whole (enlarged) heart
+        parts.append(("cardiomegaly", 0.5 * heart))
+    if "enlarged_cardiomediastinum" in findings:
+        parts.append(("enlarged_cardiomediastinum", 0.5 * mediastinum))
+    return density, lungs, parts
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,8 +390,9 @@ def _patch(x, y, cx: float, cy: float, ax: float, ay: float, outline: np.ndarray
     return _soft((radius * (1.0 + 0.3 * outline) - 1.0) * min(ax, ay), 0.015)
 
 
-def _airspace(x, y, lungs, attrs: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(added density, share of the vascular markings it hides) of one airspace finding."""
+def _airspace(x, y, lungs, attrs: dict, size: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(added density, share of the vascular markings it hides, the mask of each multifocal focus
+    (empty for the other kinds)) of one airspace finding."""
     kind = attrs["kind"]
     jitter = _airspace_jitter(attrs)
     if kind == "ground_glass":
@@ -303,24 +400,24 @@ def _airspace(x, y, lungs, attrs: dict, size: int) -> tuple[np.ndarray, np.ndarr
         cy = AIRSPACE_ZONE_Y[attrs["zone"]] + 0.06 * (jitter[1] - 0.5)
         haze = _ellipse(x, y, cx, cy, 0.22, 0.2, edge=0.06)
         haze = haze * (0.85 + 0.15 * _smooth_noise(attrs["seed"], size, 5))
-        return AIRSPACE_DENSITY[kind] * haze * lungs[attrs["side"]], np.zeros_like(x)
+        return AIRSPACE_DENSITY[kind] * haze * lungs[attrs["side"]], np.zeros_like(x), []
     if kind == "consolidation":
         side, zone = attrs["side"], attrs["zone"]
         region = _lobe_region(x, y, lungs[side], side, zone, jitter)
         solid = region * (0.96 + 0.04 * _smooth_noise(attrs["seed"], size, 8))
         if attrs.get("air_bronchograms"):
             solid = solid * (1.0 - 0.65 * _air_bronchograms(x, y, side, zone, jitter))
-        return AIRSPACE_DENSITY[kind] * solid, region
+        return AIRSPACE_DENSITY[kind] * solid, region, []
     if kind == "multifocal":
         outline = _smooth_noise(attrs["seed"] + 2, size, 14)
-        foci = np.zeros_like(x)
+        blobs = []
         for index, focus in enumerate(attrs["foci"]):
             cx = _sign(focus["side"]) * (0.34 + 0.12 * jitter[6 + 2 * index])
             cy = AIRSPACE_ZONE_Y[focus["zone"]] + 0.1 * (jitter[7 + 2 * index] - 0.5)
-            blob = _patch(x, y, cx, cy, 0.18, 0.15, outline) * lungs[focus["side"]]
-            foci = np.maximum(foci, blob)
+            blobs.append(_patch(x, y, cx, cy, 0.18, 0.15, outline) * lungs[focus["side"]])
+        foci = np.maximum.reduce(blobs)
         patches = np.clip(0.7 + 0.5 * _smooth_noise(attrs["seed"], size, 14), 0.4, 1.0)
-        return AIRSPACE_DENSITY[kind] * foci * patches, foci * patches
+        return AIRSPACE_DENSITY[kind] * foci * patches, foci * patches, blobs
     raise ValueError(f"unknown airspace kind {kind!r}: expected ground_glass, consolidation or multifocal")
 
 
@@ -365,54 +462,78 @@ def _pleural_thickening(x, y, lungs, attrs: dict) -> np.ndarray:
     return 0.25 * lungs[side] * (1.0 - inner) * upper
 
 
-def _devices(x, y, attrs: dict) -> np.ndarray:
-    """Radio-opaque support devices: ET tube, right IJ line, left pacemaker with leads."""
-    drawn = np.zeros_like(x)
+def _devices(x, y, attrs: dict) -> list[np.ndarray]:
+    """Radio-opaque support devices, one density each: ET tube, right IJ line, left pacemaker with leads."""
+    drawn = []
     if "et_tube" in attrs["devices"]:
-        drawn += 0.6 * _polyline(x, y, [(0.0, -1.1), (0.0, CARINA_Y - 0.12)], 0.028)
+        drawn.append(0.6 * _polyline(x, y, [(0.0, -1.1), (0.0, CARINA_Y - 0.12)], 0.028))
     if "central_line" in attrs["devices"]:
-        drawn += 0.55 * _polyline(x, y, [(-0.2, -1.1), (-0.13, -0.7), (-0.06, -0.45), (-0.05, -0.2)], 0.014)
+        drawn.append(0.55 * _polyline(x, y, [(-0.2, -1.1), (-0.13, -0.7), (-0.06, -0.45), (-0.05, -0.2)], 0.014))
     if "pacemaker" in attrs["devices"]:
-        drawn += 0.8 * _ellipse(x, y, 0.45, -0.58, 0.08, 0.06, edge=0.01)
-        drawn += 0.55 * _polyline(x, y, [(0.4, -0.56), (0.1, -0.5), (-0.05, -0.1), (0.05, 0.3)], 0.012)
+        generator = 0.8 * _ellipse(x, y, 0.45, -0.58, 0.08, 0.06, edge=0.01)
+        drawn.append(generator + 0.55 * _polyline(x, y, [(0.4, -0.56), (0.1, -0.5), (-0.05, -0.1), (0.05, 0.3)], 0.012))
     return drawn
 
 
-def render_frontal(anatomy: Anatomy, findings: Findings, image_size: int) -> np.ndarray:
-    """The PA view as a ``(image_size, image_size)`` uint8 array."""
+def render_frontal(
+    anatomy: Anatomy, findings: Findings, image_size: int, regions: dict[str, list[list[int]]] | None = None
+) -> np.ndarray:
+    """The PA view as a ``(image_size, image_size)`` uint8 array. Pass a dict as ``regions`` to have
+    it filled with ``{finding name: [[x0, y0, x1, y1], ...]}``, one box per place it is drawn."""
     x, y = _grid(image_size, anatomy)
-    density, lungs = _frontal_anatomy(x, y, anatomy, findings, image_size)
+    density, lungs, parts = _frontal_anatomy(x, y, anatomy, findings, image_size)
     vessels = 0.09 * _vessels(x, y, anatomy["texture_seed"]) * (lungs["right"] + lungs["left"])
     if "pneumothorax" in findings:  # no lung markings beyond the visceral pleural line
         rim, line = _pneumothorax(x, y, lungs, findings["pneumothorax"])
+        drawn = 0.12 * line - 0.1 * rim
+        parts.append(("pneumothorax", drawn - vessels * rim))
         vessels = vessels * (1.0 - rim)
-        density += 0.12 * line - 0.1 * rim
+        density += drawn
     if "edema" in findings:  # engorged, indistinct vessels on top of the haze
-        vessels = vessels * (1.6 if findings["edema"]["severity"] == "moderate" else 1.3)
-        density += _edema(x, y, findings["edema"]) * (lungs["right"] + lungs["left"] + 0.3)
+        engorged = vessels * (1.6 if findings["edema"]["severity"] == "moderate" else 1.3)
+        drawn = _edema(x, y, findings["edema"]) * (lungs["right"] + lungs["left"] + 0.3)
+        parts += _side_parts("edema", drawn + engorged - vessels, x, "bilateral")
+        vessels = engorged
+        density += drawn
     if "airspace" in findings:  # consolidation effaces the vessels it surrounds; ground glass does not
-        airspace, hidden = _airspace(x, y, lungs, findings["airspace"], image_size)
+        airspace, hidden, foci = _airspace(x, y, lungs, findings["airspace"], image_size)
+        parts += _focus_parts("airspace", airspace - vessels * hidden, foci)
         vessels = vessels * (1.0 - hidden)
         density += airspace
     density += vessels
-    density += _finding_opacities(x, y, lungs, anatomy, findings, image_size)
-    return _to_uint8(density, anatomy, image_size, seed_offset=0)
+    opacity, finding_parts = _finding_opacities(x, y, lungs, anatomy, findings)
+    density += opacity
+    image, boxes = _to_uint8(density, anatomy, image_size, 0, parts + finding_parts if regions is not None else None)
+    if regions is not None:
+        regions.update(boxes)
+    return image
 
 
-def _finding_opacities(x, y, lungs, anatomy: Anatomy, findings: Findings, size: int) -> np.ndarray:
+def _focus_parts(name: str, change: np.ndarray, foci: list[np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """One part per focus (each pixel goes to the focus that covers it most), or the whole change."""
+    if len(foci) < 2:
+        return [(name, change)]
+    nearest = np.argmax(np.stack(foci), axis=0)
+    return [(name, change * (nearest == index)) for index in range(len(foci))]
+
+
+def _finding_opacities(x, y, lungs, anatomy: Anatomy, findings: Findings) -> tuple[np.ndarray, list]:
+    """Summed density of the additive findings, and their region parts."""
     lung = lungs["right"] + lungs["left"]
-    opacity = np.zeros_like(x)
+    parts = []
     if "pleural_effusion" in findings:
-        opacity += _effusion(x, y, lungs, anatomy, findings["pleural_effusion"])
+        attrs = findings["pleural_effusion"]
+        parts += _side_parts("pleural_effusion", _effusion(x, y, lungs, anatomy, attrs), x, attrs["side"])
     if "atelectasis" in findings:
-        opacity += _atelectasis(x, y, anatomy, findings["atelectasis"]) * lung
+        attrs = findings["atelectasis"]
+        parts += _side_parts("atelectasis", _atelectasis(x, y, anatomy, attrs) * lung, x, attrs["side"])
     if "lung_lesion" in findings:
-        opacity += _lesion(x, y, findings["lung_lesion"])
+        parts.append(("lung_lesion", _lesion(x, y, findings["lung_lesion"])))
     if "pleural_thickening" in findings:
-        opacity += _pleural_thickening(x, y, lungs, findings["pleural_thickening"])
+        parts.append(("pleural_thickening", _pleural_thickening(x, y, lungs, findings["pleural_thickening"])))
     if "support_devices" in findings:
-        opacity += _devices(x, y, findings["support_devices"])
-    return opacity
+        parts += [("support_devices", device) for device in _devices(x, y, findings["support_devices"])]
+    return sum((change for _, change in parts), np.zeros_like(x)), parts
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,8 +541,11 @@ def _finding_opacities(x, y, lungs, anatomy: Anatomy, findings: Findings, size: 
 # --------------------------------------------------------------------------------------------
 
 
-def render_lateral(anatomy: Anatomy, findings: Findings, image_size: int) -> np.ndarray:
-    """The lateral view as a ``(image_size, image_size)`` uint8 array."""
+def render_lateral(
+    anatomy: Anatomy, findings: Findings, image_size: int, regions: dict[str, list[list[int]]] | None = None
+) -> np.ndarray:
+    """The lateral view as a ``(image_size, image_size)`` uint8 array; ``regions`` as for
+    ``render_frontal``."""
     x, y = _grid(image_size, anatomy | {"rotation_deg": anatomy["rotation_deg"] / 2})
     body = _ellipse(x, y, 0.0, 0.1, 0.8, 1.25, edge=0.03)
     lung = _ellipse(x, y, 0.05, -0.05, 0.62, 0.68) * _soft(y - (anatomy["dome_height"] + 0.25 * x), 0.015)
@@ -432,37 +556,113 @@ def render_lateral(anatomy: Anatomy, findings: Findings, image_size: int) -> np.
     lung = lung * (1.0 - np.maximum(heart, mediastinum))
     abdomen = _soft(anatomy["dome_height"] + 0.25 * x - y, 0.02)
     density = 0.42 * body + 0.1 * body * abdomen - 0.28 * lung + 0.15 * np.maximum(heart, 0.6 * mediastinum)
-    density += 0.03 * _smooth_noise(anatomy["texture_seed"] + 7, image_size, 12) * lung
-    spine = _soft(np.abs(x - 0.62 - 0.1 * y) - 0.1, 0.015) * (0.75 + 0.25 * np.cos(y * 30.0))
+    texture = 0.03 * _smooth_noise(anatomy["texture_seed"] + 7, image_size, 12) * lung
+    parts = []
+    if "cardiomegaly" in findings:
+        parts.append(("cardiomegaly", 0.5 * heart))
+    if "enlarged_cardiomediastinum" in findings:
+        parts.append(("enlarged_cardiomediastinum", 0.5 * mediastinum))
+    if "pneumothorax" in findings:  # an air rim without lung texture, and the visceral pleural line
+        rim, line = _lateral_pneumothorax(x, y, lung, findings["pneumothorax"])
+        drawn = 0.1 * line - 0.07 * rim
+        parts.append(("pneumothorax", drawn - texture * rim))
+        texture = texture * (1.0 - rim)
+        density += drawn
+    density += texture
+    spine = _soft(np.abs(x - LATERAL_SPINE_X - 0.1 * y) - 0.1, 0.015) * (0.75 + 0.25 * np.cos(y * 30.0))
     density += 0.22 * spine - 0.12 * _polyline(x, y, [(0.1, -1.1), (0.0, CARINA_Y)], 0.06)  # spine, trachea
-    density += _lateral_findings(x, y, lung, anatomy, findings, image_size)
-    return _to_uint8(density, anatomy, image_size, seed_offset=1)
+    ribs, fracture = _lateral_ribs(x, y, findings.get("fracture"))
+    density += LATERAL_RIB_DENSITY * ribs
+    if "fracture" in findings:
+        parts.append(("fracture", LATERAL_RIB_DENSITY * fracture))
+    opacity, finding_parts = _lateral_findings(x, y, lung, anatomy, findings, image_size)
+    density += opacity
+    image, boxes = _to_uint8(density, anatomy, image_size, 1, parts + finding_parts if regions is not None else None)
+    if regions is not None:
+        regions.update(boxes)
+    return image
 
 
-def _lateral_findings(x, y, lung, anatomy: Anatomy, findings: Findings, size: int) -> np.ndarray:
-    opacity = np.zeros_like(x)
+LATERAL_SPINE_X, LATERAL_RIB_DENSITY = 0.62, 0.05
+
+
+def _lateral_ribs(x, y, fracture: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """(rib density 0..1, the fracture's change of it). The ribs of both sides, superimposed, run
+    from just behind the spine forwards and down, fading anteriorly; a fracture is a gap with a step
+    in one rib, where its lateral (axillary) segment projects, halfway to the anterior chest wall."""
+    depth = LATERAL_SPINE_X + 0.1 * y - x  # in front of the vertebral bodies' centre
+
+    def bands(shift: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        field = (y - shift - 0.42 * depth + 0.1 * depth**2 - FIRST_RIB_Y) / RIB_SPACING
+        number = np.rint(field)
+        distance = np.abs(field - number) * RIB_SPACING / 0.024
+        band = np.clip((1.0 - distance) * 4.0, 0.0, 1.0) * (0.8 + 0.2 * np.minimum(distance, 1.0) ** 2)
+        visible = (number >= POSTERIOR_RIBS[0]) & (number <= POSTERIOR_RIBS[-1])
+        return band * visible * _soft(-0.12 - depth, 0.02) * _soft(depth - 0.75, 0.12), number
+
+    ribs, number = bands(0.0)
+    change = np.zeros_like(x)
+    if fracture is not None:
+        break_at = 0.2 + 0.7 * fracture["position"]
+        stepped, stepped_number = bands(_fracture_step(depth - break_at))
+        broken = stepped * (stepped_number == fracture["rib"]) * _soft(0.018 - np.abs(depth - break_at), 0.004)
+        change = broken - ribs * (number == fracture["rib"])
+    return ribs + change, change
+
+
+def _lateral_pneumothorax(x, y, lung, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(air rim, visceral pleural line): the lung collapses towards the hilum and base, leaving air
+    at the apex and along the anterior and posterior chest wall."""
+    shrink = (0.9, 0.8, 0.66)[SEVERITY_LEVEL[attrs["size"]]]
+    anchor_x, anchor_y = 0.1, 0.45
+    cx, cy = anchor_x + shrink * (0.05 - anchor_x), anchor_y + shrink * (-0.05 - anchor_y)
+    collapsed = _ellipse(x, y, cx, cy, 0.62 * shrink, 0.68 * shrink, edge=0.008)
+    return lung * (1.0 - collapsed), lung * np.exp(-(((collapsed - 0.5) / 0.25) ** 2))
+
+
+def _lateral_devices(x, y, attrs: dict) -> list[np.ndarray]:
+    """The support devices seen from the side, one density each (same order as ``_devices``)."""
+    drawn = []
+    if "et_tube" in attrs["devices"]:
+        drawn.append(0.55 * _polyline(x, y, [(0.1, -1.1), (0.03, CARINA_Y - 0.1)], 0.025))
+    if "central_line" in attrs["devices"]:  # down the neck veins into the SVC, in front of the trachea
+        drawn.append(0.5 * _polyline(x, y, [(0.04, -1.1), (-0.06, -0.7), (-0.12, -0.42), (-0.14, -0.2)], 0.014))
+    if "pacemaker" in attrs["devices"]:  # generator on the anterior chest wall, leads into the heart
+        generator = 0.8 * _ellipse(x, y, -0.5, -0.58, 0.04, 0.07, edge=0.01)
+        leads = [(-0.5, -0.55), (-0.35, -0.42), (-0.2, -0.1), (-0.3, 0.32)]
+        drawn.append(generator + 0.5 * _polyline(x, y, leads, 0.012))
+    return drawn
+
+
+def _lateral_findings(x, y, lung, anatomy: Anatomy, findings: Findings, size: int) -> tuple[np.ndarray, list]:
+    """Summed density of the findings drawn on top of the lateral anatomy, and their region parts.
+    Both lungs overlap here, so a bilateral finding is one part."""
+    parts = []
     if "pleural_effusion" in findings:  # fluid fills the posterior costophrenic sulcus first
         height = (0.08, 0.22, 0.42)[SEVERITY_LEVEL[findings["pleural_effusion"]["size"]]]
         level = anatomy["dome_height"] + 0.15 - height - 0.4 * np.clip(x, 0, None)
         above_dome = _soft(y - anatomy["dome_height"] - 0.25 * x - 0.04, 0.02)
-        opacity += 0.22 * _soft(level - y, 0.02) * _ellipse(x, y, 0.05, -0.05, 0.64, 0.75) * above_dome
+        fluid = 0.22 * _soft(level - y, 0.02) * _ellipse(x, y, 0.05, -0.05, 0.64, 0.75) * above_dome
+        parts.append(("pleural_effusion", fluid))
     if "airspace" in findings:
-        opacity += _lateral_airspace(x, y, lung, findings["airspace"], size)
+        airspace, foci = _lateral_airspace(x, y, lung, findings["airspace"], size)
+        parts += _focus_parts("airspace", airspace, foci)
     if "edema" in findings:
-        opacity += 0.6 * _edema(x * 0.8, y, findings["edema"]) * lung
+        parts.append(("edema", 0.6 * _edema(x * 0.8, y, findings["edema"]) * lung))
     if "atelectasis" in findings:
-        opacity += 0.14 * _soft(np.abs(y - anatomy["dome_height"] + 0.1 - 0.1 * x) - 0.015, 0.008) * lung
+        band = 0.14 * _soft(np.abs(y - anatomy["dome_height"] + 0.1 - 0.1 * x) - 0.015, 0.008) * lung
+        parts.append(("atelectasis", band))
     if "lung_lesion" in findings:
         # Both lungs overlap on the lateral view: only the depth (anterior-posterior) is drawn.
         lesion = findings["lung_lesion"]
-        opacity += _lesion(x + 0.4 - 0.5 * lesion["position"], y, lesion | {"side": "left", "position": 0.0})
+        drawn = _lesion(x + 0.4 - 0.5 * lesion["position"], y, lesion | {"side": "left", "position": 0.0})
+        parts.append(("lung_lesion", drawn))
+    if "pleural_thickening" in findings:  # an apical cap
+        inner = _ellipse(x, y, 0.05, 0.0, 0.56, 0.6)
+        parts.append(("pleural_thickening", 0.16 * lung * (1.0 - inner) * _soft(y + 0.3, 0.05)))
     if "support_devices" in findings:
-        devices = findings["support_devices"]["devices"]
-        if "et_tube" in devices:
-            opacity += 0.55 * _polyline(x, y, [(0.1, -1.1), (0.03, CARINA_Y - 0.1)], 0.025)
-        if "pacemaker" in devices:
-            opacity += 0.8 * _ellipse(x, y, -0.5, -0.58, 0.04, 0.07, edge=0.01)
-    return opacity
+        parts += [("support_devices", device) for device in _lateral_devices(x, y, findings["support_devices"])]
+    return sum((change for _, change in parts), np.zeros_like(x)), parts
 
 
 def _lateral_lobe(x, y, zone: str) -> np.ndarray:
@@ -478,25 +678,26 @@ def _lateral_lobe(x, y, zone: str) -> np.ndarray:
     return front * _soft(below_horizontal if zone == "upper" else -below_horizontal, 0.01)
 
 
-def _lateral_airspace(x, y, lung: np.ndarray, attrs: dict, size: int) -> np.ndarray:
-    """The same kind as on the frontal view; both lungs overlap, so only height and depth show."""
+def _lateral_airspace(x, y, lung: np.ndarray, attrs: dict, size: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(density, the mask of each multifocal focus) of the same kind as on the frontal view; both
+    lungs overlap, so only height and depth show."""
     kind, jitter = attrs["kind"], _airspace_jitter(attrs)
     # Unilateral disease is seen through the other lung's air, so it is fainter than on the PA view.
     strength = (0.6 if kind == "consolidation" else 0.8) * AIRSPACE_DENSITY[kind]
     if kind == "ground_glass":
         cx, cy = -0.15 + 0.35 * jitter[4], AIRSPACE_ZONE_Y[attrs["zone"]] + 0.06 * (jitter[1] - 0.5)
         haze = _ellipse(x, y, cx, cy, 0.24, 0.18, edge=0.07)
-        return strength * haze * (0.85 + 0.15 * _smooth_noise(attrs["seed"] + 1, size, 5)) * lung
+        return strength * haze * (0.85 + 0.15 * _smooth_noise(attrs["seed"] + 1, size, 5)) * lung, []
     if kind == "consolidation":
         region = _lateral_lobe(x, y, attrs["zone"]) * lung
-        return strength * region * (0.96 + 0.04 * _smooth_noise(attrs["seed"] + 1, size, 8))
+        return strength * region * (0.96 + 0.04 * _smooth_noise(attrs["seed"] + 1, size, 8)), []
     if kind == "multifocal":
         outline = _smooth_noise(attrs["seed"] + 3, size, 14)
-        foci = np.zeros_like(x)
+        blobs = []
         for index, focus in enumerate(attrs["foci"]):
             cx = -0.3 + 0.6 * jitter[6 + 2 * index]  # depth follows the frontal view's lateral offset
             cy = AIRSPACE_ZONE_Y[focus["zone"]] + 0.1 * (jitter[7 + 2 * index] - 0.5)
-            foci = np.maximum(foci, _patch(x, y, cx, cy, 0.17, 0.13, outline))
+            blobs.append(_patch(x, y, cx, cy, 0.17, 0.13, outline))
         patches = np.clip(0.7 + 0.5 * _smooth_noise(attrs["seed"] + 1, size, 14), 0.4, 1.0)
-        return strength * foci * patches * lung
+        return strength * np.maximum.reduce(blobs) * patches * lung, blobs
     raise ValueError(f"unknown airspace kind {kind!r}: expected ground_glass, consolidation or multifocal")

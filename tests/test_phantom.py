@@ -310,3 +310,167 @@ def test_airspace_kinds_are_separable_from_the_pixels():
     frontal_kinds = _nearest_centroid_accuracy(np.array(features[0])[diseased], classes[diseased])
     assert frontal >= 0.9 and frontal_kinds >= 0.9, (frontal, frontal_kinds)
     assert lateral >= 0.85, lateral
+
+
+# --------------------------------------------------------------------------------------------
+# Finding regions (phantom_meta.json "regions"; finding_regions) for scoring localisation
+# --------------------------------------------------------------------------------------------
+def _abnormal_findings(count: int, seed: int = 77) -> list[dict]:
+    """The first ``count`` non-empty finding sets the generator draws."""
+    from trrg.processing.phantom_reports import sample_findings
+
+    found, index = [], 0
+    while len(found) < count:
+        findings = sample_findings(np.random.default_rng([seed, index]))
+        index += 1
+        if findings:
+            found.append(findings)
+    return found
+
+
+def _inside(boxes: list[list[int]], shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    for x0, y0, x1, y1 in boxes:
+        mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def test_every_drawn_finding_has_a_region_in_both_views_inside_the_image():
+    from trrg.processing.phantom import finding_observations
+
+    size = 64
+    for index, findings in enumerate(_abnormal_findings(80)):
+        _, _, labels, attributes = sample_study((9, index), size, findings=findings)
+        regions = attributes["regions"]
+        assert set(regions) == {"0", "1"}
+        for view, found in regions.items():
+            expected = {obs for name, attrs in findings.items() for obs in finding_observations(name, attrs)}
+            assert set(found) == expected, (view, findings)
+            assert all(labels[observation] in (1, -1) for observation in found)  # what the report states
+            for boxes in found.values():
+                for box in boxes:
+                    assert all(isinstance(value, int) for value in box)
+                    x0, y0, x1, y1 = box
+                    assert 0 <= x0 < x1 <= size and 0 <= y0 < y1 <= size, box
+    assert sample_study(7, 32, findings={})[3]["regions"] == {"0": {}, "1": {}}
+
+
+def test_regions_contain_the_pixels_each_finding_changes():
+    """Render each finding of sampled studies (with their other findings) and the same study
+    without it: the pixels it changes by 3+ grey levels lie in its boxes, and every box holds some."""
+    from trrg.processing.phantom import finding_observations
+
+    size, checked = 64, 0
+    for index, findings in enumerate(_abnormal_findings(40, seed=78)):
+        images, _, _, attributes = sample_study((8, index), size, findings=findings)
+        for name in findings:
+            others = {key: value for key, value in findings.items() if key != name}
+            without = sample_study((8, index), size, findings=others)[0]
+            observation = finding_observations(name, findings[name])[0]
+            for view, (image, control) in enumerate(zip(images, without, strict=True)):
+                change = np.abs(image.astype(int) - control.astype(int))
+                boxes = attributes["regions"][str(view)][observation]
+                changed = change >= 3
+                assert not changed.any() or _inside(boxes, change.shape)[changed].mean() >= 0.98, (name, view)
+                assert all(change[y0:y1, x0:x1].max() >= 1 for x0, y0, x1, y1 in boxes), (name, view, boxes)
+                checked += 1
+    assert checked > 80
+
+
+@pytest.mark.parametrize(
+    ("findings", "frontal_boxes"),
+    [
+        ({"pleural_effusion": {"side": "bilateral", "size": "moderate", "certainty": POSITIVE}}, 2),
+        ({"atelectasis": {"side": "bilateral", "certainty": POSITIVE}}, 2),
+        ({"edema": {"severity": "moderate", "certainty": POSITIVE}}, 2),
+        ({"support_devices": {"devices": ["et_tube", "central_line", "pacemaker"], "certainty": POSITIVE}}, 3),
+        (
+            {
+                "airspace": {
+                    "kind": "multifocal",
+                    "side": "bilateral",
+                    "foci": [{"side": "right", "zone": "upper"}, {"side": "left", "zone": "lower"}],
+                    "seed": 3,
+                    "certainty": POSITIVE,
+                }
+            },
+            2,
+        ),
+    ],
+)
+def test_findings_drawn_in_several_places_get_one_box_per_place(findings, frontal_boxes):
+    from trrg.processing.phantom import finding_observations
+
+    images, _, _, attributes = sample_study(21, 64, findings=findings)
+    name, attrs = next(iter(findings.items()))
+    for observation in finding_observations(name, attrs):
+        boxes = attributes["regions"]["0"][observation]
+        assert len(boxes) == frontal_boxes
+        if attrs.get("side") == "bilateral" and name != "airspace":  # one on each half of the image
+            assert sorted(box[0] < 32 for box in boxes) == [False, True]
+        assert len(attributes["regions"]["1"][observation]) >= 1
+
+
+LATERAL_GAPS = {
+    "pneumothorax": {"side": "left", "size": "small"},
+    "fracture": {"side": "right", "rib": 6, "position": 0.6},
+    "pleural_thickening": {"side": "left"},
+    "et_tube": None,
+    "central_line": None,
+    "pacemaker": None,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LATERAL_GAPS))
+def test_lateral_view_draws_pneumothorax_fracture_devices_and_thickening(name):
+    attrs = LATERAL_GAPS[name]
+    findings = (
+        {"support_devices": {"devices": [name], "certainty": POSITIVE}}
+        if attrs is None
+        else {name: attrs | {"certainty": POSITIVE}}
+    )
+    images, _, _, attributes = sample_study(21, 64, findings=findings)
+    control = sample_study(21, 64, findings={})[0][1]
+    change = np.abs(images[1].astype(int) - control.astype(int))
+    assert change.max() >= 5, name
+    (observation, boxes), = attributes["regions"]["1"].items()
+    assert len(boxes) == 1 and _inside(boxes, change.shape)[change >= 3].all(), (observation, boxes)
+
+
+def test_regions_are_deterministic_and_written_to_phantom_meta(tmp_path):
+    from trrg.processing.phantom import PHANTOM_VERSION, finding_regions
+
+    first, second = (sample_study((4, 2), 48)[3]["regions"] for _ in range(2))
+    assert first == second
+    path = generate_phantom(tmp_path / "p", seed=2, num_train=6, num_val=0, num_test=0, image_size=48)
+    meta = json.loads((path.parent / "phantom_meta.json").read_text())
+    assert meta["version"] == PHANTOM_VERSION == "1.2"
+    for index, study_id in enumerate(sorted(meta["studies"])):
+        stored = meta["studies"][study_id]["regions"]
+        assert stored == sample_study((2, index), 48)[3]["regions"]
+        by_view = finding_regions(path.parent, study_id)  # the folder, the file or the parsed dict
+        from_file = finding_regions(path.parent / "phantom_meta.json", study_id)
+        assert by_view == finding_regions(meta, study_id) == from_file
+        assert by_view == {int(view): found for view, found in stored.items()}
+    with pytest.raises(KeyError, match="phantom_999999"):
+        finding_regions(meta, "phantom_999999")
+    old = {"version": "1.1", "studies": {"s": {"findings": {}, "anatomy": {}}}}
+    with pytest.raises(ValueError, match="1.2"):
+        finding_regions(old, "s")
+
+
+def test_ribs_are_curved_sloping_bands():
+    """Posterior ribs leave the spine nearly level and fall ever more steeply to the chest wall
+    (about two interspaces); anterior ribs run down and medially from there."""
+    from trrg.processing.phantom_render import RIB_SPACING, _rib_field
+
+    heights = np.linspace(-1.0, 1.0, 4001)
+
+    def centre(rib: int, lateral: float, posterior: bool = True) -> float:
+        field = _rib_field(np.full_like(heights, lateral), heights, posterior)
+        return float(heights[np.argmin(np.abs(field - rib))])
+
+    spine, middle, wall = (centre(5, lateral) for lateral in (0.1, 0.4, 0.72))
+    assert wall - spine > 1.5 * RIB_SPACING
+    assert 0 < wall - middle and middle - spine < 0.5 * (wall - middle)  # curved, not straight
+    assert centre(3, 0.35, posterior=False) > centre(3, 0.7, posterior=False) + RIB_SPACING
