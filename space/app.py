@@ -6,8 +6,10 @@
 
 The demo is thin: the model is loaded once, ``predict()`` is a pure generator
 function of the uploaded files and the settings, and a bounded queue runs one request at a time.
-This file imports only gradio, pandas, torch and transformers (never ``trrg``): the model's own remote
-code (``trust_remote_code=True``) brings the image loading, so the file runs unchanged on a Space.
+Each uploaded view is shown as an image (DICOM decoded by the model's loader), and next to the
+probabilities the views carry the evidence map of a chosen disease (``evidence_overlay``).
+This file imports only gradio, numpy, pandas, PIL, torch and transformers (never ``trrg``): the model's
+own remote code (``trust_remote_code=True``) brings the image loading, so the file runs unchanged on a Space.
 """
 
 from __future__ import annotations
@@ -22,14 +24,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
 MAX_FILE_SIZE = "50mb"  # a large uncompressed DICOM plate is ~35 MB
 BEAMS_RANGE, NEW_TOKENS_RANGE = (1, 4), (16, 256)
 QUEUE_SIZE = 16
+PREVIEW_SIDE = 768  # the uploaded views are shown at most this big (the model sees its own letterboxed size)
+OVERLAY_SIDE = 512  # the evidence overlays are drawn on the letterboxed square at least this big
+OVERLAY_ALPHA = 0.6  # the opacity of the hottest evidence; the coldest is transparent
+VIEW_NAMES = ("frontal", "lateral")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,16 +87,34 @@ def load_views(frontal, lateral, processor) -> list:
     """The uploaded views as grayscale PIL images; bad files raise ``gr.Error`` with the reason."""
     if not frontal:
         raise gr.Error("Upload a frontal view (PNG, JPEG or DICOM) first.", duration=None)
+    return [load_view(path, processor) for path in [frontal] + ([lateral] if lateral else [])]
+
+
+def load_view(path, processor) -> Image.Image:
+    """One uploaded file as a grayscale PIL image (the model's ``load_xray_image``: PNG, JPEG, DICOM);
+    a bad file raises ``gr.Error`` with the loader's reason, naming the file as the user knows it."""
     module = _image_module(processor)
-    views = []
-    for path in [frontal] + ([lateral] if lateral else []):
-        try:
-            views.append(module.load_xray_image(Path(path)))
-        except module.XRayImageError as error:
-            # Name the file as the user knows it, not by the server's temporary folder.
-            message = str(error).replace(str(path), Path(path).name)
-            raise gr.Error(html.escape(message), duration=None, print_exception=False) from None
-    return views
+    try:
+        return module.load_xray_image(Path(path))
+    except module.XRayImageError as error:
+        # Name the file as the user knows it, not by the server's temporary folder.
+        message = str(error).replace(str(path), Path(path).name)
+        raise gr.Error(html.escape(message), duration=None, print_exception=False) from None
+
+
+def preview_view(path, processor) -> Image.Image | None:
+    """What the page shows for an uploaded view: the decoded image (a DICOM too, which a browser cannot
+    show), at most ``PREVIEW_SIDE`` px a side, or None without a file. A bad file gives a warning here
+    and its error when a report is asked for."""
+    if not path:
+        return None
+    try:
+        image = load_view(path, processor)
+    except gr.Error as error:
+        gr.Warning(error.message)
+        return None
+    image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.BILINEAR)
+    return image
 
 
 def probability_table(probs: torch.Tensor, names: list[str]) -> pd.DataFrame:
@@ -116,21 +142,24 @@ def clues_markdown(probs: torch.Tensor, config) -> str:
 
 
 def predict(frontal, lateral, num_beams, max_new_tokens, *, model, processor) -> Iterator[tuple]:
-    """Yield ``(report_so_far, probabilities, clues_markdown)``: the report grows token by token
-    (greedy); with ``num_beams > 1`` generate() cannot stream, so the report comes in one piece."""
+    """Yield ``(report_so_far, probabilities, clues_markdown, evidence)``: the report grows token by
+    token (greedy); with ``num_beams > 1`` generate() cannot stream, so the report comes in one piece.
+    ``evidence`` (the same dict every time, see ``perceive``) holds what the overlays are drawn from."""
     views = load_views(frontal, lateral, processor)
     inputs = processor(images=[views], return_tensors="pt")
-    probs = model.predict_diseases(inputs["pixel_values"], inputs["view_mask"])[0]  # (diseases,)
+    evidence = perceive(views, inputs, model, processor)
+    probs = torch.tensor(evidence["probs"])
     table, clues = probability_table(probs, model.config.disease_names), clues_markdown(probs, model.config)
-    yield "", table, clues
+    yield "", table, clues, evidence
     settings = {"num_beams": int(num_beams), "max_new_tokens": int(max_new_tokens), "do_sample": False}
     if settings["num_beams"] > 1:
         with torch.no_grad():
             sequences = model.generate(**inputs, **settings)
-        yield processor.batch_decode(sequences, prompt_length=inputs["input_ids"].shape[1])[0], table, clues
+        report = processor.batch_decode(sequences, prompt_length=inputs["input_ids"].shape[1])[0]
+        yield report, table, clues, evidence
         return
     for text in stream_report(model, processor, inputs, settings):
-        yield text, table, clues
+        yield text, table, clues, evidence
 
 
 def stream_report(model, processor, inputs, settings: dict) -> Iterator[str]:
@@ -157,6 +186,110 @@ def stream_report(model, processor, inputs, settings: dict) -> Iterator[str]:
     thread.join()
     if failure:
         raise failure[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Evidence maps (pure: the perception of one request in, overlay images out)
+# ---------------------------------------------------------------------------------------------
+
+
+def perceive(views: list, inputs, model, processor) -> dict:
+    """The zero-shot perception of one study, kept (in a ``gr.State``) to draw the overlays from:
+    ``names``, ``probs`` and ``present`` (the clue injected per disease), ``views`` (each view
+    letterboxed into the square the model saw, at least ``OVERLAY_SIDE`` px), ``maps`` (views, diseases,
+    h, w) float32 or None for a model without evidence maps, and ``default`` (the disease shown first)."""
+    names = list(model.config.disease_names)
+    if hasattr(model, "predict_clues"):
+        out = model.predict_clues(inputs["pixel_values"], inputs["view_mask"], return_maps=True)
+        probs, states, maps = out["disease_probs"][0], out["clue_states"][0], out.get("evidence_maps")
+    else:  # an older model: probabilities only
+        probs = model.predict_diseases(inputs["pixel_values"], inputs["view_mask"])[0]
+        states = (probs >= torch.tensor(clue_thresholds(model.config))).long()
+        maps = None
+    injects = bool(getattr(model.config.clue_config, "use_clue_injection", True))
+    present = [injects and bool(state) for state in states.tolist()]
+    side = max(int(processor.image_processor.image_size), OVERLAY_SIDE)
+    letterbox = _image_module(processor).letterbox
+    return {
+        "names": names,
+        "probs": [float(p) for p in probs],
+        "present": present,
+        "views": [letterbox(view, side) for view in views],
+        "maps": None if maps is None else maps[0, : len(views)].float().cpu().numpy(),
+        "default": default_disease(probs.tolist(), present, names),
+    }
+
+
+def default_disease(probs: list[float], present: list[bool], names: list[str]) -> str:
+    """The disease whose map is shown first: the most probable of those injected as present, else
+    the most probable of all."""
+    candidates = [i for i, is_present in enumerate(present) if is_present] or list(range(len(names)))
+    return names[max(candidates, key=lambda i: probs[i])]
+
+
+def disease_choices(evidence: dict) -> list[tuple[str, str]]:
+    """The dropdown's (label, value) pairs: each disease with its probability and clue."""
+    return [(f"{name} ({p:.2f}{', present' if is_present else ''})", name)
+            for name, p, is_present in zip(evidence["names"], evidence["probs"], evidence["present"])]
+
+
+def _colormap(heat: np.ndarray) -> np.ndarray:
+    """(H, W) values in [0, 1] -> (H, W, 3) float RGB in [0, 255]: blue, cyan, yellow, red."""
+    stops = np.array([0.0, 1 / 3, 2 / 3, 1.0])
+    colours = np.array([[0, 0, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0]], dtype=np.float64)
+    return np.stack([np.interp(heat, stops, colours[:, channel]) for channel in range(3)], axis=-1)
+
+
+def evidence_overlay(image, evidence: np.ndarray, value_range: tuple[float, float] | None = None,
+                     alpha: float = OVERLAY_ALPHA) -> Image.Image:
+    """Blend an evidence map onto the image it was computed on, as a heat overlay.
+
+    Args:
+        image: the displayed view (PIL image or (H, W[, 3]) uint8 array), i.e. the letterboxed square the
+            model saw, at any size: the map spans the whole of it.
+        evidence: (h, w) map on the model's patch grid (cos to the disease prompt minus cos to its
+            negation; higher = more evidence there). It is resized bilinearly to the image's size.
+        value_range: (low, high) mapped to the cold and the hot end of the colours; default the map's own
+            minimum and maximum (pass one range to views that must be compared).
+        alpha: opacity of the hottest colour; the opacity grows linearly from 0 at ``low``, so the
+            radiograph shows through where there is little evidence.
+
+    Returns:
+        An RGB PIL image of the image's size: blue (transparent) -> cyan -> yellow -> red (opaque).
+    """
+    base = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+    base = np.asarray(base.convert("RGB"), dtype=np.float64)
+    height, width = base.shape[:2]
+    grid = Image.fromarray(np.asarray(evidence, dtype=np.float32), mode="F")
+    values = np.asarray(grid.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float64)
+    low, high = value_range if value_range is not None else (float(np.min(evidence)), float(np.max(evidence)))
+    heat = np.clip((values - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(values)
+    opacity = (alpha * heat)[..., None]
+    blended = base * (1.0 - opacity) + _colormap(heat) * opacity
+    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), mode="RGB")
+
+
+def evidence_views(evidence: dict | None, disease: str | None) -> tuple:
+    """``(frontal overlay, lateral overlay update, caption)`` for one disease of a request's evidence:
+    what the dropdown's change shows (no model call). Both views share one colour range."""
+    if not evidence or disease not in evidence.get("names", []):
+        return gr.skip(), gr.skip(), gr.skip()
+    index = evidence["names"].index(disease)
+    views = evidence["views"]
+    state = "present" if evidence["present"][index] else "absent"
+    caption = f"**{disease}**: probability {evidence['probs'][index]:.2f}, clue injected as *{state}*. "
+    if evidence["maps"] is None:
+        overlays = [view.convert("RGB") for view in views]
+        caption += "This model gives no evidence maps: the views are shown as the model saw them."
+    else:
+        maps = evidence["maps"][:, index]
+        low, high = float(maps.min()), float(maps.max())
+        overlays = [evidence_overlay(view, view_map, (low, high)) for view, view_map in zip(views, maps)]
+        caption += (f"Evidence map (per image patch, cosine to the finding's prompt minus cosine to its "
+                    f"negation): colours run from {low:+.3f} (clear) to {high:+.3f} (red)"
+                    + (", one scale for both views." if len(views) > 1 else "."))
+    lateral = overlays[1] if len(overlays) > 1 else None
+    return overlays[0], gr.update(value=lateral, visible=lateral is not None), caption
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,20 +323,41 @@ def example_rows() -> list[list]:
 
 
 def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
-    """The page: uploads + settings on the left, streamed report, probabilities and clues on the right."""
+    """The page: uploads (each shown as an image) + settings on the left; on the right the streamed
+    report, the probabilities next to the views overlaid with a chosen disease's evidence map, and the
+    clues; example studies as thumbnails below."""
     generation = getattr(model, "generation_config", None)
     default_tokens = int(getattr(generation, "max_new_tokens", None) or 96)
     default_tokens = min(max(default_tokens, NEW_TOKENS_RANGE[0]), NEW_TOKENS_RANGE[1])
+    names = list(model.config.disease_names)
 
     def generate_report(frontal, lateral, num_beams, max_new_tokens):
-        yield from predict(frontal, lateral, num_beams, max_new_tokens, model=model, processor=processor)
+        first = True
+        for report, table, clues, evidence in predict(frontal, lateral, num_beams, max_new_tokens,
+                                                      model=model, processor=processor):
+            if first:  # the overlays, the dropdown and the state once; then only the growing report
+                choices = gr.update(choices=disease_choices(evidence), value=evidence["default"], interactive=True)
+                yield report, table, clues, *evidence_views(evidence, evidence["default"]), choices, evidence
+                first = False
+            else:
+                yield report, table, clues, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
+    def preview(path):  # a view's image shows only while it holds one
+        image = preview_view(path, processor)
+        return gr.update(value=image, visible=image is not None)
+
+    # Display-only events (decoding an upload, drawing an overlay) do not wait behind a generation.
+    display = {"api_visibility": "private", "concurrency_id": "display", "concurrency_limit": 2,
+               "show_progress": "minimal"}
+    view_image = {"type": "pil", "format": "png", "interactive": False, "height": 260, "buttons": ["fullscreen"]}
     with gr.Blocks(title="TRRG report generation") as demo:
         gr.Markdown(banner(is_phantom), elem_id="banner")
         with gr.Row():
             with gr.Column(scale=1):
                 frontal = gr.File(label="Frontal view (PNG, JPEG or DICOM)", file_types=UPLOAD_TYPES, elem_id="frontal")
+                frontal_view = gr.Image(label="Frontal view", elem_id="frontal-view", visible=False, **view_image)
                 lateral = gr.File(label="Lateral view (optional)", file_types=UPLOAD_TYPES, elem_id="lateral")
+                lateral_view = gr.Image(label="Lateral view", elem_id="lateral-view", visible=False, **view_image)
                 with gr.Accordion("Generation settings", open=False):
                     num_beams = gr.Slider(*BEAMS_RANGE, value=1, step=1, label="Beams (1 streams the report)")
                     max_new_tokens = gr.Slider(*NEW_TOKENS_RANGE, value=default_tokens, step=1, label="Maximum new tokens")
@@ -212,18 +366,38 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
                 report = gr.Textbox(label="Report", lines=6, interactive=False, elem_id="report")
                 with gr.Row():
                     chart = gr.BarPlot(
-                        x="disease", y="probability", y_lim=[0, 1], sort=list(model.config.disease_names),
+                        x="disease", y="probability", y_lim=[0, 1], sort=names,
                         x_label_angle=-45, height=360,
                         label="Zero-shot disease probabilities", elem_id="probabilities",
                     )
-                    clues = gr.Markdown("Disease clues appear here after a report is generated.", elem_id="clues")
-        gr.Examples(example_rows(), inputs=[frontal, lateral], label="Examples (phantom studies, then NIH ChestX-ray14)")
+                    with gr.Column():
+                        disease = gr.Dropdown(names, value=None, label="Evidence map of", interactive=False,
+                                              elem_id="evidence-disease")
+                        with gr.Row():
+                            overlay = gr.Image(label="Frontal view + evidence", elem_id="overlay",
+                                               **{**view_image, "height": 300})
+                            overlay_lateral = gr.Image(label="Lateral view + evidence", elem_id="overlay-lateral",
+                                                       visible=False, **{**view_image, "height": 300})
+                        caption = gr.Markdown("The evidence map of a disease appears here after a report is generated.",
+                                              elem_id="evidence-caption")
+                clues = gr.Markdown("Disease clues appear here after a report is generated.", elem_id="clues")
+        evidence = gr.State(None)
+        gr.Examples(
+            [[frontal_path, lateral_path, frontal_path, lateral_path] for frontal_path, lateral_path in example_rows()],
+            inputs=[frontal, lateral, frontal_view, lateral_view], visible_columns=[2, 3],
+            label="Examples (phantom studies, then NIH ChestX-ray14): click one to fill the views",
+        )
         gr.Markdown(
             "Real examples: NIH Clinical Center ChestX-ray14 (Wang et al., CVPR 2017), "
             "https://nihcc.app.box.com/v/ChestXray-NIHCC; see examples/ATTRIBUTION.md."
         )
-        button.click(generate_report, [frontal, lateral, num_beams, max_new_tokens], [report, chart, clues],
+        frontal.change(preview, frontal, frontal_view, **display)
+        lateral.change(preview, lateral, lateral_view, **display)
+        button.click(generate_report, [frontal, lateral, num_beams, max_new_tokens],
+                     [report, chart, clues, overlay, overlay_lateral, caption, disease, evidence],
                      api_name="generate_report")
+        disease.input(lambda name, state: evidence_views(state, name), [disease, evidence],
+                      [overlay, overlay_lateral, caption], **display)
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
 
 

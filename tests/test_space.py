@@ -1,4 +1,5 @@
-"""The Gradio Space: pure predict(), a served demo called with gradio_client, bad inputs, file access."""
+"""The Gradio Space: pure predict(), the evidence overlays and the view previews, a served demo called
+with gradio_client, bad inputs, file access."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import json
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
@@ -32,7 +35,7 @@ def greedy_report(model, processor, paths, **settings) -> str:
 def test_predict_streams_growing_prefixes_of_the_greedy_report(tiny_finetune_model):
     model, processor = tiny_finetune_model
     outputs = list(app.predict(str(GOOD_PNG), None, 1, NEW_TOKENS, model=model, processor=processor))
-    reports = [report for report, _, _ in outputs]
+    reports = [report for report, *_ in outputs]
     assert reports[0] == "" and len(reports) > 3  # probabilities first, then the report token by token
     for shorter, longer in zip(reports, reports[1:]):
         assert longer.startswith(shorter)
@@ -47,21 +50,18 @@ def test_predict_with_beams_gives_the_beam_search_report_in_one_piece(tiny_finet
     model, processor = tiny_finetune_model
     frontal, lateral = EXAMPLES / "phantom_normal_frontal.png", EXAMPLES / "phantom_normal_lateral.png"
     outputs = list(app.predict(str(frontal), str(lateral), 2, NEW_TOKENS, model=model, processor=processor))
-    assert [report for report, _, _ in outputs][:1] == [""] and len(outputs) == 2
+    assert [report for report, *_ in outputs][:1] == [""] and len(outputs) == 2
     assert outputs[-1][0] == greedy_report(model, processor, [frontal, lateral], num_beams=2)
 
 
 def test_predict_reads_dicom_and_jpeg(tiny_finetune_model, tmp_path):
-    import numpy as np
-    from PIL import Image
-
     model, processor = tiny_finetune_model
     pixels = np.asarray(Image.open(GOOD_PNG), dtype=np.uint16) * 16  # 12-bit
     dicom = write_dicom(tmp_path / "study.dcm", pixels)
     jpeg = tmp_path / "study.jpg"
     Image.open(GOOD_PNG).convert("L").save(jpeg, quality=95)
     for path in (dicom, jpeg):
-        report, table, _ = list(app.predict(str(path), None, 1, 8, model=model, processor=processor))[-1]
+        report, table, *_ = list(app.predict(str(path), None, 1, 8, model=model, processor=processor))[-1]
         assert len(table) == 14 and isinstance(report, str)
 
 
@@ -111,7 +111,12 @@ def test_load_model_reads_a_hub_folder_with_remote_code(tiny_finetune_model, tmp
     loaded, loaded_processor = app.load_model(str(tmp_path / "model"))
     assert type(loaded).__name__ == "TRRGForConditionalGeneration" and not loaded.training
     outputs = list(app.predict(str(GOOD_PNG), None, 1, 8, model=loaded, processor=loaded_processor))
-    assert outputs[-1][0] == list(app.predict(str(GOOD_PNG), None, 1, 8, model=model, processor=processor))[-1][0]
+    local = list(app.predict(str(GOOD_PNG), None, 1, 8, model=model, processor=processor))[-1]
+    assert outputs[-1][0] == local[0]
+    # The remote code brings the evidence maps and the letterbox the overlays are drawn on.
+    evidence = outputs[-1][3]
+    assert evidence["maps"].shape == local[3]["maps"].shape and np.allclose(evidence["maps"], local[3]["maps"], atol=1e-5)
+    assert evidence["views"][0].size == local[3]["views"][0].size and evidence["default"] == local[3]["default"]
 
 
 def test_space_command_checks_its_model_before_loading(monkeypatch, tmp_path, tiny_finetune_model, capsys):
@@ -131,11 +136,134 @@ def test_the_demo_has_the_components_the_issue_asks_for(tiny_finetune_model):
     model, processor = tiny_finetune_model
     demo = app.build_demo(model, processor, True)
     kinds = {type(block).__name__ for block in demo.blocks.values()}
-    assert {"File", "Button", "Textbox", "BarPlot", "Accordion", "Slider", "Dataset"} <= kinds
+    assert {"File", "Button", "Textbox", "BarPlot", "Accordion", "Slider", "Dataset", "Image", "Dropdown", "State"} <= kinds
     assert "Report" in [getattr(block, "label", None) for block in demo.blocks.values()]
     assert demo._queue.max_size == app.QUEUE_SIZE and demo._queue.default_concurrency_limit == 1
     files = [block for block in demo.blocks.values() if type(block).__name__ == "File"]
     assert all(".dcm" in block.file_types and ".png" in block.file_types for block in files)
+    # The examples show thumbnails: of the four example inputs (two files, two images) the images show.
+    dataset = next(block for block in demo.blocks.values() if type(block).__name__ == "Dataset")
+    assert [type(c).__name__ for c in dataset._components] == ["Image", "Image"]
+    assert len(dataset.samples) == len(app.example_rows()) == 7
+
+
+# --- evidence overlays, view previews, the disease dropdown ---------------------------------
+
+
+def redness(image: Image.Image) -> np.ndarray:
+    rgb = np.asarray(image, dtype=np.int32)
+    return rgb[..., 0] - rgb[..., 2]
+
+
+@pytest.mark.parametrize("size", [(200, 200), (160, 120)])
+@pytest.mark.parametrize("corner", [(0, 0), (0, 3), (3, 0), (3, 3)])
+def test_overlay_is_hottest_where_the_map_peaks_and_keeps_the_displayed_size(size, corner):
+    evidence = np.zeros((4, 4), dtype=np.float32)
+    evidence[corner] = 1.5  # top-left, top-right, bottom-left, bottom-right patch
+    gray = Image.new("L", size, 128)
+    overlay = app.evidence_overlay(gray, evidence)
+    assert overlay.size == size and overlay.mode == "RGB"
+    width, height = size
+    y, x = np.unravel_index(np.argmax(redness(overlay)), (height, width))
+    assert (y >= height / 2, x >= width / 2) == (corner[0] == 3, corner[1] == 3)
+    # The coldest corner (opposite the peak) is left as it was: the radiograph shows through.
+    far = (height - 1 - y, width - 1 - x)
+    assert tuple(np.asarray(overlay)[far]) == (128, 128, 128)
+    # A numpy image gives the same overlay as the PIL image.
+    assert np.array_equal(np.asarray(app.evidence_overlay(np.asarray(gray), evidence)), np.asarray(overlay))
+
+
+def test_overlay_of_a_flat_map_or_a_shared_range():
+    gray = Image.new("L", (64, 64), 90)
+    flat = app.evidence_overlay(gray, np.full((4, 4), 0.3, dtype=np.float32))
+    assert np.array_equal(np.asarray(flat), np.asarray(gray.convert("RGB")))
+    evidence = np.zeros((4, 4), dtype=np.float32)
+    evidence[1, 1] = 0.5
+    def tint(image):  # how far the overlay moved the pixels from the gray radiograph
+        return np.abs(np.asarray(image, dtype=np.int32) - 90).sum(axis=-1).max()
+
+    own, shared = app.evidence_overlay(gray, evidence), app.evidence_overlay(gray, evidence, value_range=(0.0, 1.0))
+    assert 0 < tint(shared) < tint(own)  # half-way up a wider range: less opaque
+    assert redness(own).max() > 0 and redness(shared).max() <= 0  # and not red
+
+
+def test_a_dicom_upload_is_shown_as_a_png_image(tiny_finetune_model, tmp_path):
+    _, processor = tiny_finetune_model
+    rows, columns = 40, 56
+    pixels = (np.arange(rows * columns).reshape(rows, columns) % 4096).astype(np.uint16)  # 12-bit ramp
+    dicom = write_dicom(tmp_path / "upload.dcm", pixels)
+    image = app.preview_view(str(dicom), processor)
+    assert isinstance(image, Image.Image) and image.mode == "L" and image.size == (columns, rows)
+    assert np.array_equal(np.asarray(image), np.asarray(app._image_module(processor).load_xray_image(dicom)))
+    shown = gr.Image(type="pil", format="png").postprocess(image)  # what the page's gr.Image serves
+    assert shown.path.endswith(".png") and Image.open(shown.path).format == "PNG"
+    assert Image.open(shown.path).size == (columns, rows)
+    # A big upload is shown downscaled; no file shows nothing; a bad file warns and shows nothing.
+    big = tmp_path / "big.png"
+    Image.new("L", (2000, 1000), 40).save(big)
+    assert app.preview_view(str(big), processor).size == (app.PREVIEW_SIDE, app.PREVIEW_SIDE // 2)
+    assert app.preview_view(None, processor) is None
+    bad = next(path for path, fragment in bad_inputs(tmp_path / "bad").items() if fragment == "not an image")
+    with pytest.warns(UserWarning, match="not an image"):
+        assert app.preview_view(str(bad), processor) is None
+
+
+def test_the_dropdown_defaults_to_the_most_probable_present_clue():
+    names = ["A", "B", "C", "D"]
+    assert app.default_disease([0.9, 0.6, 0.7, 0.2], [False, True, True, False], names) == "C"
+    assert app.default_disease([0.9, 0.6, 0.7, 0.2], [False] * 4, names) == "A"  # none present
+
+
+def test_predict_keeps_the_evidence_and_chooses_the_default_disease(tiny_finetune_model, monkeypatch):
+    model, processor = tiny_finetune_model
+    evidence = next(app.predict(str(GOOD_PNG), None, 1, 8, model=model, processor=processor))[3]
+    inputs = processor(images=[[app._image_module(processor).load_xray_image(GOOD_PNG)]], return_tensors="pt")
+    clues = model.predict_clues(inputs["pixel_values"], inputs["view_mask"], return_maps=True)
+    probs, present = clues["disease_probs"][0], clues["clue_states"][0].bool()
+    assert present.any()  # the fixture's prompt bank makes some clues present
+    expected = max(torch.nonzero(present).flatten().tolist(), key=lambda i: float(probs[i]))
+    assert evidence["default"] == model.config.disease_names[expected]
+    assert evidence["maps"].shape == (1, 14, 4, 4)
+    assert np.allclose(evidence["maps"], clues["evidence_maps"][0, :1].numpy())
+    side = max(processor.image_processor.image_size, app.OVERLAY_SIDE)
+    assert evidence["views"][0].size == (side, side)  # the letterboxed square the model saw, enlarged
+    labels = dict((value, label) for label, value in app.disease_choices(evidence))
+    assert labels[evidence["default"]].endswith(", present)")
+    # Without clue injection nothing is "present": the most probable disease is shown first.
+    config = model.config.__class__.from_dict(model.config.to_dict())
+    config.clue_config.use_clue_injection = False
+    monkeypatch.setattr(model, "config", config)
+    evidence = next(app.predict(str(GOOD_PNG), None, 1, 8, model=model, processor=processor))[3]
+    assert evidence["default"] == model.config.disease_names[int(probs.argmax())] and not any(evidence["present"])
+
+
+def test_changing_the_dropdown_redraws_the_overlays_without_the_model(tiny_finetune_model, monkeypatch):
+    model, processor = tiny_finetune_model
+    frontal, lateral = EXAMPLES / "phantom_normal_frontal.png", EXAMPLES / "phantom_normal_lateral.png"
+    evidence = next(app.predict(str(frontal), str(lateral), 1, 8, model=model, processor=processor))[3]
+    single = next(app.predict(str(frontal), None, 1, 8, model=model, processor=processor))[3]
+    demo = app.build_demo(model, processor, True)
+    dropdown = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "evidence-disease")
+    [listener] = [fn for fn in demo.fns.values() if (dropdown._id, "input") in fn.targets]
+    assert [getattr(block, "elem_id", None) for block in listener.outputs] == ["overlay", "overlay-lateral", "evidence-caption"]
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the dropdown must not run the model")
+
+    for method in ("generate", "predict_clues", "predict_diseases", "forward"):
+        monkeypatch.setattr(model, method, no_model)
+    default, other = evidence["default"], next(name for name in evidence["names"] if name != evidence["default"])
+    first, first_lateral, first_caption = listener.fn(default, evidence)
+    second, second_lateral, second_caption = listener.fn(other, evidence)
+    assert first.size == second.size == evidence["views"][0].size
+    assert not np.array_equal(np.asarray(first), np.asarray(second))
+    assert second_lateral["visible"] and second_lateral["value"].size == evidence["views"][1].size
+    assert not np.array_equal(np.asarray(first_lateral["value"]), np.asarray(second_lateral["value"]))
+    assert first_caption.startswith(f"**{default}**") and second_caption.startswith(f"**{other}**")
+    # One view: the lateral overlay hides. Nothing generated yet: nothing changes.
+    overlay, hidden, _ = listener.fn(other, single)
+    assert overlay.size == single["views"][0].size and hidden == {"__type__": "update", "value": None, "visible": False}
+    assert all(output == gr.skip() for output in listener.fn(default, None))
 
 
 # --- served demo ----------------------------------------------------------------------------
@@ -161,12 +289,29 @@ def probabilities_of(plot_value: dict) -> dict[str, float]:
 
 def test_served_demo_returns_report_and_14_probabilities(served, tiny_finetune_model):
     _, client = served
-    report, plot, clues = call(client, GOOD_PNG)
+    report, plot, clues, *_ = call(client, GOOD_PNG)
     assert report == greedy_report(*tiny_finetune_model, [GOOD_PNG]) and report.strip()
     probs = probabilities_of(plot)
     assert list(probs) == list(tiny_finetune_model[0].config.disease_names)
     assert all(0.0 <= p <= 1.0 for p in probs.values())
     assert "Clues injected as *present*" in clues
+
+
+def test_served_demo_sends_the_overlay_and_the_dropdown_with_the_probabilities(served, tiny_finetune_model):
+    from gradio_client import handle_file
+
+    _, client = served
+    frontal, lateral = EXAMPLES / "phantom_normal_frontal.png", EXAMPLES / "phantom_normal_lateral.png"
+    job = client.submit(handle_file(str(frontal)), handle_file(str(lateral)), 1, NEW_TOKENS, api_name="/generate_report")
+    job.result()
+    report, plot, _, overlay, overlay_lateral, caption, dropdown = job.outputs()[0]  # then only the report grows
+    assert report == "" and len(plot["data"]) == 14
+    side = max(tiny_finetune_model[1].image_processor.image_size, app.OVERLAY_SIDE)
+    assert Image.open(overlay).size == (side, side) and Image.open(overlay).mode == "RGB"
+    assert overlay_lateral["visible"] and Image.open(overlay_lateral["value"]).size == (side, side)
+    names = list(tiny_finetune_model[0].config.disease_names)
+    assert dropdown["value"] in names and [value for _, value in dropdown["choices"]] == names
+    assert caption.startswith(f"**{dropdown['value']}**") and "one scale for both views" in caption
 
 
 def test_served_demo_refuses_bad_files_and_keeps_serving(served, tmp_path):
@@ -176,7 +321,7 @@ def test_served_demo_refuses_bad_files_and_keeps_serving(served, tmp_path):
     for path, fragment in bad_inputs(tmp_path).items():
         with pytest.raises(AppError, match=fragment):
             call(client, path)
-    report, plot, _ = call(client, GOOD_PNG)
+    report, plot, *_ = call(client, GOOD_PNG)
     assert report and len(plot["data"]) == 14
 
 
@@ -202,5 +347,5 @@ def test_files_outside_the_upload_folder_cannot_be_read(served, tmp_path):
     event_id = json.load(urllib.request.urlopen(request, timeout=10))["event_id"]
     stream = urllib.request.urlopen(url + f"gradio_api/call/generate_report/{event_id}", timeout=30).read().decode()
     assert "event: error" in stream and "event: complete" not in stream
-    report, _, _ = call(client, GOOD_PNG)
+    report, *_ = call(client, GOOD_PNG)
     assert report

@@ -1,17 +1,23 @@
-"""The Space in a real browser (Debian chromium + Playwright): upload, stream, chart, error, concurrency.
+"""The Space in a real browser (Debian chromium + Playwright): upload (shown as an image), stream, chart,
+evidence overlay and its dropdown, example thumbnails, error, concurrency.
 
 Needs ``apt-get install -y chromium`` and the ``playwright`` Python package (never ``playwright install``).
-Leaves a screenshot at test-artifacts/space.png.
+Leaves a screenshot in the test's tmp folder (its path is printed; run with -s) and at test-artifacts/space.png.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from space_helpers import EXAMPLES, GOOD_PNG, bad_inputs, running_demo
+
+pytest.importorskip("gradio")
+from trrg.space import app  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = Path(__file__).resolve().parents[1] / "test-artifacts" / "space.png"
@@ -42,8 +48,6 @@ def served(tiny_finetune_model):
 
 def final_report(model, processor, path) -> str:
     """What the page must show in the end: predict()'s last report with the page's default settings."""
-    from trrg.space import app
-
     tokens = min(max(int(model.generation_config.max_new_tokens or 96), 16), 256)
     return list(app.predict(str(path), None, 1, tokens, model=model, processor=processor))[-1][0]
 
@@ -65,6 +69,25 @@ def upload_and_generate(page, path) -> None:
     page.get_by_role("button", name="Generate report").click()
 
 
+def loaded_image(page, selector: str):
+    """The <img> in a component once the browser has decoded it (non-zero natural size)."""
+    image = page.locator(f"{selector} img").first
+    image.wait_for(state="visible")
+    page.wait_for_function("el => el.complete && el.naturalWidth > 0 && el.naturalHeight > 0",
+                           arg=image.element_handle())
+    return image
+
+
+def natural_size(image) -> tuple[int, int]:
+    return tuple(image.evaluate("el => [el.naturalWidth, el.naturalHeight]"))
+
+
+def choose_disease(page, name: str) -> None:
+    """Pick a disease in the evidence dropdown, as a user does: open it, click the option."""
+    page.locator("#evidence-disease input").click()
+    page.get_by_role("option", name=name).first.click()
+
+
 def wait_for_report(page, expected: str, timeout_ms: int = TIMEOUT_MS) -> str:
     box = page.get_by_label("Report", exact=True)
     try:
@@ -83,13 +106,39 @@ def test_page_streams_a_report_shows_the_chart_and_errors(browser, served, tiny_
     page.get_by_text("synthetic phantom").first.wait_for(state="visible")
 
     upload_and_generate(page, GOOD_PNG)
+    uploaded = loaded_image(page, "#frontal-view")  # the upload is shown as an image, not only a name
+    assert natural_size(uploaded) == Image.open(GOOD_PNG).size
     assert wait_for_report(page, expected) == expected
     chart = page.locator("#probabilities")
     chart.locator("canvas, svg").first.wait_for()
     assert chart.locator("canvas, svg").count() > 0
     page.get_by_text("Clues injected as").wait_for(state="visible")
+
+    # Next to the chart: the frontal view with the default disease's evidence map.
+    overlay = loaded_image(page, "#overlay")
+    side = max(tiny_finetune_model[1].image_processor.image_size, app.OVERLAY_SIDE)
+    assert natural_size(overlay) == (side, side) and overlay.is_visible() and uploaded.is_visible()
+    assert not page.locator("#overlay-lateral").is_visible()  # no lateral view uploaded
+    evidence = next(app.predict(str(GOOD_PNG), None, 1, 8, model=tiny_finetune_model[0],
+                                processor=tiny_finetune_model[1]))[3]
+    dropdown = page.locator("#evidence-disease input")
+    assert dropdown.input_value().startswith(evidence["default"])
+    page.get_by_text(f"{evidence['default']}: probability").wait_for(state="visible")
+    # Another disease: the overlay is redrawn (new src) and the report stays as it is (not regenerated).
+    before = overlay.get_attribute("src")
+    other = next(name for name in evidence["names"] if name != evidence["default"])
+    choose_disease(page, other)
+    page.wait_for_function("([el, src]) => el.getAttribute('src') !== src && el.complete && el.naturalWidth > 0",
+                           arg=[overlay.element_handle(), before])
+    assert dropdown.input_value().startswith(other) and overlay.get_attribute("src") != before
+    page.get_by_text(f"{other}: probability").wait_for(state="visible")
+    assert page.get_by_label("Report", exact=True).input_value() == expected
+
+    screenshot = tmp_path / "space.png"
+    page.screenshot(path=str(screenshot), full_page=True)
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    shutil.copyfile(screenshot, SCREENSHOT)
+    print(f"\nscreenshot: {screenshot} (copied to {SCREENSHOT})")
     page.close()
 
     not_image = next(path for path, fragment in bad_inputs(tmp_path).items() if fragment == "not an image")
@@ -113,3 +162,18 @@ def test_five_pages_at_once_are_all_answered(browser, served, tiny_finetune_mode
     assert answers == expected and all(answers)
     for page in pages:
         page.close()
+
+
+def test_examples_are_thumbnails_that_fill_the_views(browser, served):
+    page = open_page(browser, served)
+    thumbnails = page.locator("table img, .gallery img")  # gr.Examples renders a table of image cells
+    thumbnails.first.wait_for(state="visible")
+    assert thumbnails.count() >= 7  # 7 frontal views and a lateral one
+    assert thumbnails.first.evaluate("el => el.naturalWidth") > 0
+    # The study with a lateral view: both files and both images are filled.
+    page.locator("tr", has=page.locator("img")).nth(2).click()
+    assert natural_size(loaded_image(page, "#frontal-view"))[0] > 0
+    assert natural_size(loaded_image(page, "#lateral-view"))[0] > 0
+    page.locator("#frontal").get_by_text("phantom_normal").first.wait_for()
+    page.locator("#lateral").get_by_text("phantom_normal").first.wait_for()
+    page.close()
