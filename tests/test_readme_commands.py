@@ -42,9 +42,13 @@ def test_readme_commands_run_as_written(tiny_phantom, tmp_path, capsys):
     work = tmp_path
     image = tiny_phantom / "images" / "phantom_000000" / "0.png"
     (work / "reports.jsonl").write_text(json.dumps({"id": "r1", "report": "small left pleural effusion ."}) + "\n")
+    from test_prepare import make_mimic_tree  # a tiny raw MIMIC-CXR-JPG tree
+
+    mimic = make_mimic_tree(work / "mimic-cxr-jpg")
     filled = {  # placeholder -> value, per command, in the order a user runs them
         "init": {"DIR": work / "init"},
         "phantom": {"DIR": work / "phantom", "S": "1", "N": "6"},
+        "prepare": {"R": mimic, "DIR": work / "prepared"},
         "label": {"INPUT": work / "reports.jsonl", "OUT": work / "labels.jsonl"},
         "pretrain": {"D": tiny_phantom, "O": work / "pretrain"},
         "bridge": {"P": work / "pretrain" / "final", "B": work / "bridged"},
@@ -60,6 +64,7 @@ def test_readme_commands_run_as_written(tiny_phantom, tmp_path, capsys):
         argv = [str(values.get(arg, arg)) for arg in commands[name]]
         assert main([name, *argv]) == 0, f"trrg {name} {' '.join(argv)}"
     assert (work / "init" / "config.json").exists() and (work / "phantom" / "annotation.json").exists()
+    assert (work / "prepared" / "dataset_dict.json").exists()
     assert (work / "finetune" / "final" / "model.safetensors").exists()
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     assert "perception_macro_f1_14" in metrics and "clue_drop_rate" in metrics

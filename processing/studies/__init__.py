@@ -18,7 +18,7 @@ from pathlib import Path
 
 import datasets
 
-from trrg.processing.studies import r2gen, records
+from trrg.processing.studies import r2gen, records, saved
 from trrg.processing.studies.r2gen import load_r2gen
 from trrg.processing.studies.records import load_records
 from trrg.processing.studies.schema import (
@@ -52,6 +52,7 @@ def register_format(study_format: StudyFormat) -> None:
 
 
 register_format(StudyFormat(r2gen.NAME, r2gen.matches, load_r2gen))  # before records: both read .json
+register_format(StudyFormat(saved.NAME, saved.matches, saved.load_saved))  # before records: both read folders
 register_format(StudyFormat(records.NAME, records.matches, load_records))
 
 

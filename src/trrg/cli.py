@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate_model", "generate on a split and score it"),
     "export": ("export", "merge LoRA and write a hub-ready folder"),
     "label": ("label", "label reports with the 14 CheXpert observations"),
+    "prepare": ("prepare", "raw MIMIC-CXR-JPG, Open-i or DICOM data -> a study folder any --data reads"),
     "phantom": ("phantom", "generate the synthetic CXR phantom data set"),
     "score": ("score", "NLG + clinical-efficacy metrics for predictions vs references"),
     "space": ("space", "run the Gradio demo locally"),
