@@ -98,3 +98,16 @@ def test_every_command_is_a_module_with_main_and_nothing_else_is():
     assert files == modules
     for module in modules:
         assert "def main(" in (ROOT / "commands" / f"{module}.py").read_text() or module == "space"
+
+
+def test_pyproject_installs_every_package_folder():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = {folder: name for name, folder in project["package-dir"].items()}
+    found = set()
+    for folder, name in roots.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((name, *relative)))
+    assert found <= set(project["packages"]), sorted(found - set(project["packages"]))

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import datasets
+import pyarrow.compute as pc
 from PIL import Image as PILImage
 
 from trrg.modeling.configuration_trrg import CHEXPERT_OBSERVATIONS
@@ -208,13 +209,17 @@ def validate_studies(dataset: datasets.Dataset | datasets.DatasetDict) -> list[s
 
 
 def _iter_rows(dataset: datasets.Dataset, columns: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+    """Rows of ``columns``, with ``images`` read as its number of views only: a prepared data set
+    stores image bytes in that column, and validation must not read every image."""
     missing = [column for column in columns if column not in dataset.column_names]
     if missing:
         raise StudyDataError(f"dataset lacks the study columns {missing}; load it with trrg.processing.studies.load_studies.")
     index = 0
-    for batch in dataset.select_columns(list(columns)).iter(batch_size=1024):
-        for values in zip(*(batch[column] for column in columns)):
-            yield index, dict(zip(columns, values))
+    for batch in dataset.select_columns(list(columns)).with_format("arrow").iter(batch_size=1024):
+        values = {column: (pc.list_value_length(batch[column]).fill_null(0) if column == "images" else batch[column])
+                  for column in columns}
+        for row in zip(*(values[column].to_pylist() for column in columns)):
+            yield index, dict(zip(columns, row))
             index += 1
 
 
