@@ -49,3 +49,30 @@ def test_pretrain_from_local_vit_and_bert_folders(tiny_tokenizer, tmp_path):
     sentences = processor.encode_sentences(["no pneumothorax ."])
     out = model(**pixels, **sentences)
     assert out.image_embeds.shape == (1, model.config.projection_dim) and torch.isfinite(out.sentence_loss)
+
+
+def test_evidence_maps_from_every_backbone_family(tiny_tokenizer, tmp_path):
+    """ViT (a CLS token before the patches), Swin (tokens without CLS), ConvNeXt and ResNet (feature
+    maps): every family gives per-view maps on its own patch grid."""
+    from transformers import ConvNextConfig, ConvNextModel, ResNetConfig, ResNetModel, SwinConfig, SwinModel
+
+    from trrg.assembly.bridge import encode_prompt_bank
+    from trrg.assembly.build import build_pretrain_model
+
+    stand_ins = {
+        "vit": ViTModel(ViTConfig(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=64), add_pooling_layer=False),
+        "swin": SwinModel(SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+                                     window_size=4)),
+        "convnext": ConvNextModel(ConvNextConfig(hidden_sizes=[16, 32], depths=[1, 1], num_stages=2)),
+        "resnet": ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])),
+    }
+    for name, backbone in stand_ins.items():
+        backbone.save_pretrained(tmp_path / name)
+        model, processor = build_pretrain_model("tiny", vision=str(tmp_path / name))
+        pixels = processor.image_processor([[xray_like(3), xray_like(4)]], return_tensors="pt")
+        perception = model.eval().predict_diseases(pixels["pixel_values"], pixels["view_mask"],
+                                                   encode_prompt_bank(model, processor), return_maps=True)
+        maps = perception.evidence_maps
+        assert maps.shape[:3] == (1, 2, 14) and maps.shape[-1] == maps.shape[-2] > 1, name
+        assert torch.isfinite(maps).all() and maps.abs().sum() > 0, name
