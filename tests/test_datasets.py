@@ -138,6 +138,30 @@ def test_jsonl_with_relative_paths_and_label_column(tmp_path):
         load_records(path, cache_dir=tmp_path / "cache2")
 
 
+def test_a_split_column_is_honoured_never_rewritten(tmp_path):
+    """A JSONL of every study with a `split` column: test studies stay test studies (datasets loads
+    a single file as one "train" split); a row without a split, or a column that contradicts the
+    split a DatasetDict puts the row in, is an error."""
+    save_png(tmp_path / "img" / "1.png")
+    rows = [{"id": f"s{i}", "images": ["img/1.png"], "report": REPORT, "split": split}
+            for i, split in enumerate(["train", "test", "train", "val"])]
+    path = tmp_path / "studies.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    studies = load_records(path, cache_dir=tmp_path / "cache")
+    assert {name: studies[name]["id"] for name in studies} == {"test": ["s1"], "train": ["s0", "s2"], "val": ["s3"]}
+    assert studies["test"][0]["split"] == "test"
+    assert list(load_records(path, splits=["test"], cache_dir=tmp_path / "cache")) == ["test"]
+    rows[2]["split"] = ""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(StudyDataError, match="no value in its 'split' column"):
+        load_records(path, cache_dir=tmp_path / "cache3")
+    table = {"image": ["img/1.png"], "report": [REPORT], "split": ["test"]}
+    contradicting = datasets.DatasetDict({"train": datasets.Dataset.from_dict(table),
+                                          "test": datasets.Dataset.from_dict(table)})
+    with pytest.raises(StudyDataError, match="split 'train' holds rows whose 'split' column says"):
+        load_records(contradicting, image_root=tmp_path)
+
+
 def test_in_memory_dataset_with_image_feature(tmp_path):
     image = Image.fromarray(np.full((12, 12), 200, np.uint8))
     dataset = datasets.Dataset.from_dict(

@@ -29,6 +29,7 @@ from trrg.processing.studies.schema import (
 )
 
 NAME = "records"
+SPLIT_COLUMN = "split"
 
 
 def matches(source) -> bool:
@@ -92,23 +93,50 @@ def load_records(
 def _load_source(source, splits, cache_dir) -> tuple[datasets.DatasetDict, Path]:
     """Any supported source -> (DatasetDict, folder that relative image paths are resolved against)."""
     if isinstance(source, datasets.Dataset):
+        if SPLIT_COLUMN in source.column_names:  # the rows say their split: honour it
+            return _only_splits(_split_by_column(datasets.DatasetDict({"train": source}), "the Dataset"), splits,
+                                "the Dataset"), Path.cwd()
         return datasets.DatasetDict({_lone_split_name(splits): source}), Path.cwd()
     if isinstance(source, datasets.DatasetDict):
-        return _only_splits(source, splits, "the DatasetDict"), Path.cwd()
+        return _only_splits(_split_by_column(source, "the DatasetDict"), splits, "the DatasetDict"), Path.cwd()
     if isinstance(source, datasets.IterableDataset | datasets.IterableDatasetDict):
         raise StudyDataError("streaming datasets are not supported: load the dataset without streaming=True.")
     path = Path(source)
     cache = str(cache_dir) if cache_dir is not None else None
     if path.is_dir():
-        loaded = datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache)
+        loaded = _split_by_column(datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache), str(path))
         return _only_splits(loaded, splits, str(path)), path.absolute()
     if path.is_file() and path.suffix.lower() in (".json", ".jsonl"):
-        loaded = datasets.load_dataset("json", data_files=str(path), cache_dir=cache)
+        loaded = _split_by_column(datasets.load_dataset("json", data_files=str(path), cache_dir=cache), str(path))
         return _only_splits(loaded, splits, str(path)), path.parent.absolute()
     raise StudyDataError(
         f"{source}: not a folder or a .json/.jsonl file. Pass an imagefolder directory, a JSON(L) file, or a "
         "datasets.Dataset/DatasetDict (an R2Gen annotation.json is read by trrg.processing.studies.r2gen)."
     )
+
+
+def _split_by_column(dataset_dict: datasets.DatasetDict, source: str) -> datasets.DatasetDict:
+    """Rows that carry a ``split`` column are put in the split it names: a file holding every study
+    is split by it (``datasets`` loads a single file as one "train" split). Where the source already
+    has several splits, a row whose column names another split is an error, never rewritten."""
+    result: dict[str, list[datasets.Dataset]] = {}
+    for name, dataset in dataset_dict.items():
+        if SPLIT_COLUMN not in dataset.column_names:
+            result.setdefault(name, []).append(dataset)
+            continue
+        values = dataset[SPLIT_COLUMN]
+        unnamed = [index for index, value in enumerate(values) if not isinstance(value, str) or not value.strip()]
+        if unnamed:
+            raise StudyDataError(f"{source}: row {unnamed[0]} of split {name!r} has no value in its 'split' column "
+                                 f"({len(unnamed)} such rows); give every row its split or drop the column.")
+        others = sorted(set(values) - {name})
+        if len(dataset_dict) > 1 and others:
+            raise StudyDataError(f"{source}: split {name!r} holds rows whose 'split' column says {others}; the folder "
+                                 "or file layout and the column must agree.")
+        for value in sorted(set(values)):
+            result.setdefault(value, []).append(dataset.select([i for i, v in enumerate(values) if v == value]))
+    return datasets.DatasetDict({name: parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+                                 for name, parts in result.items()})
 
 
 def _wanted(splits) -> list[str] | None:
