@@ -129,6 +129,18 @@ def test_generation_evaluation_adds_ce_metrics(tiny_phantom, tiny_finetune_model
     trainer, _ = build_finetuner(args, TRRGDataArguments(data=str(tiny_phantom), eval_split="val"), model, processor)
     metrics = trainer.evaluate()
     assert "eval_loss" in metrics and 0.0 <= metrics["eval_ce_micro_f1_14"] <= 1.0 and "eval_bleu_4" in metrics
+    assert trainer.model.config.trrg_training_data == "phantom"  # what it was fine-tuned on, for the Space
+
+
+def test_a_model_fine_tuned_on_other_data_does_not_claim_the_phantom(tiny_phantom, tmp_path):
+    import shutil
+
+    from trrg.trainers.training_data import training_data_name
+
+    assert training_data_name(tiny_phantom) == training_data_name(tiny_phantom / "annotation.json") == "phantom"
+    private = shutil.copytree(tiny_phantom, tmp_path / "hospital")
+    (private / "phantom_meta.json").unlink()
+    assert training_data_name(private) == "r2gen data set"
 
 
 def test_reference_clues_replace_the_models_own_on_the_scheduled_share(tiny_phantom, tiny_finetune_model):

@@ -27,3 +27,19 @@ def _truncate(studies: datasets.DatasetDict, data_args: TRRGDataArguments) -> da
         if split in studies and limit is not None and limit < len(studies[split]):
             studies[split] = studies[split].select(range(limit))
     return studies
+
+
+def training_data_name(source) -> str:
+    """What a model was fine-tuned on, for its config (``trrg_training_data``; the Space's banner
+    reads it): "phantom" for the synthetic phantom, else the data format's name ("r2gen data set",
+    "records data set", ...). Never the path, which may name a hospital or a patient."""
+    from pathlib import Path
+
+    from trrg.processing.studies import format_of, resolve_source
+
+    source = resolve_source(source)
+    if isinstance(source, (str, Path)):
+        folder = Path(source) if Path(source).is_dir() else Path(source).parent
+        if (folder / "phantom_meta.json").is_file():
+            return "phantom"
+    return f"{format_of(source).name} data set"
