@@ -306,3 +306,14 @@ def test_the_standard_trainer_call_works_without_a_collator(tiny_phantom, tiny_p
         assert not trainer.args.remove_unused_columns
         result = trainer.train()
         assert torch.isfinite(torch.tensor(result.training_loss))
+
+
+def test_evaluating_without_the_evaluation_split_names_eval_split(tiny_phantom, tiny_finetune_model, tmp_path):
+    import copy
+
+    from trrg.trainers.finetune_trainer import build_finetuner
+
+    args = _args(TRRGFinetuneArguments, tmp_path, max_steps=1, eval_strategy="epoch")
+    with pytest.raises(ValueError, match=r"--eval_split.*it has \['test', 'train', 'val'\]"):
+        build_finetuner(args, TRRGDataArguments(data=str(tiny_phantom), eval_split="validation"),
+                        copy.deepcopy(tiny_finetune_model[0]), tiny_finetune_model[1])

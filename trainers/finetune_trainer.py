@@ -23,7 +23,7 @@ from trrg.trainers.clue_calibration import calibrate_clue_thresholds
 from trrg.trainers.collators import FinetuneCollator, FrozenVisionCache, rare_finding_weights, study_columns_kept
 from trrg.trainers.distributed import world_size
 from trrg.trainers.loss_parts import LossPartsMixin
-from trrg.trainers.training_data import load_training_studies, training_data_name
+from trrg.trainers.training_data import evaluation_split, load_training_studies, training_data_name
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, m
     studies = studies if studies is not None else load_training_studies(data_args)
     if data_args.data:  # the exported model says what it was fine-tuned on (not what it started from)
         model.config.trrg_training_data = training_data_name(data_args.data)
-    eval_dataset = studies[data_args.eval_split] if data_args.eval_split in studies else None
+    eval_dataset = evaluation_split(studies, data_args, args.eval_strategy)
     train_dataset = studies[data_args.train_split]
     cache = FrozenVisionCache(model) if args.cache_vision_features and _features_are_frozen(model, args) else None
     # The collator first: its arguments are checked before the calibration's pass over the data.

@@ -19,7 +19,7 @@ from trrg.trainers.arguments import TRRGDataArguments, TRRGPretrainArguments
 from trrg.trainers.collators import PretrainCollator, label_prevalence, study_columns_kept
 from trrg.trainers.distributed import gather_for_global_loss, world_size
 from trrg.trainers.loss_parts import LossPartsMixin
-from trrg.trainers.training_data import load_training_studies
+from trrg.trainers.training_data import evaluation_split, load_training_studies
 
 
 class ClampLogitScaleCallback(TrainerCallback):
@@ -75,7 +75,7 @@ def build_pretrainer(args: TRRGPretrainArguments, data_args: TRRGDataArguments, 
     collator = PretrainCollator(processor, model.config.disease_prompts, model.config.disease_names,
                                 args.positive_sentence_rate, data_args.uncertain, seed=args.seed,
                                 augment=args.augment, strict_images=data_args.strict_images)
-    eval_dataset = studies[data_args.eval_split] if data_args.eval_split in studies else None
+    eval_dataset = evaluation_split(studies, data_args, args.eval_strategy)
     if args.label_names is None:  # disease_label_mask is optional: do not require it for eval loss
         args.label_names = ["disease_labels"]
     trainer = TRRGPretrainer(model=model, args=args, train_dataset=train, eval_dataset=eval_dataset,

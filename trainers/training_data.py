@@ -21,6 +21,18 @@ def load_training_studies(data_args: TRRGDataArguments) -> datasets.DatasetDict:
     return _truncate(studies, data_args)
 
 
+def evaluation_split(studies: datasets.DatasetDict, data_args: TRRGDataArguments, eval_strategy) -> datasets.Dataset | None:
+    """The evaluation split named by ``--eval_split``, or None; an error naming ``--eval_split`` when
+    the training arguments evaluate during training and the data has no such split."""
+    if data_args.eval_split in studies:
+        return studies[data_args.eval_split]
+    if str(getattr(eval_strategy, "value", eval_strategy)) != "no":
+        raise StudyDataError(f"--eval_strategy {getattr(eval_strategy, 'value', eval_strategy)} needs an evaluation "
+                             f"split, but --data {data_args.data} has no split {data_args.eval_split!r} (--eval_split; "
+                             f"it has {sorted(studies)}): pass --eval_split with one of them, or --eval_strategy no")
+    return None
+
+
 def _truncate(studies: datasets.DatasetDict, data_args: TRRGDataArguments) -> datasets.DatasetDict:
     limits = {data_args.train_split: data_args.max_train_studies, data_args.eval_split: data_args.max_eval_studies}
     for split, limit in limits.items():
