@@ -40,6 +40,8 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
     def __init__(self, *args, generation_kwargs: dict | None = None, sampling_weights: torch.Tensor | None = None,
                  **kwargs):
         study_columns_kept(kwargs.get("args"))
+        if isinstance(kwargs.get("args"), TRRGFinetuneArguments) and kwargs.get("model") is not None:
+            prepare_for_training(kwargs["model"], kwargs["args"])  # freezing and LoRA, as the arguments say
         if kwargs.get("data_collator") is None and len(args) < 3 and kwargs.get("processing_class") is not None:
             # The standard call, Trainer(model=, args=, train_dataset=, processing_class=), gets the study collator.
             kwargs["data_collator"] = _default_collator(kwargs["processing_class"], kwargs.get("args"))
@@ -105,7 +107,11 @@ def _default_collator(processor, args) -> FinetuneCollator:
 
 
 def prepare_for_training(model, args: TRRGFinetuneArguments):
-    """Freezing policy and LoRA. Frozen: the stage-1 perception when ``freeze_vision``."""
+    """Freezing policy and LoRA. Frozen: the stage-1 perception when ``freeze_vision``. Applied once
+    per model (``build_finetuner`` and ``TRRGFinetuneTrainer`` both call it)."""
+    if getattr(model, "_trrg_prepared_for_training", False):
+        return model
+    model._trrg_prepared_for_training = True
     if args.freeze_vision:
         model.freeze_perception()
     if args.lora_r > 0:
