@@ -148,7 +148,8 @@ _CUES: tuple[tuple[str, str, int, int], ...] = (
     # Double negations.
     (r"(?:cannot|can not|could not|can't|not) (?:be )?(?:entirely |completely |definitely )?"
      r"(?:excluded|exclude|ruled out|rule out)", NEGATED_UNCERTAIN, 8, 6),
-    (r"(?:difficult|unable|impossible) to (?:exclude|rule out)", NEGATED_UNCERTAIN, 8, 6),
+    # CheXpert pre-negation uncertainty "no evidence to rule out XXX".
+    (r"(?:difficult|unable|impossible|no evidence|nothing) to (?:exclude|rule out)", NEGATED_UNCERTAIN, 8, 6),
     (r"no new", NEGATED_UNCERTAIN, 6, 0),
     # Pseudo-negations: they change nothing, except that "no change" keeps a descriptor stable.
     (r"(?:no|without|not) (?:significant(?:ly)? |interval |appreciable |substantial |definite |other )?"
@@ -162,8 +163,15 @@ _CUES: tuple[tuple[str, str, int, int], ...] = (
     # Negations.
     (r"(?:no|without) (?:\w+ )?(?:evidence|signs?|findings?|features?|suggestion) (?:of|for|to suggest)",
      NEGATION, 10, 0),
-    (r"to suggest|negative for|free of|clear of|absence of|lack of|resolution of|removal of|rule out|ruled out",
-     NEGATION, 10, 0),
+    # CheXpert negations "history|free|disappearance|resolution|drainage|removal of XXX", "clearing of
+    # XXX" and "rather than XXX" (conj:negcc).
+    (r"to suggest|negative for|free of|clear of|clearing of|absence of|lack of|resolution of|removal of"
+     r"|history of|disappearance of|drainage of|rule out|ruled out", NEGATION, 10, 0),
+    (r"rather than|instead of", NEGATION, 4, 0),
+    # CheXpert negations "XXX with interval resolution" (before "with" ends a scope) and "XXX is
+    # previously demonstrated/visualized" (it was there before, not now).
+    (r"with (?:(?:interval|complete|near complete|near-complete) )?(?:resolution|clearing)", NEGATION, 0, 4),
+    (r"(?:is|are|was|were|has been|have been) previously (?:demonstrated|visualized|visualised)", NEGATION, 0, 1),
     (r"no|without|neither|nor|never|exclude[sd]?", NEGATION, 10, 0),
     (r"(?:at |near |to )?(?:the )?(?:upper limits? of|high|top|upper) normal", NEGATION, 3, 6),
     (r"(?:not|no longer) (?:\w+ )?(?:seen|identified|demonstrated|visualized|visible|present|evident|noted|detected"

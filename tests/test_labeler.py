@@ -68,6 +68,19 @@ RULES = [
      ("Cardiomegaly", "Enlarged Cardiomediastinum"), (0, 0)),
     ("Normal heart size. Unremarkable mediastinum.", ("Cardiomegaly", "Enlarged Cardiomediastinum"), (0, 0)),
     ("Heart size is enlarged, pulmonary vascularity within normal limits.", ("Cardiomegaly",), (1,)),
+    # CheXpert negation patterns (patterns/negation.txt of the CheXpert labeler, used as a checklist):
+    # "rather than XXX", "history of / disappearance of / drainage of / clearing of XXX", "XXX with
+    # interval resolution", "XXX is previously demonstrated".
+    ("Basilar atelectasis rather than pneumonia.", ("Atelectasis", "Pneumonia"), (1, 0)),
+    ("Scarring instead of consolidation.", ("Consolidation",), (0,)),
+    ("History of pneumonia.", ("Pneumonia",), (0,)),
+    ("Interval disappearance of the right effusion.", ("Pleural Effusion",), (0,)),
+    ("Status post drainage of the left pleural effusion.", ("Pleural Effusion",), (0,)),
+    ("Interval clearing of the left basilar consolidation.", ("Consolidation",), (0,)),
+    ("Left basilar consolidation with interval resolution.", ("Consolidation",), (0,)),
+    ("A right apical pneumothorax was previously demonstrated.", ("Pneumothorax",), (0,)),
+    # ... and its pre-negation uncertainty "no evidence to rule out XXX".
+    ("There is no evidence to rule out a small pneumothorax.", ("Pneumothorax",), (-1,)),
     # Uncertainty cues, before and after the mention.
     ("Findings may represent early pneumonia.", ("Pneumonia",), (-1,)),
     ("Possible small right pleural effusion.", ("Pleural Effusion",), (-1,)),
