@@ -181,14 +181,22 @@ _CUES: tuple[tuple[str, str, int, int], ...] = (
     (r"normal (?:size|appearance|caliber|contour)(?: and (?:configuration|contour|shape|size))? of", NEGATION, 3, 0),
     (r"normal(?:ly)?|unremarkable", NEGATION, 3, 9),
     (r"absent|resolved|resolving|cleared|removed|negative", NEGATION, 3, 5),
-    # Hedges.
-    (r"possibl[ey]|probabl[ey]|likely|questionabl[ey]|suspect(?:ed)?|presum(?:ed|ably|ptive)|favou?red"
-     r"|equivocal|indeterminate|may be|might be|could be|can be|cannot|uncertain",
+    # Hedges (CheXpert's post-negation uncertainty patterns as the checklist).
+    # "may/could be consistent/compatible with XXX": the hedge reaches across "with", which
+    # otherwise ends a scope; "XXX could appear", "XXX may have this appearance".
+    (r"(?:may|might|could|can|would|possibly|probably|likely) (?:also )?(?:be )?(?:consistent|compatible) with",
+     UNCERTAINTY, 6, 0),
+    (r"(?:may|might|could|can) (?:also )?(?:appear|have (?:this|a similar) appearance)", UNCERTAINTY, 6, 3),
+    (r"possibl[ey]|probabl[ey]|likely|questionabl[ey]|suspect(?:ed)?|presum(?:ed|ably|ptive)|favou?r(?:s|ed)?"
+     r"|maybe|equivocal|indeterminate|may be|might be|could be|can be|cannot|uncertain",
      UNCERTAINTY, 6, 4),
-    (r"may|might|could|would|suggestive of|suggestion of|concerning for|concern for|suspicious (?:for|of)"
-     r"|suspicion (?:of|for)|worrisome for|question of|questioned"
+    # "suspicious XXX", "question XXX", "consider XXX", "(maybe) secondary to XXX", "correlate
+    # clinically for XXX".
+    (r"may|might|could|would|suggestive of|suggestion of|concerning for|concern for|suspicious(?: for| of)?"
+     r"|suspicion (?:of|for)|worrisome for|question(?:ed| of)?|consider(?:ed)?"
      r"|differential (?:diagnosis )?(?:includes?|considerations?)"
-     r"|(?:clinical )?correlation", UNCERTAINTY, 6, 0),
+     r"|(?:clinical(?:ly)? )?correlat(?:ion|e)(?: clinically)?", UNCERTAINTY, 6, 0),
+    (r"secondary to", UNCERTAINTY, 4, 0),
     (r"versus|vs|and/or", UNCERTAINTY, 3, 3),
     (r"or", UNCERTAINTY, 3, 2),
     # Stability (for descriptors).

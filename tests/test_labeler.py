@@ -91,6 +91,22 @@ RULES = [
     ("Findings concerning for pulmonary edema.", ("Edema",), (-1,)),
     ("Atelectasis is likely.", ("Atelectasis",), (-1,)),
     ("Scarring or atelectasis at the left base.", ("Atelectasis",), (-1,)),
+    # CheXpert post-negation uncertainty patterns: "may be consistent/compatible with XXX", "XXX
+    # could appear", "XXX may have this appearance", "maybe", "favor", "suspicious XXX", "question
+    # XXX", "consider XXX", "secondary to XXX", "correlate clinically for XXX".
+    ("Opacity may be consistent with pneumonia.", ("Pneumonia", "Lung Opacity"), (-1, 1)),
+    ("The findings could be compatible with mild edema.", ("Edema",), (-1,)),
+    ("Possibly consistent with atelectasis.", ("Atelectasis",), (-1,)),
+    ("Findings consistent with pneumonia.", ("Pneumonia",), (1,)),
+    ("A small effusion could appear this way.", ("Pleural Effusion",), (-1,)),
+    ("Atelectasis may have this appearance.", ("Atelectasis",), (-1,)),
+    ("Maybe a small pneumothorax.", ("Pneumothorax",), (-1,)),
+    ("Findings favor atelectasis rather than pneumonia.", ("Atelectasis", "Pneumonia"), (-1, 0)),
+    ("Suspicious nodule in the left upper lobe.", ("Lung Lesion",), (-1,)),
+    ("Question early consolidation at the right base.", ("Consolidation",), (-1,)),
+    ("Consider pneumonia in the right clinical setting.", ("Pneumonia",), (-1,)),
+    ("Blunting of the costophrenic angle secondary to a small effusion.", ("Pleural Effusion",), (-1,)),
+    ("Correlate clinically for pneumonia.", ("Pneumonia",), (-1,)),
     # Double negations are uncertain.
     ("Pneumonia cannot be excluded.", ("Pneumonia",), (-1,)),
     ("A small effusion is not excluded.", ("Pleural Effusion",), (-1,)),
