@@ -137,6 +137,11 @@ _MENTION_PHRASES: tuple[tuple[str, str | None, str], ...] = (
 # ---------------------------------------------------------------------------------------------
 NEGATED_UNCERTAIN = "double negation"  # uncertain, checked before negation
 NEGATION = "negation"
+# "normal", "unremarkable", "within normal limits": a negation of the structure they describe
+# (CheXpert's normal/unremarkable patterns bind to the noun they modify or their subject). Across a
+# comma it still reaches a list of structures ("normal heart size, mediastinum and hila") but not a
+# finding: in "normal heart size, mild atelectasis" the atelectasis is not normal.
+NORMALITY = "normality"
 UNCERTAINTY = "uncertainty"
 STABILITY = "stability"  # "stable", "borderline": uncertain for descriptor mentions only
 BREAK = "break"  # ends every cue's scope
@@ -173,13 +178,15 @@ _CUES: tuple[tuple[str, str, int, int], ...] = (
     (r"with (?:(?:interval|complete|near complete|near-complete) )?(?:resolution|clearing)", NEGATION, 0, 4),
     (r"(?:is|are|was|were|has been|have been) previously (?:demonstrated|visualized|visualised)", NEGATION, 0, 1),
     (r"no|without|neither|nor|never|exclude[sd]?", NEGATION, 10, 0),
-    (r"(?:at |near |to )?(?:the )?(?:upper limits? of|high|top|upper) normal", NEGATION, 3, 6),
+    (r"(?:at |near |to )?(?:the )?(?:upper limits? of|high|top|upper) normal", NORMALITY, 3, 6),
     (r"(?:not|no longer) (?:\w+ )?(?:seen|identified|demonstrated|visualized|visible|present|evident|noted|detected"
      r"|enlarged|widened|dilated|shown|apparent|included)", NEGATION, 0, 5),
     (r"no longer|not", NEGATION, 10, 0),
-    (r"within normal limits|normal in (?:size|caliber|appearance|contour)", NEGATION, 0, 9),
-    (r"normal (?:size|appearance|caliber|contour)(?: and (?:configuration|contour|shape|size))? of", NEGATION, 3, 0),
-    (r"normal(?:ly)?|unremarkable", NEGATION, 3, 9),
+    # A mention inside one of these ("normal in size and contour") is negated by it.
+    (r"(?:within normal limits|normal) (?:in|for) (?:size|caliber|appearance|contour)"
+     r"(?: and (?:configuration|contour|shape|size|appearance))?|within normal limits", NORMALITY, 0, 9),
+    (r"normal (?:size|appearance|caliber|contour)(?: and (?:configuration|contour|shape|size))? of", NORMALITY, 3, 0),
+    (r"normal(?:ly)?|unremarkable", NORMALITY, 3, 9),
     (r"absent|resolved|resolving|cleared|removed|negative", NEGATION, 3, 5),
     # Hedges (CheXpert's post-negation uncertainty patterns as the checklist).
     # "may/could be consistent/compatible with XXX": the hedge reaches across "with", which
@@ -244,7 +251,7 @@ def _words_between(sentence: str, start: int, end: int) -> int:
     return gap.count(" ") + 1 if gap else 0
 
 
-def _kinds_before(sentence: str, start: int, cues: list[tuple[int, int, str, int, int]]) -> set[str]:
+def _kinds_before(sentence: str, start: int, cues: list[tuple[int, int, str, int, int]], finding: bool) -> set[str]:
     """Kinds of the cues before ``sentence[start:]`` that reach it, scanning back to a clause start."""
     kinds = set()
     after_comma = False
@@ -254,23 +261,27 @@ def _kinds_before(sentence: str, start: int, cues: list[tuple[int, int, str, int
         after_comma |= kind == COMMA
         if kind == AFFIRMATION and after_comma:
             continue  # "heart enlarged, stable mediastinum": the enlargement is the heart's
+        if kind == NORMALITY and after_comma and finding:
+            continue  # "normal heart size, mild atelectasis"
         if reach_before and _words_between(sentence, cue_end, start) <= reach_before:
             kinds.add(kind)
     return kinds
 
 
-def _kinds_after(sentence: str, end: int, cues: list[tuple[int, int, str, int, int]]) -> set[str]:
+def _kinds_after(sentence: str, end: int, cues: list[tuple[int, int, str, int, int]], finding: bool) -> set[str]:
     """Kinds of the cues after ``sentence[:end]`` that reach back to it, up to a scope break."""
     kinds = set()
-    hedges_open = True  # a comma closes hedges: "opacity, may reflect atelectasis"
+    # A comma closes hedges ("opacity, may reflect atelectasis") and, for a finding, normality
+    # ("small effusion, heart size normal").
+    comma_seen = False
     for cue_start, _, kind, _, reach_after in (cue for cue in cues if cue[0] >= end):
         if kind == BREAK:
             break
         if kind == COMMA:
-            hedges_open = False
+            comma_seen = True
             continue
         if reach_after and _words_between(sentence, end, cue_start) <= reach_after:
-            if kind != UNCERTAINTY or hedges_open:
+            if not comma_seen or (kind != UNCERTAINTY and not (kind == NORMALITY and finding)):
                 kinds.add(kind)
         if kind == AFFIRMATION:
             break  # the mention's predicate: what follows belongs to another clause
@@ -280,7 +291,7 @@ def _kinds_after(sentence: str, end: int, cues: list[tuple[int, int, str, int, i
 def _mention_label(kind: str, cue_kinds: set[str]) -> int:
     if NEGATED_UNCERTAIN in cue_kinds:
         return UNCERTAIN
-    if NEGATION in cue_kinds:
+    if NEGATION in cue_kinds or NORMALITY in cue_kinds:
         return NEGATIVE
     if UNCERTAINTY in cue_kinds or kind == HEDGED:
         return UNCERTAIN
@@ -300,7 +311,11 @@ def _sentence_mentions(sentence: str) -> tuple[tuple[str, str, int], ...]:
             continue
         if cues is None:
             cues = _cues_in(sentence)
-        cue_kinds = _kinds_before(sentence, match.start(), cues) | _kinds_after(sentence, match.end(), cues)
+        start, end = match.span()
+        finding = kind != DESCRIPTOR
+        cue_kinds = _kinds_before(sentence, start, cues, finding) | _kinds_after(sentence, end, cues, finding)
+        # A cue that encloses the mention applies to it ("normal in size and contour").
+        cue_kinds.update(cue[2] for cue in cues if cue[0] <= start and cue[1] >= end)
         label = _mention_label(kind, cue_kinds)
         if kind != NEGATED_ONLY or label == NEGATIVE:
             mentions.append((observation, kind, label))

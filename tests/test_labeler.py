@@ -81,6 +81,13 @@ RULES = [
     ("A right apical pneumothorax was previously demonstrated.", ("Pneumothorax",), (0,)),
     # ... and its pre-negation uncertainty "no evidence to rule out XXX".
     ("There is no evidence to rule out a small pneumothorax.", ("Pneumothorax",), (-1,)),
+    # "normal"/"unremarkable" negate the structure they describe (CheXpert binds them to the noun
+    # they modify or their subject): across a comma they reach a list of structures, not a finding.
+    ("Normal heart size, mild bibasilar atelectasis.", ("Cardiomegaly", "Atelectasis"), (0, 1)),
+    ("Heart size within normal limits, small left effusion.", ("Cardiomegaly", "Pleural Effusion"), (0, 1)),
+    ("Small right effusion, mediastinum unremarkable.", ("Pleural Effusion", "Enlarged Cardiomediastinum"), (1, 0)),
+    ("Normal heart size, mediastinum and hila.", ("Cardiomegaly", "Enlarged Cardiomediastinum"), (0, 0)),
+    ("The heart, mediastinum, and hila are normal.", ("Cardiomegaly", "Enlarged Cardiomediastinum"), (0, 0)),
     # Uncertainty cues, before and after the mention.
     ("Findings may represent early pneumonia.", ("Pneumonia",), (-1,)),
     ("Possible small right pleural effusion.", ("Pleural Effusion",), (-1,)),
