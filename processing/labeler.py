@@ -60,11 +60,11 @@ NEGATED_ONLY = "negated only"
 
 
 # ---------------------------------------------------------------------------------------------
-# Phrase lists: (regular expression, observation, kind). Order matters where phrases overlap:
+# Phrase lists: (regular expression, observation or observations, kind). Order matters where phrases overlap:
 # at one position the first listed alternative wins, so longer and excluding phrases come first.
 # A space in a phrase also accepts an "XXXX" mask between the words.
 # ---------------------------------------------------------------------------------------------
-_MENTION_PHRASES: tuple[tuple[str, str | None, str], ...] = (
+_MENTION_PHRASES: tuple[tuple[str, str | tuple[str, ...] | None, str], ...] = (
     # Look-alikes that must not count.
     (r"pericardial effusions?|(?:pleural|septal|kerley(?: b)?) lines?", None, NOT_A_MENTION),
     # The heart as a landmark ("projected over the heart") says nothing about its size.
@@ -84,6 +84,10 @@ _MENTION_PHRASES: tuple[tuple[str, str | None, str], ...] = (
     (r"enlargement of the (?:heart|cardiac silhouette)", CARDIOMEGALY, FINDING),
     (r"cardio\s?mediastinal (?:silhouette|contour|shadow)s?|cardiomediastinum",
      "Enlarged Cardiomediastinum", DESCRIPTOR),
+    # CheXpert lists "cardiac contour" under Cardiomegaly and "contour" and "cardiac silhouette and
+    # vascularity" under Enlarged Cardiomediastinum: these mention both.
+    (r"cardiac contours?|cardiac silhouette and (?:pulmonary )?vascularity",
+     (CARDIOMEGALY, "Enlarged Cardiomediastinum"), DESCRIPTOR),
     (r"heart size|cardiac (?:size|silhouette|shadow|contour|border)s?|heart(?! failure)|cardiac(?= and mediastin)",
      CARDIOMEGALY, DESCRIPTOR),
     # Enlarged Cardiomediastinum.
@@ -91,6 +95,12 @@ _MENTION_PHRASES: tuple[tuple[str, str | None, str], ...] = (
      "Enlarged Cardiomediastinum", FINDING),
     (r"(?:hilar and )?mediastinal (?:and hilar )?(?:contour|silhouette|configuration|width|shadow|structure|border)s?"
      r"|mediastinum|pericardial silhouette", "Enlarged Cardiomediastinum", DESCRIPTOR),
+    # A bare "contour" is the cardiomediastinal contour in CheXpert's list ("heart size and contour
+    # are normal", "hilar contours"), unless it is named as another structure's.
+    (r"(?:diaphragm\w*|hemidiaphragm\w*|rib|bony|osseous|spinal|vertebral|stomach|gastric|bowel|breast|soft tissue)"
+     r" contours?"
+     r"|contour (?:deformit|abnormalit|irregularit)\w*", None, NOT_A_MENTION),
+    (r"contours?", "Enlarged Cardiomediastinum", DESCRIPTOR),
     # Lung Lesion.
     (r"nodular (?:opacit|densit|opacification|lesion)\w*|mass-?like (?:opacit|densit|opacification|lesion)\w*",
      "Lung Lesion", FINDING),
@@ -108,9 +118,11 @@ _MENTION_PHRASES: tuple[tuple[str, str | None, str], ...] = (
     (r"pleural fluid|effusions?|hydropneumothorax", "Pleural Effusion", FINDING),
     (r"fracture\w*", "Fracture", FINDING),
     (r"(?:acute )?(?:bony|osseous|skeletal) (?:abnormalit\w*|injur\w*|process\w*)", "Fracture", NEGATED_ONLY),
+    # CheXpert's Support Devices list includes "marker" and "equipment"; a "tracheostomy" alone is
+    # an other finding there (its tube is the device).
     (r"pace(?:makers?| makers?)|pacers?|picc|lines?|tubes?|valves?|catheters?|hardware|arthroplast\w*|icd"
      r"|defibrillators?|devices?|drains?|plates?|screws?|cannula\w*|apparatus|coils?|mediport|port-?a-?cath"
-     r"|tracheostomy"
+     r"|markers?|equipment"
      r"|(?:pacer|pacemaker|pacing|icd) leads|support equipment"
      # A tip that ends somewhere is a line or tube's, even when the device's name is masked.
      r"|tip (?:in|at|overlying|overlies|projecting|projects|terminat\w*|near|approximat\w*|extends|located|is)",
@@ -127,7 +139,9 @@ _MENTION_PHRASES: tuple[tuple[str, str | None, str], ...] = (
      r"|lymphadenopathy|chronic obstructive|cyst\w*|curvature|spurs?|spurring|syndesmophyt\w*|dextrocardia"
      # Postoperative states: not a normal study either.
      r"|sternotom\w*|cabg|post-?(?:operative|surgical)|status post|prosthe\w*|implants?|foreign bod\w*"
-     r"|amputation|thoracotomy|lobectomy|pneumonectomy|mastectomy|piercing",
+     r"|amputation|thoracotomy|lobectomy|pneumonectomy|mastectomy|piercing"
+     # The rest of CheXpert's "no finding" (other finding) list.
+     r"|tracheostomy|plaques?|osteodystroph\w*|aerophagia",
      OTHER_FINDING, FINDING),
 )
 
@@ -142,6 +156,7 @@ NEGATION = "negation"
 # comma it still reaches a list of structures ("normal heart size, mediastinum and hila") but not a
 # finding: in "normal heart size, mild atelectasis" the atelectasis is not normal.
 NORMALITY = "normality"
+STRUCTURE_LIST_REACH = 6  # words a normality cue reaches forward over a list of structures
 UNCERTAINTY = "uncertainty"
 STABILITY = "stability"  # "stable", "borderline": uncertain for descriptor mentions only
 BREAK = "break"  # ends every cue's scope
@@ -183,8 +198,8 @@ _CUES: tuple[tuple[str, str, int, int], ...] = (
      r"|enlarged|widened|dilated|shown|apparent|included)", NEGATION, 0, 5),
     (r"no longer|not", NEGATION, 10, 0),
     # A mention inside one of these ("normal in size and contour") is negated by it.
-    (r"(?:within normal limits|normal) (?:in|for) (?:size|caliber|appearance|contour)"
-     r"(?: and (?:configuration|contour|shape|size|appearance))?|within normal limits", NORMALITY, 0, 9),
+    (r"(?:within normal limits|normal) (?:in|for|of) (?:size|caliber|appearance|contour)"
+     r"(?:,? (?:and )?(?:configuration|contour|shape|size|appearance))?|within normal limits", NORMALITY, 0, 9),
     (r"normal (?:size|appearance|caliber|contour)(?: and (?:configuration|contour|shape|size))? of", NORMALITY, 3, 0),
     (r"normal(?:ly)?|unremarkable", NORMALITY, 3, 9),
     (r"absent|resolved|resolving|cleared|removed|negative", NEGATION, 3, 5),
@@ -254,17 +269,23 @@ def _words_between(sentence: str, start: int, end: int) -> int:
 def _kinds_before(sentence: str, start: int, cues: list[tuple[int, int, str, int, int]], finding: bool) -> set[str]:
     """Kinds of the cues before ``sentence[start:]`` that reach it, scanning back to a clause start."""
     kinds = set()
-    after_comma = False
+    after_comma = affirmed = stable = False
     for _, cue_end, kind, reach_before, _ in reversed([cue for cue in cues if cue[1] <= start]):
         if kind in (BREAK, CLAUSE):
             break
         after_comma |= kind == COMMA
         if kind == AFFIRMATION and after_comma:
             continue  # "heart enlarged, stable mediastinum": the enlargement is the heart's
-        if kind == NORMALITY and after_comma and finding:
-            continue  # "normal heart size, mild atelectasis"
+        if kind == NORMALITY and reach_before:
+            # "normal heart size, mild atelectasis", "normal heart, enlarged (or stable) mediastinum"
+            if finding and after_comma or affirmed or stable and after_comma:
+                continue
+            if not finding:  # a list of structures: "normal heart size, mediastinal and hilar contours"
+                reach_before = max(reach_before, STRUCTURE_LIST_REACH)
         if reach_before and _words_between(sentence, cue_end, start) <= reach_before:
             kinds.add(kind)
+            affirmed |= kind == AFFIRMATION
+            stable |= kind == STABILITY
     return kinds
 
 
@@ -306,8 +327,8 @@ def _sentence_mentions(sentence: str) -> tuple[tuple[str, str, int], ...]:
     mentions = []
     cues = None  # found lazily: many sentences hold no mention
     for match in _MENTION_REGEX.finditer(sentence):
-        _, observation, kind = _MENTION_PHRASES[match.lastindex - 1]
-        if observation is None:
+        _, observations, kind = _MENTION_PHRASES[match.lastindex - 1]
+        if observations is None:
             continue
         if cues is None:
             cues = _cues_in(sentence)
@@ -318,7 +339,8 @@ def _sentence_mentions(sentence: str) -> tuple[tuple[str, str, int], ...]:
         cue_kinds.update(cue[2] for cue in cues if cue[0] <= start and cue[1] >= end)
         label = _mention_label(kind, cue_kinds)
         if kind != NEGATED_ONLY or label == NEGATIVE:
-            mentions.append((observation, kind, label))
+            for observation in (observations,) if isinstance(observations, str) else observations:
+                mentions.append((observation, kind, label))
     return tuple(mentions)
 
 

@@ -138,6 +138,29 @@ RULES = [
     ("Borderline heart size.", ("Cardiomegaly",), (-1,)),
     ("The cardiac silhouette is mildly enlarged.", ("Cardiomegaly",), (1,)),
     ("A nodule projects over the heart.", ("Cardiomegaly", "Lung Lesion"), (None, 1)),
+    # CheXpert's Enlarged Cardiomediastinum mentions include a bare "contour" and "cardiac silhouette
+    # and vascularity"; "cardiac contour" is in its Cardiomegaly list too. Another organ's contour is
+    # not the mediastinum's.
+    ("Heart size and contour are normal.", ("Cardiomegaly", "Enlarged Cardiomediastinum"), (0, 0)),
+    ("Normal cardiac contours.", ("Cardiomegaly", "Enlarged Cardiomediastinum"), (0, 0)),
+    ("Enlarged cardiac contour.", ("Cardiomegaly", "Enlarged Cardiomediastinum"), (1, 1)),
+    ("The cardiac silhouette and vascularity are normal.", ("Cardiomegaly", "Enlarged Cardiomediastinum"), (0, 0)),
+    ("Stable hilar contours.", ("Enlarged Cardiomediastinum",), (-1,)),
+    ("The cardiomediastinal silhouette is within normal limits for size and contour.",
+     ("Enlarged Cardiomediastinum",), (0,)),
+    ("The heart is normal in size and contour.", ("Cardiomegaly", "Enlarged Cardiomediastinum"), (0, 0)),
+    ("Normal cardiomediastinal silhouette and hilar contours.", ("Enlarged Cardiomediastinum",), (0,)),
+    ("Normal heart size, prominent hilar contours.", ("Cardiomegaly", "Enlarged Cardiomediastinum"), (0, 1)),
+    ("Heart size normal, stable mediastinal contours.", ("Cardiomegaly", "Enlarged Cardiomediastinum"), (0, -1)),
+    ("Contour deformity of the left seventh rib.", ("Enlarged Cardiomediastinum",), (None,)),
+    ("The diaphragmatic contours are smooth.", ("Enlarged Cardiomediastinum",), (None,)),
+    # CheXpert's Support Devices list has "marker" and "equipment"; "tracheostomy" alone is in its
+    # other-findings list, its tube is a device.
+    ("Nipple markers are present.", ("Support Devices",), (1,)),
+    ("Monitoring equipment overlies the chest.", ("Support Devices",), (1,)),
+    ("Tracheostomy tube in place.", ("Support Devices",), (1,)),
+    ("Prior tracheostomy.", ("Support Devices", "No Finding"), (None, None)),
+    ("Calcified pleural plaques.", ("Pleural Other", "No Finding"), (None, None)),
     # Look-alikes are not mentions.
     ("Small pericardial effusion.", ("Pleural Effusion",), (None,)),
     ("Calcified nodule in the left lung.", ("Lung Lesion",), (None,)),
