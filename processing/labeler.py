@@ -141,7 +141,7 @@ _MENTION_PHRASES: tuple[tuple[str, str | tuple[str, ...] | None, str], ...] = (
      r"|sternotom\w*|cabg|post-?(?:operative|surgical)|status post|prosthe\w*|implants?|foreign bod\w*"
      r"|amputation|thoracotomy|lobectomy|pneumonectomy|mastectomy|piercing"
      # The rest of CheXpert's "no finding" (other finding) list.
-     r"|tracheostomy|plaques?|osteodystroph\w*|aerophagia",
+     r"|tracheostomy|plaques?|osteodystroph\w*|aerophagia|fissur\w*",
      OTHER_FINDING, FINDING),
 )
 

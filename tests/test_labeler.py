@@ -155,12 +155,13 @@ RULES = [
     ("Contour deformity of the left seventh rib.", ("Enlarged Cardiomediastinum",), (None,)),
     ("The diaphragmatic contours are smooth.", ("Enlarged Cardiomediastinum",), (None,)),
     # CheXpert's Support Devices list has "marker" and "equipment"; "tracheostomy" alone is in its
-    # other-findings list, its tube is a device.
+    # other-findings list (its tube is a device), as are "plaque" and "fissure".
     ("Nipple markers are present.", ("Support Devices",), (1,)),
     ("Monitoring equipment overlies the chest.", ("Support Devices",), (1,)),
     ("Tracheostomy tube in place.", ("Support Devices",), (1,)),
     ("Prior tracheostomy.", ("Support Devices", "No Finding"), (None, None)),
     ("Calcified pleural plaques.", ("Pleural Other", "No Finding"), (None, None)),
+    ("An azygos fissure is seen. The lungs are clear.", ("No Finding",), (None,)),
     # Look-alikes are not mentions.
     ("Small pericardial effusion.", ("Pleural Effusion",), (None,)),
     ("Calcified nodule in the left lung.", ("Lung Lesion",), (None,)),
