@@ -178,8 +178,10 @@ _CUES: tuple[tuple[str, str, int, int], ...] = (
     (r"not only|no doubt", BREAK, 0, 0),
     # Hedges made of negation words, before the plain negations.
     (r"not (?:well |clearly |optimally |fully )(?:seen|visualized|visualised|evaluated|assessed|demonstrated)"
-     r"|(?:poorly|incompletely) (?:seen|visualized|evaluated|assessed)|not appreciated|obscur\w*",
+     r"|(?:poorly|incompletely) (?:seen|visualized|evaluated|assessed)|not appreciated|obscured|obscuration",
      UNCERTAINTY, 3, 4),
+    # CheXpert: "obscuring the XXX" makes the obscured XXX uncertain, not what obscures it.
+    (r"obscur(?:es|ing)", UNCERTAINTY, 3, 0),
     # Negations.
     (r"(?:no|without) (?:\w+ )?(?:evidence|signs?|findings?|features?|suggestion) (?:of|for|to suggest)",
      NEGATION, 10, 0),
@@ -192,10 +194,11 @@ _CUES: tuple[tuple[str, str, int, int], ...] = (
     # previously demonstrated/visualized" (it was there before, not now).
     (r"with (?:(?:interval|complete|near complete|near-complete) )?(?:resolution|clearing)", NEGATION, 0, 4),
     (r"(?:is|are|was|were|has been|have been) previously (?:demonstrated|visualized|visualised)", NEGATION, 0, 1),
-    (r"no|without|neither|nor|never|exclude[sd]?", NEGATION, 10, 0),
-    (r"(?:at |near |to )?(?:the )?(?:upper limits? of|high|top|upper) normal", NORMALITY, 3, 6),
+    # Before "no": "XXX is no longer seen" (CheXpert negation) must not be read as a bare "no".
     (r"(?:not|no longer) (?:\w+ )?(?:seen|identified|demonstrated|visualized|visible|present|evident|noted|detected"
      r"|enlarged|widened|dilated|shown|apparent|included)", NEGATION, 0, 5),
+    (r"no|without|neither|nor|never|exclude[sd]?", NEGATION, 10, 0),
+    (r"(?:at |near |to )?(?:the )?(?:upper limits? of|high|top|upper) normal", NORMALITY, 3, 6),
     (r"no longer|not", NEGATION, 10, 0),
     # A mention inside one of these ("normal in size and contour") is negated by it.
     (r"(?:within normal limits|normal) (?:in|for|of) (?:size|caliber|appearance|contour)"

@@ -79,6 +79,7 @@ RULES = [
     ("Interval clearing of the left basilar consolidation.", ("Consolidation",), (0,)),
     ("Left basilar consolidation with interval resolution.", ("Consolidation",), (0,)),
     ("A right apical pneumothorax was previously demonstrated.", ("Pneumothorax",), (0,)),
+    ("The right pneumothorax is no longer seen.", ("Pneumothorax",), (0,)),
     # ... and its pre-negation uncertainty "no evidence to rule out XXX".
     ("There is no evidence to rule out a small pneumothorax.", ("Pneumothorax",), (-1,)),
     # "normal"/"unremarkable" negate the structure they describe (CheXpert binds them to the noun
@@ -114,6 +115,9 @@ RULES = [
     ("Consider pneumonia in the right clinical setting.", ("Pneumonia",), (-1,)),
     ("Blunting of the costophrenic angle secondary to a small effusion.", ("Pleural Effusion",), (-1,)),
     ("Correlate clinically for pneumonia.", ("Pneumonia",), (-1,)),
+    # "obscuring the XXX" / "XXX is obscured": the obscured thing is uncertain, not what obscures it.
+    ("Basilar opacity obscuring the left hemidiaphragm.", ("Lung Opacity",), (1,)),
+    ("A right effusion is partly obscured.", ("Pleural Effusion",), (-1,)),
     # Double negations are uncertain.
     ("Pneumonia cannot be excluded.", ("Pneumonia",), (-1,)),
     ("A small effusion is not excluded.", ("Pleural Effusion",), (-1,)),
