@@ -70,6 +70,11 @@ _MENTION_PHRASES: tuple[tuple[str, str | tuple[str, ...] | None, str], ...] = (
     # The heart as a landmark ("projected over the heart") says nothing about its size.
     (r"(?:over|overlying|overlies|overlie|behind|to|near|beneath|obscur\w*|abut\w*) (?:the )?(?:left |right )?heart"
      r"|heart (?:border|borders|apex)", None, NOT_A_MENTION),
+    # So is the mediastinum as a place something projects over (CheXpert's positional unmentions
+    # "over the (superior, left, right) mediastinum"; its "in the mediastinum" is left out: what is
+    # in the mediastinum can change its contour).
+    (r"(?:over|overlying|overlies|overlie) (?:the )?(?:superior |anterior |posterior |middle |upper "
+     r"|left |right )?mediastinum", None, NOT_A_MENTION),
     (r"calcified (?:nodule|nodules|nodular \w+)", OTHER_FINDING, FINDING),
     # Pleural Other before Lung Opacity, so "pleural scarring" is not a lung "scar".
     (r"pleural(?:-| - | and | )(?:parenchymal |peripheral )?scar\w*|pleural scar\w*", "Pleural Other", FINDING),

@@ -142,6 +142,8 @@ RULES = [
     ("Borderline heart size.", ("Cardiomegaly",), (-1,)),
     ("The cardiac silhouette is mildly enlarged.", ("Cardiomegaly",), (1,)),
     ("A nodule projects over the heart.", ("Cardiomegaly", "Lung Lesion"), (None, 1)),
+    ("A catheter tip projects over the superior mediastinum.", ("Enlarged Cardiomediastinum", "Support Devices"),
+     (None, 1)),
     # CheXpert's Enlarged Cardiomediastinum mentions include a bare "contour" and "cardiac silhouette
     # and vascularity"; "cardiac contour" is in its Cardiomegaly list too. Another organ's contour is
     # not the mediastinum's.
