@@ -14,12 +14,19 @@ parser, so it needs no models and labels thousands of reports per second:
    positive. A cue reaches a mention only within a few words and not across a scope break ("but",
    "however", "although", "with", ";"); a negation before a mention also stops at a new clause
    ("is", "there"), so "no effusion, pneumothorax or consolidation" negates all three while
-   "no effusion. mild atelectasis" does not. Pseudo-negations ("no change", "not only") negate
-   nothing.
+   "no effusion. mild atelectasis" does not. "Normal" and "unremarkable" negate the structure they
+   describe and a list of structures, not a finding after a comma ("normal heart size, mild
+   atelectasis"). Pseudo-negations ("no change", "not only") negate nothing.
 3. **Aggregation per report** as CheXpert does: any positive mention wins, otherwise any uncertain
    one, otherwise negative; a positive or uncertain heart-failure mention makes Cardiomegaly
    uncertain unless it is positive; "No Finding" is 1 when nothing but Support Devices is positive
    or uncertain (other abnormalities such as emphysema or granulomas count too), else ``None``.
+
+Sources: the semantics are those of the CheXpert labeler (Irvin et al., "CheXpert: A Large Chest
+Radiograph Dataset with Uncertainty Labels and Expert Comparison", AAAI 2019) and its public phrase
+and pattern files (github.com/stanfordmlgroup/chexpert-labeler: phrases/mention, phrases/unmention,
+patterns/negation.txt, pre_/post_negation_uncertainty.txt), used as a checklist; the regular
+expressions are our own. Comments name the CheXpert phrase or pattern a rule implements.
 
 IU-Xray's "XXXX" de-identification masks are treated as one unknown word, and may sit inside a
 multi-word phrase ("pleural XXXX effusion"). All regular expressions are compiled at import;
@@ -60,8 +67,9 @@ NEGATED_ONLY = "negated only"
 
 
 # ---------------------------------------------------------------------------------------------
-# Phrase lists: (regular expression, observation or observations, kind). Order matters where phrases overlap:
-# at one position the first listed alternative wins, so longer and excluding phrases come first.
+# Phrase lists: (regular expression, observation or observations, kind). Order matters where
+# phrases overlap: at one position the first listed alternative wins, so longer and excluding
+# phrases come first.
 # A space in a phrase also accepts an "XXXX" mask between the words.
 # ---------------------------------------------------------------------------------------------
 _MENTION_PHRASES: tuple[tuple[str, str | tuple[str, ...] | None, str], ...] = (
