@@ -115,6 +115,7 @@ def multi_positive_contrastive_loss(
 def multi_positive_loss_from_logits(logits: torch.Tensor, positive_mask: torch.Tensor) -> torch.Tensor:
     """``multi_positive_contrastive_loss`` for (n_images, n_texts) logits computed any way (global,
     local, or their mean)."""
+    logits = logits.float()  # log-sum-exp over a batch in fp32 (bf16 keeps ~3 digits)
     positive_logits = logits.masked_fill(~positive_mask, float("-inf"))
     image_to_text = (torch.logsumexp(logits, dim=1) - torch.logsumexp(positive_logits, dim=1)).mean()
     text_to_image = (torch.logsumexp(logits, dim=0) - torch.logsumexp(positive_logits, dim=0)).mean()
@@ -310,7 +311,7 @@ class VisionFeatures(ModelOutput):
 
 
 def patch_embeddings(
-    patch_tokens: torch.Tensor, view_mask: torch.Tensor, projection: nn.Module
+    patch_tokens: torch.Tensor, view_mask: torch.Tensor, projection: Callable[[torch.Tensor], torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(batch, views, patches, width) tokens -> (batch, views * patches, dim) L2-normalised patch
     embeddings in the joint space, and their (batch, views * patches) mask (padded views are out)."""
@@ -579,7 +580,8 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
         # Patches into the same joint space: local alignment with sentences and disease prompts.
         self.patch_projection = nn.Linear(self.vision_model.hidden_size, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+        # One element, not 0-dim: FSDP2's fully_shard rejects scalar parameters.
+        self.logit_scale = nn.Parameter(torch.tensor([math.log(config.logit_scale_init)]))
         # Set by the trainer from the training labels (positive_class_weight); saved with the weights.
         self.register_buffer("disease_pos_weight", torch.ones(config.num_diseases))
         self.post_init()
@@ -748,7 +750,7 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         # Stage-1 zero-shot head: projection into the joint space, temperature, prompt bank.
         self.visual_projection = nn.Linear(self.vision_model.global_size, config.projection_dim, bias=False)
         self.patch_projection = nn.Linear(vision_width, config.projection_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(self._logit_scale_init())))
+        self.logit_scale = nn.Parameter(torch.tensor([math.log(self._logit_scale_init())]))  # 1 element: FSDP2
         self.register_buffer("prompt_bank", torch.zeros(config.num_diseases, 2, config.projection_dim))
         self.register_buffer("disease_pos_weight", torch.ones(config.num_diseases))
         # Visual path: backbone width -> clue width (where the interaction happens) -> LLM width.
@@ -802,10 +804,14 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
                                  return_maps: bool = False) -> TRRGDiseasePerception:
         """The zero-shot perception from the vision encoder's features, as stage 1 computes it: the
         mean of the global (study vs prompt bank) and local (best patches vs prompt bank) logits."""
-        scale = self.logit_scale.exp()
-        image_embeds = F.normalize(self.visual_projection(features.study_embeds), dim=-1)
-        patch_embeds, patch_mask = patch_embeddings(features.patch_tokens, view_mask, self.patch_projection)
-        prompt_bank = self.prompt_bank.to(image_embeds.dtype)
+        # In fp32 whatever the weights' dtype: the clue decisions compare these probabilities with
+        # per-observation thresholds, and bf16 keeps ~3 significant digits.
+        scale = self.logit_scale.float().exp()
+        image_embeds = F.normalize(F.linear(features.study_embeds.float(), self.visual_projection.weight.float()), dim=-1)
+        patch_embeds, patch_mask = patch_embeddings(
+            features.patch_tokens.float(), view_mask, lambda tokens: F.linear(tokens, self.patch_projection.weight.float())
+        )
+        prompt_bank = self.prompt_bank.float()
         local = local_disease_logits(patch_embeds, patch_mask, prompt_bank, scale, self.config.local_pool_sharpness)
         logits = (disease_logits_from_prompt_bank(image_embeds, prompt_bank, scale) + local) / 2
         maps = None

@@ -13,8 +13,7 @@ What runs here (CPU, no deepspeed installed):
   (``AcceleratorState`` only switches to FSDP from a GPU-type distributed setup) and FSDP1 needs an
   accelerator device, so the step calls torch's ``fully_shard`` the way accelerate's
   ``fsdp2_prepare_model`` does, with the wrap policy and options from fsdp.yaml. It records that
-  FSDP2 rejects the unmodified model (``logit_scale`` is a 0-dim parameter) and runs the step with
-  ``logit_scale`` reshaped to one element (the proposed fix).
+  FSDP2 shards the model as it is (``logit_scale`` is a 1-element parameter: FSDP2 rejects 0-dim ones).
 """
 
 from __future__ import annotations
@@ -154,8 +153,6 @@ try:
     unpatched_error = None
 except Exception as error:
     unpatched_error = f"{type(error).__name__}: {error}"
-with torch.no_grad():  # the proposed fix: logit_scale as a 1-element tensor
-    model.logit_scale = torch.nn.Parameter(model.logit_scale.detach().reshape(1), requires_grad=False)
 units = shard(model)
 part = {k: v[2 * rank:2 * rank + 2] if torch.is_tensor(v) else v for k, v in inputs.items()}
 part["vision_features"] = VisionFeatures(**{k: v[2 * rank:2 * rank + 2] for k, v in inputs["vision_features"].items()})
@@ -201,9 +198,6 @@ def test_two_process_cpu_fsdp2_step_with_the_yaml_wrap_policy(fsdp_cpu_step):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="modeling_trrg.py: logit_scale is a 0-dim nn.Parameter and FSDP2's "
-                   "fully_shard rejects scalar parameters ('Change logit_scale to a 1D tensor with numel equal "
-                   "to 1'); proposed fix in docs/MEMORY_PLAN.md")
 def test_fsdp2_shards_the_unmodified_model(fsdp_cpu_step):
     for report in fsdp_cpu_step:
         assert report["unpatched_error"] is None, report["unpatched_error"]

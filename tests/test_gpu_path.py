@@ -11,7 +11,7 @@ bf16, trainable weights fp32 masters, the step under bf16 autocast):
   reach the LLM in its embedding dtype;
 * prompt bank: a buffer, so stored bf16 on the model's device; its rows stay unit vectors;
 * the perception (disease probabilities, which decide the clues against per-observation
-  thresholds) should come back fp32: it does not (xfail below, with the proposed fix).
+  thresholds) comes back fp32, computed in fp32 from the bf16 features.
 """
 
 from __future__ import annotations
@@ -109,9 +109,6 @@ def test_pretrain_bf16_forward_backward(pretrain_stage):
     _check_gradients(model)
 
 
-@pytest.mark.xfail(strict=True, reason="modeling_trrg.py: multi_positive_loss_from_logits runs logsumexp on the "
-                   "bf16 logits (CPU autocast keeps logsumexp in bf16; with bf16 weights every backend does), so "
-                   "the stage-1 sentence loss is bf16; fix: logits = logits.float() first")
 def test_pretrain_sentence_loss_is_fp32_under_bf16(pretrain_stage):
     model, _, inputs = pretrain_stage
     with torch.no_grad(), _autocast():
@@ -135,9 +132,6 @@ def test_finetune_bf16_lora_forward_backward_and_dtypes(finetune_stage):
     assert output.clue_states.dtype == torch.long and set(output.clue_states.unique().tolist()) <= {0, 1}
 
 
-@pytest.mark.xfail(strict=True, reason="modeling_trrg.py: perception_from_features computes the zero-shot logits "
-                   "in the weights' dtype, so a bf16 model decides its clues from bf16 probabilities (~3 digits) "
-                   "against the per-observation thresholds; fix: compute the head in fp32")
 def test_finetune_perception_is_fp32_with_bf16_weights(finetune_stage):
     model, processor, _ = finetune_stage
     inputs = processor(images=[[xray_like(1, 64, 64)]], return_tensors="pt")
