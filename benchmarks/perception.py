@@ -1,0 +1,232 @@
+"""Stage-1 perception on the CXR phantom: zero-shot AUROC per observation and the pointing game of
+the evidence maps, for TRRG's stage 1 (global + local alignment) against global alignment only.
+
+    python benchmarks/perception.py --out docs/perception                       # 2 arms x 3 seeds
+    python benchmarks/perception.py --out docs/perception --summary-only        # tables from OUT/runs
+    python benchmarks/perception.py --out /tmp/p --seeds 0 --num-train 200 --num-test 100 --pretrain-epochs 2
+
+Arms (the switch lives here, not in the public config):
+  local   the model as shipped: sentence and prompt logits are the mean of the global (study
+          embedding) and the local (log-sum-exp pooled patch) similarities
+  global  the same model with the local half switched off (study embedding only), as before
+
+Per arm and seed: `trrg pretrain`'s tiny recipe (`commands.demo.run_pretrain` settings) on the train
+split, then on the test split: AUROC and F1@0.5 per observation, and the pointing game per finding
+with a drawn region (`phantom_meta.json`): is the peak cell of the finding's evidence map on a
+drawn region, against the rate a random cell would reach. Also the training seconds per study.
+Writes OUT/runs/<arm>_seed<k>.json as each run ends (a rerun skips finished runs), then
+OUT/perception.json and OUT/perception.md; --summary-only rebuilds those two from OUT/runs alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+ARMS = ("global", "local")
+
+
+def _global_only(model) -> None:
+    """Switch off the local half of the stage-1 logits (the reference arm)."""
+    from trrg.modeling.modeling_trrg import disease_logits_from_prompt_bank
+
+    def disease_logits(self, image_embeds, patch_embeds, patch_mask, prompt_bank):
+        return disease_logits_from_prompt_bank(image_embeds, prompt_bank, self.logit_scale.exp())
+
+    def sentence_logits(self, image_embeds, patch_embeds, patch_mask, text_embeds):
+        return self.logit_scale.exp() * image_embeds @ text_embeds.t()
+
+    model.disease_logits = types.MethodType(disease_logits, model)
+    model.sentence_logits = types.MethodType(sentence_logits, model)
+
+
+def train(arm: str, seed: int, data_dir: Path, work: Path, plan, image_size: int = 128) -> tuple:
+    import dataclasses
+
+    from trrg.assembly.build import build_pretrain_model
+    from trrg.assembly.presets import PRESETS
+    from trrg.commands.demo import training_args
+    from trrg.trainers.arguments import TRRGDataArguments, TRRGPretrainArguments
+    from trrg.trainers.pretrain_trainer import build_pretrainer
+
+    preset = "tiny"
+    if image_size != PRESETS["tiny"].image_size:  # the input-size trade-off: the tiny model at another size
+        preset = f"tiny@{image_size}"
+        PRESETS[preset] = dataclasses.replace(PRESETS["tiny"], image_size=image_size)
+    model, processor = build_pretrain_model(preset, seed=seed)
+    if arm == "global":
+        _global_only(model)
+    args = training_args(TRRGPretrainArguments, work / f"{arm}_seed{seed}", plan, "pretrain", seed, disable_tqdm=True)
+    trainer, processor = build_pretrainer(args, TRRGDataArguments(data=str(data_dir), eval_split=""), model, processor)
+    started = time.perf_counter()
+    trainer.train()
+    return trainer.model.eval(), processor, time.perf_counter() - started
+
+
+def measure(model, processor, data_dir: Path) -> dict:
+    """AUROC/F1 per observation and the pointing game on ``data_dir``'s test split."""
+    import torch
+
+    from trrg.assembly.bridge import encode_prompt_bank
+    from trrg.evaluation.perception import perception_scores, pointing_game
+    from trrg.processing.phantom import finding_regions
+    from trrg.processing.studies import load_studies
+    from trrg.processing.studies.schema import CachedStudyReader
+    from trrg.trainers.collators import disease_targets
+
+    rows = list(load_studies(data_dir, splits=["test"])["test"])
+    meta = json.loads((data_dir / "phantom_meta.json").read_text())
+    names = list(model.config.disease_names)
+    prompt_bank = encode_prompt_bank(model, processor)
+    reader = CachedStudyReader(max_cached_studies=0)
+    probs, targets, cases = [], [], []
+    for start in range(0, len(rows), 64):
+        kept, views = reader.read_batch(rows[start : start + 64])
+        pixels = processor.image_processor(views, return_tensors="pt")
+        with torch.no_grad():
+            perception = model.predict_diseases(pixels["pixel_values"], pixels["view_mask"], prompt_bank,
+                                                return_maps=True)
+        probs.append(perception.disease_probs.numpy())
+        targets.append(disease_targets(kept).numpy())
+        maps = perception.evidence_maps.numpy()
+        for index, (row, study_views) in enumerate(zip(kept, views)):
+            for view, regions in finding_regions(meta, row["id"]).items():
+                if view >= len(study_views):
+                    continue
+                size = study_views[view].size[::-1]  # (height, width) of the image the boxes are in
+                for name, boxes in regions.items():
+                    if name in names and row["labels"].get(name) == 1:
+                        cases.append((name, maps[index, view, names.index(name)], boxes, size))
+    scores = perception_scores(np.concatenate(probs), np.concatenate(targets), names)
+    scores["pointing"] = pointing_game(cases)
+    return scores
+
+
+def run(args) -> None:
+    from trrg.commands.demo import DemoPlan
+    from trrg.processing.phantom import generate_phantom
+
+    runs = Path(args.out) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work)
+    data_dir = work / f"phantom_{args.num_train}_{args.num_test}_{args.image_size}px_seed{args.data_seed}"
+    if not (data_dir / "annotation.json").exists():
+        generate_phantom(data_dir, num_train=args.num_train, num_val=10, num_test=args.num_test,
+                         image_size=args.image_size, seed=args.data_seed, overwrite=True)
+    plan = DemoPlan(num_train=args.num_train, num_val=10, num_test=args.num_test,
+                    pretrain_epochs=args.pretrain_epochs, finetune_epochs=0)
+    for seed in args.seeds:
+        for arm in args.arms:
+            label = arm if args.image_size == 128 else f"{arm}@{args.image_size}px"
+            path = runs / f"{label}_seed{seed}.json"
+            if path.exists():
+                continue
+            model, processor, seconds = train(arm, seed, data_dir, work, plan, args.image_size)
+            result = measure(model, processor, data_dir)
+            result.update({"arm": label, "seed": seed, "train_seconds": round(seconds, 1),
+                           "train_seconds_per_study_epoch": seconds / (args.num_train * args.pretrain_epochs),
+                           "settings": {key: getattr(args, key) for key in
+                                        ("num_train", "num_test", "image_size", "pretrain_epochs", "data_seed")},
+                           "versions": _versions()})
+            path.write_text(json.dumps(result, indent=1) + "\n")
+            print(f"{label} seed {seed}: macro AUROC {result['auroc_macro']:.3f}, {seconds:.0f} s", flush=True)
+
+
+def _versions() -> dict:
+    import platform
+
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def summarize(out: Path, command: str) -> dict:
+    """OUT/perception.json and OUT/perception.md from OUT/runs (no torch, no training)."""
+    results = [json.loads(path.read_text()) for path in sorted((out / "runs").glob("*_seed*.json"))]
+    arms = sorted({r["arm"] for r in results}, key=lambda arm: (arm not in ARMS, arm))
+    by_arm = {arm: [r for r in results if r["arm"] == arm] for arm in arms}
+    names = list(results[0]["per_observation"])
+    summary = {"command": command, "settings": results[0]["settings"], "versions": results[0]["versions"],
+               "seeds": {arm: sorted(r["seed"] for r in runs) for arm, runs in by_arm.items()}, "arms": {}}
+    for arm, runs in by_arm.items():
+        pointing_names = sorted({n for r in runs for n in r["pointing"]})
+        summary["arms"][arm] = {
+            "auroc": {n: _mean([r["per_observation"][n]["auroc"] for r in runs]) for n in names},
+            "auroc_macro": _mean([r["auroc_macro"] for r in runs]),
+            "pointing": {n: {"hit_rate": _mean([r["pointing"][n]["hit_rate"] for r in runs if n in r["pointing"]]),
+                             "chance_rate": _mean([r["pointing"][n]["chance_rate"] for r in runs if n in r["pointing"]]),
+                             "cases": int(np.mean([r["pointing"][n]["cases"] for r in runs if n in r["pointing"]]))}
+                         for n in pointing_names},
+            "train_seconds_per_study_epoch": _mean([r["train_seconds_per_study_epoch"] for r in runs]),
+        }
+    (out / "perception.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "perception.md").write_text(_markdown(summary, names))
+    return summary
+
+
+def _markdown(summary: dict, names: list[str]) -> str:
+    arms = summary["arms"]
+    show = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["# Stage-1 perception on the CXR phantom", "",
+             f"Regenerate from the runs in this folder: `{summary['command']}`", "",
+             f"Settings: {summary['settings']}; seeds per arm: {summary['seeds']}; versions: {summary['versions']}.",
+             "AUROC: zero-shot, test split, mean over seeds. Pointing game (local arm): share of positive "
+             "findings whose evidence-map peak cell overlaps a drawn region, beside a random cell's rate "
+             "(docs/METRICS.md). The global arm's maps come from a patch projection it never trains.", "",
+             "| observation | " + " | ".join(f"AUROC {arm}" for arm in arms) + " | pointing hit | pointing chance | cases |",
+             "|---|" + "---|" * (len(arms) + 3)]
+    local_pointing = arms.get("local", {}).get("pointing", {})
+    for name in names:
+        point = local_pointing.get(name, {})
+        aurocs = " | ".join(show(values["auroc"].get(name)) for values in arms.values())
+        lines.append(f"| {name} | {aurocs} | {show(point.get('hit_rate'))} | {show(point.get('chance_rate'))} | "
+                     f"{point.get('cases', '')} |")
+    lines.append("| **macro** | " + " | ".join(show(values["auroc_macro"]) for values in arms.values()) + " | | | |")
+    lines += ["", "| arm | macro AUROC | lowest AUROC | mean pointing hit (chance) | training ms per study and epoch |",
+              "|---|---|---|---|---|"]
+    for arm, values in arms.items():
+        defined = [v for v in values["auroc"].values() if v is not None]
+        hits = [p["hit_rate"] for p in values["pointing"].values() if p["hit_rate"] is not None]
+        chances = [p["chance_rate"] for p in values["pointing"].values() if p["chance_rate"] is not None]
+        pointing = f"{np.mean(hits):.3f} ({np.mean(chances):.3f})" if hits else "n/a"
+        lines.append(f"| {arm} | {show(values['auroc_macro'])} | {show(min(defined) if defined else None)} | "
+                     f"{pointing} | {values['train_seconds_per_study_epoch'] * 1000:.2f} |")
+    lines += ["", "Training times were taken on 2 CPU cores shared with other work unless the note says otherwise; "
+              "compare arms within one table only."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="docs/perception")
+    parser.add_argument("--work", default="runs/perception", help="phantom data and checkpoints (not committed)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--num-train", type=int, default=1000)
+    parser.add_argument("--num-test", type=int, default=1000)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables from OUT/runs")
+    args = parser.parse_args(argv)
+    if not args.summary_only:
+        run(args)
+    summary = summarize(Path(args.out), f"python benchmarks/perception.py --out {args.out} --summary-only")
+    print((Path(args.out) / "perception.md").read_text())
+    return 0 if summary["arms"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
