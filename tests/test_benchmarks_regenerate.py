@@ -79,3 +79,13 @@ def test_matplotlib_is_a_benchmark_dependency_only():
     importers = [str(path.relative_to(ROOT)) for folder in library for path in (ROOT / folder).rglob("*.py")
                  if re.search(r"^\s*(import|from)\s+matplotlib", path.read_text(), re.MULTILINE)]
     assert importers == []
+
+
+def test_perception_summary_rebuilds_its_docs_byte_for_byte(tmp_path):
+    committed = DOCS / "perception"
+    command = json.loads((committed / "perception.json").read_text())["command"]
+    assert "--summary-only" in command and f"`{command}`" in (committed / "perception.md").read_text()
+    shutil.copytree(committed / "runs", tmp_path / "docs" / "perception" / "runs")
+    _run(command, tmp_path)
+    for name in ("perception.md", "perception.json"):
+        assert (tmp_path / "docs" / "perception" / name).read_bytes() == (committed / name).read_bytes(), name
