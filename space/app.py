@@ -4,8 +4,10 @@
     trrg space --model org/trrg-phantom --port 7861       # a hub id (downloaded or from the cache)
     TRRG_MODEL=org/trrg-phantom python app.py             # how the Hugging Face Space starts it
 
-The demo is thin: the model is loaded once, ``predict()`` is a pure generator
-function of the uploaded files and the settings, and a bounded queue runs one request at a time.
+The demo is thin: the model is loaded once, ``predict()`` is a pure generator function of the
+uploaded files and the settings, and the served page hands its requests to a ``ReportBatcher``: one
+worker thread that generates the requests arriving together as one batch (a lone request streams
+its report token by token).
 Each uploaded view is shown as an image (DICOM decoded by the model's loader), and next to the
 probabilities the views carry the evidence map of a chosen disease (``evidence_overlay``).
 This file imports only gradio, numpy, pandas, PIL, torch and transformers (never ``trrg``): the model's
@@ -15,12 +17,19 @@ own remote code (``trust_remote_code=True``) brings the image loading, so the fi
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import html
+import inspect
+import logging
 import os
 import re
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -28,16 +37,27 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from transformers import TextStreamer
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
 MAX_FILE_SIZE = "50mb"  # a large uncompressed DICOM plate is ~35 MB
 BEAMS_RANGE, NEW_TOKENS_RANGE = (1, 4), (16, 256)
-QUEUE_SIZE = 16
+# Serving (measured with benchmarks/space_load.py; see README.md, "Many users at once"):
+MAX_BATCH_SIZE = 32  # studies generated together; throughput still grows up to here, one batch stays short
+BATCH_WINDOW_S = 0.05  # after a request arrives, the worker waits this long for others of the same burst
+CONCURRENCY_LIMIT = 2 * MAX_BATCH_SIZE  # requests inside the app (one batch running, the next one forming)
+QUEUE_SIZE = 64  # waiting behind those; more are refused at once ("Queue is full") instead of waiting minutes
+# Each session keeps its last request's evidence (the letterboxed views, ~0.3-0.6 MB) for the dropdown:
+SESSIONS_KEPT = 1000  # gradio forgets the oldest sessions beyond this (its default, 10000, is ~5 GB)
+EVIDENCE_TTL_S = 3600  # and a session's evidence an hour after its last report
 PREVIEW_SIDE = 768  # the uploaded views are shown at most this big (the model sees its own letterboxed size)
 OVERLAY_SIDE = 512  # the evidence overlays are drawn on the letterboxed square at least this big
 OVERLAY_ALPHA = 0.6  # the opacity of the hottest evidence; the coldest is transparent
+OVERLAY_FORMAT = "jpeg"  # served overlays: ~1 ms to encode a 512 px square where a PNG takes ~60-120 ms
+STREAM_INTERVAL_S = 0.05  # a streamed report is sent at most 20 times a second (each message costs the server)
 VIEW_NAMES = ("frontal", "lateral")
+LOG = logging.getLogger("trrg.space")  # INFO: one line per batch (size, settings, seconds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +171,7 @@ def predict(frontal, lateral, num_beams, max_new_tokens, *, model, processor) ->
     probs = torch.tensor(evidence["probs"])
     table, clues = probability_table(probs, model.config.disease_names), clues_markdown(probs, model.config)
     yield "", table, clues, evidence
-    settings = {"num_beams": int(num_beams), "max_new_tokens": int(max_new_tokens), "do_sample": False}
+    settings = generation_settings(num_beams, max_new_tokens)
     if settings["num_beams"] > 1:
         with torch.no_grad():
             sequences = model.generate(**inputs, **settings)
@@ -188,6 +208,169 @@ def stream_report(model, processor, inputs, settings: dict) -> Iterator[str]:
         raise failure[0]
 
 
+def generation_settings(num_beams, max_new_tokens) -> dict:
+    """``generate()`` keyword arguments of the page's settings (greedy or beam search, no sampling)."""
+    return {"num_beams": int(num_beams), "max_new_tokens": int(max_new_tokens), "do_sample": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving many users: requests that arrive together are generated as one batch
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class ReportRequest:
+    """One study waiting for its report: its decoded views, its ``generate()`` settings, and ``post``,
+    called from the worker thread with each message for the request (see ``ReportBatcher``)."""
+
+    views: list
+    settings: dict
+    post: Callable[[tuple], None]
+    cancelled: bool = False  # set when the page went away: a request still waiting is dropped
+    perceived: bool = field(default=False, repr=False)
+
+
+class ReportBatcher:
+    """Generates the reports of many users in batches, in one worker thread.
+
+    ``submit()`` queues a request. The worker takes the oldest, waits ``window_s`` for others of the same
+    burst, and runs up to ``max_batch_size`` waiting requests with the same settings as one batch: the
+    processor pads the prompts on the left (attention mask 0 on the padding) and stacks the views
+    (``view_mask``), so each row gets the report it would get alone. Each request is sent
+    ``("perceived", (probs, clue_states, maps or None))`` as soon as the batch's perception is done,
+    ``("text", report_so_far)`` while it streams (a lone greedy request: ``generate()`` with a streamer),
+    and last ``("report", report)`` or ``("error", exception)``. A batch that raises is run again one
+    request at a time, so a study that breaks the model fails alone. The worker exits after ``idle_s``
+    without requests and starts again with the next one.
+    """
+
+    def __init__(self, model, processor, max_batch_size: int | None = None, window_s: float | None = None,
+                 idle_s: float = 30.0, stream_interval_s: float | None = None):
+        self.model, self.processor, self.idle_s = model, processor, idle_s
+        self.max_batch_size = MAX_BATCH_SIZE if max_batch_size is None else max_batch_size
+        self.window_s = BATCH_WINDOW_S if window_s is None else window_s
+        self.stream_interval_s = STREAM_INTERVAL_S if stream_interval_s is None else stream_interval_s
+        self.batch_sizes: Counter[int] = Counter()  # batch size -> batches run (tests, benchmarks)
+        self._pending: list[ReportRequest] = []
+        self._held = 0
+        self._worker: threading.Thread | None = None
+        self._condition = threading.Condition()
+
+    def submit(self, request: ReportRequest) -> ReportRequest:
+        with self._condition:
+            self._pending.append(request)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="trrg-report-batcher", daemon=True)
+                self._worker.start()
+            self._condition.notify_all()
+        return request
+
+    def pending(self) -> int:
+        """Requests waiting for a batch."""
+        with self._condition:
+            return sum(not request.cancelled for request in self._pending)
+
+    @contextlib.contextmanager
+    def held(self):
+        """No batch starts while held; requests collect and start together afterwards (tests use this
+        to make a burst of requests one batch, whatever the timing)."""
+        with self._condition:
+            self._held += 1
+        try:
+            yield self
+        finally:
+            with self._condition:
+                self._held -= 1
+                self._condition.notify_all()
+
+    # -- the worker thread -----------------------------------------------------------------------
+    def _work(self) -> None:
+        try:
+            while (batch := self._next_batch()) is not None:
+                self._run(batch)
+        finally:  # an unexpected end too: the next submit() starts a new worker
+            with self._condition:
+                if self._worker is threading.current_thread():
+                    self._worker = None
+
+    def _ready(self) -> bool:
+        self._pending = [request for request in self._pending if not request.cancelled]
+        return bool(self._pending) and not self._held
+
+    def _next_batch(self) -> list[ReportRequest] | None:
+        with self._condition:
+            while True:
+                while not self._ready():
+                    if not self._condition.wait(self.idle_s) and not self._pending:
+                        self._worker = None  # idle: the next submit() starts a new worker
+                        return None
+                deadline = time.monotonic() + self.window_s  # the rest of a burst is arriving
+                while len(self._pending) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
+                    self._condition.wait(left)
+                if self._ready():
+                    settings = self._pending[0].settings
+                    batch = [request for request in self._pending if request.settings == settings]
+                    batch = batch[: self.max_batch_size]
+                    self._pending = [request for request in self._pending if request not in batch]
+                    return batch
+
+    def _run(self, batch: list[ReportRequest]) -> None:
+        try:
+            self._generate(batch)
+        except Exception as error:  # noqa: BLE001 - reported to the request(s), the worker goes on
+            if len(batch) == 1:
+                batch[0].post(("error", error))
+            else:  # one at a time: only the study that breaks the model fails
+                for request in batch:
+                    self._run([request])
+
+    def _generate(self, batch: list[ReportRequest]) -> None:
+        self.batch_sizes[len(batch)] += 1
+        start = time.perf_counter()
+        inputs = self.processor(images=[request.views for request in batch], return_tensors="pt")
+        with torch.no_grad():
+            probs, states, maps = perception_of(self.model, inputs)
+        for row, request in enumerate(batch):
+            if not request.perceived:
+                request.perceived = True
+                request.post(("perceived", (probs[row], states[row], None if maps is None else maps[row])))
+        settings = dict(batch[0].settings)
+        if len(batch) == 1 and settings["num_beams"] == 1:  # alone: the report streams
+            settings["streamer"] = PostingStreamer(self.processor.tokenizer, batch[0].post, self.stream_interval_s)
+        with torch.no_grad():
+            sequences = self.model.generate(**inputs, **settings)
+        reports = self.processor.batch_decode(sequences, prompt_length=inputs["input_ids"].shape[1])
+        for request, report in zip(batch, reports):
+            request.post(("report", report))
+        LOG.info("batch of %d (%s): %.2f s, %d waiting", len(batch), batch[0].settings, time.perf_counter() - start,
+                 self.pending())
+
+
+class PostingStreamer(TextStreamer):
+    """Posts ``("text", report_so_far)`` as a lone request's report is decoded: each new word, but at most
+    once per ``interval_s`` (a model faster than that shows a few words at a time; the whole report
+    follows as ``("report", ...)`` anyway)."""
+
+    def __init__(self, tokenizer, post: Callable[[tuple], None], interval_s: float = STREAM_INTERVAL_S):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.post, self.interval_s, self.text, self.last_post = post, interval_s, "", float("-inf")
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        self.text += text
+        now = time.monotonic()
+        if text.strip() and now - self.last_post >= self.interval_s:
+            self.last_post = now
+            self.post(("text", self.text.strip()))
+
+
+def generation_error(error: BaseException) -> gr.Error:
+    """What the page shows when the model failed on a study (a bad upload is refused before)."""
+    if isinstance(error, gr.Error):
+        return error
+    message = f"The report could not be generated for this study ({type(error).__name__}: {error})."
+    return gr.Error(html.escape(message), duration=None)
+
+
 # ---------------------------------------------------------------------------------------------
 # Evidence maps (pure: the perception of one request in, overlay images out)
 # ---------------------------------------------------------------------------------------------
@@ -198,14 +381,30 @@ def perceive(views: list, inputs, model, processor) -> dict:
     ``names``, ``probs`` and ``present`` (the clue injected per disease), ``views`` (each view
     letterboxed into the square the model saw, at least ``OVERLAY_SIDE`` px), ``maps`` (views, diseases,
     h, w) float32 or None for a model without evidence maps, and ``default`` (the disease shown first)."""
+    probs, states, maps = perception_of(model, inputs)
+    return evidence_of(views, probs[0], states[0], None if maps is None else maps[0], model, processor)
+
+
+def perception_of(model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(probs, clue states, evidence maps or None)`` of a batch of studies, each (batch, ...). A model
+    whose remote code predates the evidence maps (``predict_clues`` without ``return_maps``) or the
+    clue decisions (no ``predict_clues``) gives what it has."""
+    pixel_values, view_mask = inputs["pixel_values"], inputs["view_mask"]
+    predict_clues = getattr(model, "predict_clues", None)
+    if predict_clues is not None:
+        if "return_maps" in inspect.signature(predict_clues).parameters:
+            out = predict_clues(pixel_values, view_mask, return_maps=True)
+        else:
+            out = predict_clues(pixel_values, view_mask)
+        return out["disease_probs"], out["clue_states"], out.get("evidence_maps")
+    probs = model.predict_diseases(pixel_values, view_mask)
+    return probs, (probs >= torch.tensor(clue_thresholds(model.config))).long(), None
+
+
+def evidence_of(views: list, probs: torch.Tensor, states: torch.Tensor, maps: torch.Tensor | None,
+                model, processor) -> dict:
+    """The evidence dict (see ``perceive``) of one study from its row of ``perception_of``."""
     names = list(model.config.disease_names)
-    if hasattr(model, "predict_clues"):
-        out = model.predict_clues(inputs["pixel_values"], inputs["view_mask"], return_maps=True)
-        probs, states, maps = out["disease_probs"][0], out["clue_states"][0], out.get("evidence_maps")
-    else:  # an older model: probabilities only
-        probs = model.predict_diseases(inputs["pixel_values"], inputs["view_mask"])[0]
-        states = (probs >= torch.tensor(clue_thresholds(model.config))).long()
-        maps = None
     injects = bool(getattr(model.config.clue_config, "use_clue_injection", True))
     present = [injects and bool(state) for state in states.tolist()]
     side = max(int(processor.image_processor.image_size), OVERLAY_SIDE)
@@ -215,7 +414,7 @@ def perceive(views: list, inputs, model, processor) -> dict:
         "probs": [float(p) for p in probs],
         "present": present,
         "views": [letterbox(view, side) for view in views],
-        "maps": None if maps is None else maps[0, : len(views)].float().cpu().numpy(),
+        "maps": None if maps is None else maps[: len(views)].float().cpu().numpy(),
         "default": default_disease(probs.tolist(), present, names),
     }
 
@@ -331,16 +530,47 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
     default_tokens = min(max(default_tokens, NEW_TOKENS_RANGE[0]), NEW_TOKENS_RANGE[1])
     names = list(model.config.disease_names)
 
-    def generate_report(frontal, lateral, num_beams, max_new_tokens):
-        first = True
-        for report, table, clues, evidence in predict(frontal, lateral, num_beams, max_new_tokens,
-                                                      model=model, processor=processor):
-            if first:  # the overlays, the dropdown and the state once; then only the growing report
-                choices = gr.update(choices=disease_choices(evidence), value=evidence["default"], interactive=True)
-                yield report, table, clues, *evidence_views(evidence, evidence["default"]), choices, evidence
-                first = False
-            else:
-                yield report, table, clues, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    batcher = ReportBatcher(model, processor)
+
+    def first_message(views, perceived) -> tuple:
+        """The probabilities, clues, overlays, dropdown and state of a request (drawn off the event loop)."""
+        evidence = evidence_of(views, *perceived, model, processor)
+        table, clues = probability_table(torch.tensor(evidence["probs"]), names), clues_markdown(evidence["probs"], model.config)
+        choices = gr.update(choices=disease_choices(evidence), value=evidence["default"], interactive=True)
+        return table, clues, (*evidence_views(evidence, evidence["default"]), choices, evidence)
+
+    async def generate_report(frontal, lateral, num_beams, max_new_tokens, request: gr.Request = None):
+        """Served ``predict()``: the same messages (first the probabilities, clues, overlays, dropdown and
+        state with an empty report; then only the report, growing when it streams), but the generation
+        is the batcher's, shared with the requests that arrived at the same time. A bad upload is refused
+        here, before it reaches a batch."""
+        views = await asyncio.to_thread(load_views, frontal, lateral, processor)
+        loop, inbox = asyncio.get_running_loop(), asyncio.Queue()
+
+        def post(message: tuple) -> None:  # called in the worker thread
+            with contextlib.suppress(RuntimeError):  # the event loop is gone (server closing)
+                loop.call_soon_threadsafe(inbox.put_nowait, message)
+
+        job = batcher.submit(ReportRequest(views, generation_settings(num_beams, max_new_tokens), post))
+        table = clues = None
+        skip = (gr.skip(),) * 5
+        try:
+            while True:
+                kind, payload = await inbox.get()
+                if kind == "error":
+                    raise generation_error(payload)
+                if kind == "perceived":
+                    table, clues, rest = await asyncio.to_thread(first_message, views, payload)
+                    yield "", table, clues, *rest
+                elif kind == "text":
+                    if inbox.empty():  # else a newer text (or the report) is already waiting
+                        yield payload, gr.skip(), gr.skip(), *skip
+                else:
+                    yield payload, table, clues, *skip
+                    return
+        finally:
+            job.cancelled = True  # a page that left before its batch started is not generated
+            forget_update_components(demo, request)
 
     def preview(path):  # a view's image shows only while it holds one
         image = preview_view(path, processor)
@@ -374,14 +604,14 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
                         disease = gr.Dropdown(names, value=None, label="Evidence map of", interactive=False,
                                               elem_id="evidence-disease")
                         with gr.Row():
-                            overlay = gr.Image(label="Frontal view + evidence", elem_id="overlay",
-                                               **{**view_image, "height": 300})
+                            overlay_image = {**view_image, "height": 300, "format": OVERLAY_FORMAT}
+                            overlay = gr.Image(label="Frontal view + evidence", elem_id="overlay", **overlay_image)
                             overlay_lateral = gr.Image(label="Lateral view + evidence", elem_id="overlay-lateral",
-                                                       visible=False, **{**view_image, "height": 300})
+                                                       visible=False, **overlay_image)
                         caption = gr.Markdown("The evidence map of a disease appears here after a report is generated.",
                                               elem_id="evidence-caption")
                 clues = gr.Markdown("Disease clues appear here after a report is generated.", elem_id="clues")
-        evidence = gr.State(None)
+        evidence = gr.State(None, time_to_live=EVIDENCE_TTL_S)
         gr.Examples(
             [[frontal_path, lateral_path, frontal_path, lateral_path] for frontal_path, lateral_path in example_rows()],
             inputs=[frontal, lateral, frontal_view, lateral_view], visible_columns=[2, 3],
@@ -395,14 +625,37 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
         lateral.change(preview, lateral, lateral_view, **display)
         button.click(generate_report, [frontal, lateral, num_beams, max_new_tokens],
                      [report, chart, clues, overlay, overlay_lateral, caption, disease, evidence],
-                     api_name="generate_report")
-        disease.input(lambda name, state: evidence_views(state, name), [disease, evidence],
-                      [overlay, overlay_lateral, caption], **display)
+                     api_name="generate_report", concurrency_id="generate", concurrency_limit=CONCURRENCY_LIMIT)
+        def redraw(name, state, request: gr.Request = None):
+            forget_update_components(demo, request)  # those of the previous redraw
+            return evidence_views(state, name)
+
+        disease.input(redraw, [disease, evidence], [overlay, overlay_lateral, caption], **display)
+    demo.trrg_batcher = batcher  # for tests and benchmarks
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
 
 
+def forget_update_components(demo: gr.Blocks, request: gr.Request | None) -> None:
+    """Work around gradio 6 keeping, in the session's config, every component that an update creates
+    (each ``gr.skip()`` and ``gr.update()`` output builds one, registered under a new id and never
+    dropped): ~20 KB per request, without bound in a session that sends many. Drops the session's
+    components that are not the page's own; the page's outputs stay updated under their own ids."""
+    try:
+        session = demo.state_holder.session_data.get(request.session_hash) if request is not None else None
+        if session is None:
+            return
+        blocks = session.blocks_config.blocks
+        for key in [key for key in blocks if key not in demo.blocks]:
+            blocks.pop(key, None)
+            session.config_values.pop(key, None)
+    except (AttributeError, TypeError):  # another gradio: nothing to work around, or not this way
+        return
+
+
 def launch(demo: gr.Blocks, host: str, port: int, **kwargs):
-    """Serve the demo: no public share link, no extra readable folders, uploads capped in size."""
+    """Serve the demo: no public share link, no extra readable folders, uploads capped in size, the
+    per-session state bounded (``SESSIONS_KEPT``)."""
+    kwargs.setdefault("state_session_capacity", SESSIONS_KEPT)
     return demo.launch(server_name=host, server_port=port, share=False, allowed_paths=None,
                        max_file_size=MAX_FILE_SIZE, **kwargs)
 
@@ -414,7 +667,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes the demo to the network)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), help="default 7860")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("TRRG_TORCH_THREADS", 0)) or default_threads(),
+                        help="torch threads for the model (default $TRRG_TORCH_THREADS, else the CPU count minus "
+                             "one: a core is left to the web server)")
     return parser
+
+
+def default_threads() -> int:
+    """Torch threads: all cores but one, which serves the page (uploads, images, streaming). On 2 shared
+    cores one thread was also the faster: two threads that wait on each other stall when the other
+    core is busy (benchmarks/space_load.py, README.md)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, cores - 1)
 
 
 def check_model_source(model: str | None) -> str:
@@ -435,6 +699,7 @@ def check_model_source(model: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
     model, processor = load_model(check_model_source(args.model))
     demo = build_demo(model, processor, training_data_of(model.config))
     launch(demo, args.host, args.port)

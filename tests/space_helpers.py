@@ -22,17 +22,25 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_demo(model, processor, is_phantom=True):
-    """The Space's demo served on 127.0.0.1 at a free port; yields its URL and closes it after."""
+def served_demo(model, processor, is_phantom=True):
+    """The Space's demo served on 127.0.0.1 at a free port; yields (URL, demo) and closes it after
+    (``demo.trrg_batcher`` is the batcher its requests go through)."""
     from trrg.space.app import build_demo, launch
 
     demo = build_demo(model, processor, is_phantom)
     port = free_port()
     launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", demo
     finally:
         demo.close()
+
+
+@contextlib.contextmanager
+def running_demo(model, processor, is_phantom=True):
+    """The Space's demo served on 127.0.0.1 at a free port; yields its URL and closes it after."""
+    with served_demo(model, processor, is_phantom) as (url, _):
+        yield url
 
 
 def png_header(width: int, height: int) -> bytes:

@@ -119,6 +119,21 @@ def test_load_model_reads_a_hub_folder_with_remote_code(tiny_finetune_model, tmp
     assert evidence["views"][0].size == local[3]["views"][0].size and evidence["default"] == local[3]["default"]
 
 
+def test_a_model_whose_remote_code_has_no_evidence_maps_still_works(tiny_finetune_model, monkeypatch):
+    model, processor = tiny_finetune_model
+    expected = list(app.predict(str(GOOD_PNG), None, 1, 8, model=model, processor=processor))[-1]
+    real = model.predict_clues
+
+    def predict_clues(pixel_values, view_mask=None):  # as in remote code older than the evidence maps
+        return real(pixel_values, view_mask)
+
+    monkeypatch.setattr(model, "predict_clues", predict_clues)
+    report, table, _, evidence = list(app.predict(str(GOOD_PNG), None, 1, 8, model=model, processor=processor))[-1]
+    assert report == expected[0] and table.equals(expected[1]) and evidence["maps"] is None
+    overlay, _, caption = app.evidence_views(evidence, evidence["default"])
+    assert overlay.size == evidence["views"][0].size and "gives no evidence maps" in caption
+
+
 def test_space_command_checks_its_model_before_loading(monkeypatch, tmp_path, tiny_finetune_model, capsys):
     from trrg.cli import main
 
@@ -139,6 +154,10 @@ def test_the_demo_has_the_components_the_issue_asks_for(tiny_finetune_model):
     assert {"File", "Button", "Textbox", "BarPlot", "Accordion", "Slider", "Dataset", "Image", "Dropdown", "State"} <= kinds
     assert "Report" in [getattr(block, "label", None) for block in demo.blocks.values()]
     assert demo._queue.max_size == app.QUEUE_SIZE and demo._queue.default_concurrency_limit == 1
+    # Reports: many requests at once inside the app (the batcher batches them); previews and overlays: 2.
+    [generate] = [fn for fn in demo.fns.values() if fn.api_name == "generate_report"]
+    assert (generate.concurrency_id, generate.concurrency_limit) == ("generate", app.CONCURRENCY_LIMIT)
+    assert app.CONCURRENCY_LIMIT >= app.MAX_BATCH_SIZE and isinstance(demo.trrg_batcher, app.ReportBatcher)
     files = [block for block in demo.blocks.values() if type(block).__name__ == "File"]
     assert all(".dcm" in block.file_types and ".png" in block.file_types for block in files)
     # The examples show thumbnails: of the four example inputs (two files, two images) the images show.

@@ -157,7 +157,8 @@ def test_five_pages_at_once_are_all_answered(browser, served, tiny_finetune_mode
     pages = [open_page(browser, served) for _ in paths]
     for page, path in zip(pages, paths):
         upload_and_generate(page, path)
-    # One request runs at a time (the queue's concurrency limit), so the last may wait for four others.
+    # Requests that arrive together are generated as one batch (the app's ReportBatcher); each page
+    # must still get the report of its own image.
     answers = [wait_for_report(page, text, timeout_ms=3 * TIMEOUT_MS) for page, text in zip(pages, expected)]
     assert answers == expected and all(answers)
     for page in pages:
