@@ -77,10 +77,16 @@ def _f3(metrics: dict, *keys: str) -> str:
     return " / ".join(f"{metrics[key]:.3f}" for key in keys)
 
 
-def demo_table(full: dict, quick: dict) -> str:
-    """`trrg demo` (full) and `trrg demo --quick`, from their OUT/metrics.json."""
-    columns = [full, quick]
-    commands = {"full": "full: `trrg demo --out runs/demo`", "quick": "quick: `trrg demo --quick --out runs/quick`"}
+# docs/results/<file> (a demo run's OUT/metrics.json) -> its column's heading, newest first
+DEMO_COLUMNS = (
+    ("demo_full_phantom12_metrics.json", "full: `trrg demo --out runs/demo` (phantom 1.2, stage 1 global + local)"),
+    ("demo_full_metrics.json", "full, before (phantom 1.1, stage 1 global only)"),
+    ("demo_quick_metrics.json", "quick: `trrg demo --quick --out runs/quick` (phantom 1.1, before)"),
+)
+
+
+def demo_table(columns: list[tuple[str, dict]]) -> str:
+    """`trrg demo` runs side by side, from their OUT/metrics.json: (heading, metrics) per column."""
 
     def wall(m: dict) -> str:
         parts = [m["timings"]["phantom_s"], _timing(m, "pretrain"), _timing(m, "finetune"), m["timings"]["evaluate_s"]]
@@ -91,7 +97,7 @@ def demo_table(full: dict, quick: dict) -> str:
         ("data (train / val / test studies, 2 views, 128 px)",
          lambda m: f"{m['plan']['num_train']:,} / {m['plan']['num_val']:,} / {m['plan']['num_test']:,}"),
         ("epochs (pretrain / finetune)", lambda m: f"{_epochs(m['plan'], 'pretrain')} / {_epochs(m['plan'], 'finetune')}"),
-        ("wall time, 2 cores, machine otherwise idle", wall),
+        ("wall time, 2 cores (load: see the text)", wall),
         ("bleu_1 / bleu_4", lambda m: _f3(m, "bleu_1", "bleu_4")),
         ("meteor / rouge_l / cider", lambda m: _f3(m, "meteor", "rouge_l", "cider")),
         ("ce_micro_precision_14 / recall_14", lambda m: _f3(m, "ce_micro_precision_14", "ce_micro_recall_14")),
@@ -104,8 +110,8 @@ def demo_table(full: dict, quick: dict) -> str:
         ("ce_example_f1", lambda m: _f3(m, "ce_example_f1")),
         ("**ce_normal_collapse**", lambda m: _f3(m, "ce_normal_collapse")),
     ]
-    lines = ["| | " + " | ".join(commands[m["mode"]] for m in columns) + " |", "|---|---|---|"]
-    lines += [f"| {label} | " + " | ".join(cell(m) for m in columns) + " |" for label, cell in rows]
+    lines = ["| | " + " | ".join(heading for heading, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [f"| {label} | " + " | ".join(cell(m) for _, m in columns) + " |" for label, cell in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -134,7 +140,8 @@ def render(table: str, docs: Path = DOCS) -> str:
     if table == "goals":
         return goals_table(_load(docs / "ablation" / "ablation.json"))
     if table == "demo":
-        return demo_table(_load(docs / "results" / "demo_full_metrics.json"), _load(docs / "results" / "demo_quick_metrics.json"))
+        return demo_table([(heading, _load(docs / "results" / name)) for name, heading in DEMO_COLUMNS
+                           if (docs / "results" / name).is_file()])
     if table == "userroute":
         return userroute_table(_load(docs / "results" / "userroute_metrics.json"),
                                _load(docs / "results" / "userroute_report_counts.json"))

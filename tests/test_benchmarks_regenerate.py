@@ -89,3 +89,14 @@ def test_perception_summary_rebuilds_its_docs_byte_for_byte(tmp_path):
     _run(command, tmp_path)
     for name in ("perception.md", "perception.json"):
         assert (tmp_path / "docs" / "perception" / name).read_bytes() == (committed / name).read_bytes(), name
+
+
+def test_ablation_phantom12_summary_rebuilds_its_docs(tmp_path):
+    pytest.importorskip("matplotlib")
+    committed = DOCS / "ablation" / "phantom-1.2"
+    command = json.loads((committed / "ablation.json").read_text())["protocol"]["command"]
+    assert "--summary-only" in command and command in RESULTS.replace("\n", " ")
+    shutil.copytree(committed / "runs", tmp_path / "docs" / "ablation" / "phantom-1.2" / "runs")
+    _run(command, tmp_path)
+    for name in ("ablation.md", "ablation.json"):
+        assert (tmp_path / "docs" / "ablation" / "phantom-1.2" / name).read_bytes() == (committed / name).read_bytes()
