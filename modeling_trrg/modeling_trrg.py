@@ -533,7 +533,7 @@ class TRRGClueInteraction(nn.Module):
 class TRRGPreTrainedModel(PreTrainedModel):
     base_model_prefix = "trrg"
     input_modalities = ("image", "text")
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True  # delegated to the composed backbones that support it
     _supports_sdpa = True
     # Losses are per-batch means (LM tokens, diseases, contrastive pairs); the Trainer scales them
     # for gradient accumulation instead of passing num_items_in_batch.

@@ -309,3 +309,20 @@ def test_evidence_maps_per_view_and_the_bridge_keeps_the_perception(tiny_pretrai
     clues = stage2.eval().predict_clues(studies["pixel_values"], studies["view_mask"], return_maps=True)
     assert torch.allclose(clues["disease_probs"], perception.disease_probs, atol=1e-5)
     assert torch.allclose(clues["evidence_maps"], maps, atol=1e-5)
+
+
+def test_gradient_checkpointing_reaches_the_llm_and_keeps_the_gradients(tiny_finetune_model):
+    """`--gradient_checkpointing` (the Trainer calls gradient_checkpointing_enable) is delegated to the
+    composed backbones that support it, and recomputing activations changes no gradient."""
+    model, processor = tiny_finetune_model
+    inputs = processor(images=[[xray_like(1)], [xray_like(2)]], reports=["no effusion .", "small left effusion ."],
+                       return_tensors="pt")
+    grads = []
+    for checkpointing in (False, True):
+        trained = copy.deepcopy(model).train()
+        if checkpointing:
+            trained.gradient_checkpointing_enable()
+            assert trained.language_model.model.gradient_checkpointing
+        trained(**inputs).loss.backward()
+        grads.append(trained.clue_injector.token_table.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
