@@ -312,7 +312,7 @@ def test_evidence_maps_per_view_and_the_bridge_keeps_the_perception(tiny_pretrai
 
 
 def test_gradient_checkpointing_reaches_the_llm_and_keeps_the_gradients(tiny_finetune_model):
-    """`--gradient_checkpointing` (the Trainer calls gradient_checkpointing_enable) is delegated to the
+    """`--gradient_checkpointing` (activation checkpointing, transformers 5.24) is delegated to the
     composed backbones that support it, and recomputing activations changes no gradient."""
     model, processor = tiny_finetune_model
     inputs = processor(images=[[xray_like(1)], [xray_like(2)]], reports=["no effusion .", "small left effusion ."],
@@ -321,7 +321,7 @@ def test_gradient_checkpointing_reaches_the_llm_and_keeps_the_gradients(tiny_fin
     for checkpointing in (False, True):
         trained = copy.deepcopy(model).train()
         if checkpointing:
-            trained.gradient_checkpointing_enable()
+            trained.activation_checkpointing_enable()
             assert trained.language_model.model.gradient_checkpointing
         trained(**inputs).loss.backward()
         grads.append(trained.clue_injector.token_table.grad.clone())
