@@ -81,14 +81,16 @@ def test_matplotlib_is_a_benchmark_dependency_only():
     assert importers == []
 
 
-def test_perception_summary_rebuilds_its_docs_byte_for_byte(tmp_path):
-    committed = DOCS / "perception"
+@pytest.mark.parametrize("folder", ["perception", "perception/timing"])
+def test_perception_summary_rebuilds_its_docs_byte_for_byte(tmp_path, folder):
+    committed = DOCS / folder
     command = json.loads((committed / "perception.json").read_text())["command"]
     assert "--summary-only" in command and f"`{command}`" in (committed / "perception.md").read_text()
-    shutil.copytree(committed / "runs", tmp_path / "docs" / "perception" / "runs")
+    assert command in RESULTS.replace("\n", " ")
+    shutil.copytree(committed / "runs", tmp_path / "docs" / folder / "runs")
     _run(command, tmp_path)
     for name in ("perception.md", "perception.json"):
-        assert (tmp_path / "docs" / "perception" / name).read_bytes() == (committed / name).read_bytes(), name
+        assert (tmp_path / "docs" / folder / name).read_bytes() == (committed / name).read_bytes(), name
 
 
 def test_ablation_phantom12_summary_rebuilds_its_docs(tmp_path):
