@@ -163,10 +163,13 @@ before = parameter.full_tensor().clone()
 loss = model(**part).loss
 loss.backward()
 optimizer.step()
-print("RESULT " + json.dumps({
+report = json.dumps({
     "rank": rank, "unpatched_error": unpatched_error, "units": units, "loss": float(loss),
     "sharded": isinstance(parameter, DTensor), "updated": bool((parameter.full_tensor() != before).any()),
-    "bf16": bf16, "fsdp_modules": sum(isinstance(m, FSDPModule) for m in model.modules())}), flush=True)
+    "bf16": bf16, "fsdp_modules": sum(isinstance(m, FSDPModule) for m in model.modules())})
+# One file per rank: two ranks printing to the launcher's shared stdout can interleave on one line.
+with open(os.path.join(os.environ["TRRG_REPORT_DIR"], f"rank{rank}.json"), "w") as handle:
+    handle.write(report)
 dist.barrier()
 dist.destroy_process_group()
 '''
@@ -175,15 +178,17 @@ dist.destroy_process_group()
 @pytest.fixture(scope="module")
 def fsdp_cpu_step(tmp_path_factory):
     """Both ranks' reports of one FSDP2 step (2 processes, gloo), configured by fsdp.yaml."""
-    worker = tmp_path_factory.mktemp("fsdp") / "worker.py"
+    folder = tmp_path_factory.mktemp("fsdp")
+    worker = folder / "worker.py"
     worker.write_text(WORKER)
     environment = {**os.environ, **launch_environment("fsdp"), "TRRG_BENCHMARKS": str(ROOT / "benchmarks"),
+                   "TRRG_REPORT_DIR": str(folder),
                    "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                    "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)]
     done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    reports = [json.loads(line.split("RESULT ", 1)[1]) for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and len(reports) == 2, done.stderr[-4000:]
+    assert done.returncode == 0, done.stderr[-4000:]
+    reports = [json.loads((folder / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     return sorted(reports, key=lambda report: report["rank"])
 
 
