@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from trrg.assembly.bridge import bridge
 from trrg.assembly.hub_folders import save_hub_folder
 from trrg.assembly.presets import PRESETS
+from trrg.commands.parsing import new_output_folder
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,9 +27,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"trrg bridge: {out} is not empty; choose a new --out folder (nothing was overwritten)")
+    out = new_output_folder(args.out, "trrg bridge")
     model, processor = bridge(args.pretrain_model, args.llm, args.preset, seed=args.seed)
     save_hub_folder(model, processor, out)
     print(f"stage-2 model written to {out} (prompt bank from {args.pretrain_model})")

@@ -11,11 +11,11 @@ backbones; everything TRRG adds (projections, clue modules) starts random.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from trrg.assembly.build import build_finetune_model, build_pretrain_model
 from trrg.assembly.hub_folders import save_hub_folder
 from trrg.assembly.presets import PRESETS
+from trrg.commands.parsing import new_output_folder
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,9 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"trrg init: {out} is not empty; choose a new --out folder (nothing was overwritten)")
+    out = new_output_folder(args.out, "trrg init")
     if args.stage == "pretrain":
         model, processor = build_pretrain_model(args.preset, args.vision, args.text, args.vocab_size, seed=args.seed)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from trrg.assembly.presets import RECIPES
 
@@ -45,3 +46,11 @@ def parse_with_resume(dataclass_types, argv, prog: str, description: str | None 
 
     parser = HfArgumentParser(dataclass_types, prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def new_output_folder(out: str | Path, prog: str) -> Path:
+    """``--out`` as a Path, refused when it already holds files: nothing written before is overwritten."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{prog}: {out} is not empty; choose a new --out folder (nothing was overwritten)")
+    return out
