@@ -2,7 +2,9 @@
 
 * ``read_report_records(path)``: the records of a report file, each with the place it came from:
   JSONL (``{"id", "report", ...}`` per line), an R2Gen ``annotation.json`` (its entries, all
-  splits) or CSV (``id`` and ``report`` columns, or one headerless column).
+  splits) or CSV (``id`` and ``report`` columns, or one headerless column); each may be gzipped
+  (``.jsonl.gz``, as PhysioNet ships its tables).
+* ``open_text(path)``: a text file or its gzip.
 * ``write_json_atomically`` / ``write_jsonl_atomically``: written beside the target, then renamed
   over it, so a crash or a full disk never leaves half a file where an earlier result was.
 """
@@ -10,6 +12,8 @@
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import os
 import tempfile
@@ -18,6 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPORT_FILE_SUFFIXES = (".jsonl", ".json", ".csv")
+
+
+def open_text(path: Path):
+    """A UTF-8 text file, or its gzip (``.csv.gz`` / ``.jsonl.gz``)."""
+    if path.suffix.lower() == ".gz":
+        return io.TextIOWrapper(gzip.open(path), encoding="utf-8", newline="")
+    return path.open(encoding="utf-8", newline="")
+
+
+def report_file_suffix(path: Path) -> str:
+    """The file type under an optional ``.gz``: "x.jsonl.gz" -> ".jsonl"."""
+    suffix = path.suffix.lower()
+    return Path(path.stem).suffix.lower() if suffix == ".gz" else suffix
 
 
 class ReportFileError(ValueError):
@@ -40,14 +57,15 @@ def read_report_records(path: str | os.PathLike) -> Iterator[ReportRecord | Repo
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: pass a .jsonl, R2Gen .json or .csv file of reports")
     readers = {".jsonl": _jsonl_records, ".json": _annotation_records, ".csv": _csv_records}
-    suffix = path.suffix.lower()
+    suffix = report_file_suffix(path)
     if suffix not in readers:
-        raise ReportFileError(f"{path}: unknown report file type {suffix!r}; use .jsonl, .json (R2Gen annotation) or .csv")
+        raise ReportFileError(f"{path}: unknown report file type {suffix!r}; use .jsonl, .json (R2Gen annotation) "
+                              "or .csv, optionally gzipped")
     return readers[suffix](path)
 
 
 def _jsonl_records(path: Path) -> Iterator[ReportRecord | ReportFileError]:
-    with path.open(encoding="utf-8") as file:
+    with open_text(path) as file:
         for line_number, line in enumerate(file, start=1):
             if not line.strip():
                 continue
@@ -67,7 +85,8 @@ def _annotation_records(path: Path) -> Iterator[ReportRecord | ReportFileError]:
     # R2Gen annotation.json: {"train": [{"id", "report", ...}], "val": [...], "test": [...]};
     # a plain list of records is accepted too.
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open_text(path) as file:
+            data = json.load(file)
     except json.JSONDecodeError as error:
         raise ReportFileError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
     splits = {"records": data} if isinstance(data, list) else data
@@ -86,7 +105,7 @@ def _annotation_records(path: Path) -> Iterator[ReportRecord | ReportFileError]:
 
 
 def _csv_records(path: Path) -> Iterator[ReportRecord | ReportFileError]:
-    with path.open(encoding="utf-8", newline="") as file:
+    with open_text(path) as file:
         rows = list(csv.reader(file))
     if not rows:
         return

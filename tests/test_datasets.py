@@ -123,6 +123,21 @@ def test_imagefolder_one_image_per_row_grouped_by_study(tmp_path):
     assert studies[0]["labels"]["Cardiomegaly"] == 1  # labelled from the report
 
 
+def test_imagefolder_with_split_folders_missing_image_names_where_it_was_looked_for(tmp_path):
+    folder = tmp_path / "folder"
+    for split in ("train", "test"):
+        save_png(folder / split / "1.png")
+        rows = [{"file_name": "1.png", "id": f"{split}-ok", "report": REPORT},
+                {"file_name": "gone.png", "id": f"{split}-gone", "report": REPORT}]
+        (folder / split / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(StudyDataError) as error:
+        load_records(folder, cache_dir=tmp_path / "cache")
+    message = str(error.value)
+    assert str(folder / "train" / "gone.png") in message  # the path datasets resolved, in the split's folder
+    assert "the folder of the metadata file that lists them" in message
+    assert f"resolved against {folder.absolute()}." not in message  # not the root, where nothing was looked for
+
+
 def test_jsonl_with_relative_paths_and_label_column(tmp_path):
     save_png(tmp_path / "img" / "1.png")
     save_png(tmp_path / "img" / "2.png")

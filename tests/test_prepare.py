@@ -328,6 +328,22 @@ def test_report_without_a_study_is_named(tmp_path, capsys):
     assert "reports.csv: 1 report(s) without a study" in err and "reports.csv:15: AccessionNumber 'ACC404'" in err
 
 
+def test_gzipped_jsonl_reports_are_read_and_a_bad_line_is_named(tmp_path, capsys):
+    import gzip
+    import json
+
+    folder, _ = make_dicom_folder(tmp_path)
+    lines = [json.dumps({"AccessionNumber": a, "report": r}) for a, _, _, r in DICOM_STUDIES]
+    reports = tmp_path / "reports.jsonl.gz"
+    reports.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    out = prepare(["dicom", "--folder", folder, "--reports", reports, "--out", tmp_path / "prepared",
+                   "--fractions", 0.34, 0.33, 0.33], capsys)  # fmt: skip
+    assert "kept 3 studies, 4 images" in out
+    reports.write_bytes(gzip.compress(("\n".join([lines[0], "{not json", *lines[1:]]) + "\n").encode()))
+    err = prepare_fails(["dicom", "--folder", folder, "--reports", reports, "--out", tmp_path / "again"], capsys)
+    assert "reports.jsonl.gz:2: not valid JSON" in err and not (tmp_path / "again").exists()
+
+
 def test_dicom_without_pixels_is_named(tmp_path, capsys):
     folder, reports = make_dicom_folder(tmp_path)
     write_dicom(folder / "PAT-B" / "ACC3" / "IM9", None, AccessionNumber="ACC3", PatientID="PAT-B", ViewPosition="PA")

@@ -5,13 +5,12 @@ why, and the error type for bad input. Also the small CSV/JSONL readers the sour
 from __future__ import annotations
 
 import csv
-import gzip
-import io
-import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from trrg.processing.files import ReportFileError, open_text, read_report_records, report_file_suffix
 
 
 class PrepareError(ValueError):
@@ -65,13 +64,6 @@ def study_counts(studies: list[PlannedStudy]) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def open_text(path: Path):
-    """A text file, or its gzip (``.csv.gz`` as PhysioNet ships MIMIC's tables)."""
-    if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path), encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")
-
-
 def read_csv(path: Path, required: tuple[str, ...], what: str) -> Iterator[tuple[int, dict]]:
     """(line number where the row starts, row) of a CSV (or .csv.gz) that must have the ``required`` columns."""
     if not path.is_file():
@@ -92,26 +84,20 @@ def read_csv(path: Path, required: tuple[str, ...], what: str) -> Iterator[tuple
 
 
 def read_report_table(path: Path, key_column: str, report_column: str) -> Iterator[tuple[str, str, str]]:
-    """(where, key, report) of a CSV or JSONL of reports keyed by ``key_column``."""
-    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
-    if suffix in (".csv", ".csv.gz"):
+    """(where, key, report) of a CSV or JSONL (optionally .gz) of reports keyed by ``key_column``; the
+    first bad line stops the preparation (a report that cannot be read would silently lose a study)."""
+    suffix = report_file_suffix(path)
+    if suffix == ".csv":
         for line, row in read_csv(path, (key_column, report_column), "reports file"):
             yield f"{path}:{line}", (row[key_column] or "").strip(), row[report_column] or ""
         return
-    if suffix not in (".jsonl", ".jsonl.gz"):
+    if suffix != ".jsonl":
         raise PrepareError(f"{path}: reports file must be .csv or .jsonl (optionally .gz); got {suffix!r}.")
     if not path.is_file():
         raise PrepareError(f"{path}: reports file not found.")
-    with open_text(path) as file:
-        for line_number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise PrepareError(f"{where}: not valid JSON ({error.msg}); each line must be one object.") from None
-            if not isinstance(record, dict) or key_column not in record or report_column not in record:
-                raise PrepareError(f"{where}: expected an object with {key_column!r} and {report_column!r}.")
-            yield where, str(record[key_column]).strip(), str(record[report_column] or "")
-
+    for record in read_report_records(path):
+        if isinstance(record, ReportFileError):
+            raise PrepareError(str(record))
+        if key_column not in record.fields or report_column not in record.fields:
+            raise PrepareError(f"{record.where}: expected an object with {key_column!r} and {report_column!r}.")
+        yield record.where, str(record.fields[key_column]).strip(), str(record.fields[report_column] or "")

@@ -85,7 +85,7 @@ def load_records(
     for name, dataset in dataset_dict.items():
         rows = _study_rows(dataset, name, columns, base_dir, labels)
         if check_images:
-            handle_missing_images(rows, name, "raise", f"Relative image paths are resolved against {base_dir}.")
+            handle_missing_images(rows, name, "raise", _resolution_note(source, base_dir, image_root))
         result[name] = rows_to_dataset(rows)
     return datasets.DatasetDict(result)
 
@@ -113,6 +113,16 @@ def _load_source(source, splits, cache_dir) -> tuple[datasets.DatasetDict, Path]
         f"{source}: not a folder or a .json/.jsonl file. Pass an imagefolder directory, a JSON(L) file, or a "
         "datasets.Dataset/DatasetDict (an R2Gen annotation.json is read by trrg.processing.studies.r2gen)."
     )
+
+
+def _resolution_note(source, base_dir: Path, image_root) -> str:
+    """Where relative image paths were looked for, for the missing-image error."""
+    if image_root is None and not isinstance(source, (datasets.Dataset, datasets.DatasetDict)) and Path(source).is_dir():
+        # datasets resolves an imagefolder's file names itself: against the folder of the metadata
+        # file that lists them (a split's sub-folder), not the data set's root.
+        return (f"An imagefolder's file names are resolved against the folder of the metadata file that lists "
+                f"them (under {base_dir}).")
+    return f"Relative image paths are resolved against {base_dir}."
 
 
 def _split_by_column(dataset_dict: datasets.DatasetDict, source: str) -> datasets.DatasetDict:
