@@ -48,16 +48,14 @@ def test_evaluate_writes_predictions_and_metrics_with_protocol(tiny_finetune_mod
     assert metrics["meteor"] is None
 
 
-def test_init_refuses_a_non_empty_folder_and_names_a_missing_backbone(tmp_path):
+def test_init_refuses_a_non_empty_folder_and_names_a_missing_backbone(tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("earlier work")
-    done = subprocess.run([sys.executable, "-m", "trrg.cli", "init", "--out", str(tmp_path / "taken")],
-                          capture_output=True, text=True)
-    assert done.returncode != 0 and "not empty" in done.stderr
+    with pytest.raises(SystemExit, match="taken is not empty; choose a new --out folder"):
+        main(["init", "--out", str(tmp_path / "taken")])
     assert (tmp_path / "taken" / "keep.txt").read_text() == "earlier work"
-    done = subprocess.run([sys.executable, "-m", "trrg.cli", "init", "--out", str(tmp_path / "new"),
-                           "--llm", str(tmp_path / "missing-llm")], capture_output=True, text=True)
-    assert done.returncode != 0 and "missing-llm" in done.stderr
+    assert main(["init", "--out", str(tmp_path / "new"), "--llm", str(tmp_path / "missing-llm")]) == 2
+    assert "missing-llm" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
 def test_evaluate_needs_only_the_images_of_its_split(tiny_finetune_model, tiny_phantom, tmp_path):

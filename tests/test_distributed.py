@@ -32,13 +32,27 @@ def _env():
             "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def _run(module, args, processes, out):
+def _start(module, args, processes, out) -> subprocess.Popen:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command = (launcher if processes > 1 else [sys.executable]) + ["-m", module, *args, "--output_dir", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
+    # stderr to a file, not a pipe: a full pipe would stall a run while the test waits on the other
+    with open(f"{out}.stderr", "w") as errors:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, env=_env())
+
+
+def _losses(run: subprocess.Popen, out) -> list[dict]:
+    run.wait(timeout=600)
+    assert run.returncode == 0, open(f"{out}.stderr").read()[-4000:]
     history = json.loads((out / "log_history.json").read_text())
     return [entry for entry in history if "loss" in entry and "train_runtime" not in entry]
+
+
+def _one_and_two_processes(module, args, tmp_path) -> tuple[list[dict], list[dict]]:
+    """The 1-process run (batch 16) and the 2-process run (8 each), side by side: each process has
+    one thread, and starting them together halves the time spent importing."""
+    one = _start(module, args + ["--per_device_train_batch_size", "16"], 1, tmp_path / "one")
+    two = _start(module, args + ["--per_device_train_batch_size", "8"], 2, tmp_path / "two")
+    return _losses(one, tmp_path / "one"), _losses(two, tmp_path / "two")
 
 
 def _assert_close(one, two, keys, tolerance):
@@ -51,16 +65,14 @@ def _assert_close(one, two, keys, tolerance):
 def test_pretrain_two_processes_match_one(tiny_pretrain_model, tiny_phantom, tmp_path):
     model = save_hub_folder(*tiny_pretrain_model, tmp_path / "pretrain")
     args = ["--model", str(model), "--data", str(tiny_phantom), *COMMON]
-    one = _run("trrg.commands.pretrain", args + ["--per_device_train_batch_size", "16"], 1, tmp_path / "one")
-    two = _run("trrg.commands.pretrain", args + ["--per_device_train_batch_size", "8"], 2, tmp_path / "two")
+    one, two = _one_and_two_processes("trrg.commands.pretrain", args, tmp_path)
     _assert_close(one, two, ("loss", "sentence_loss", "prompt_loss"), STAGE1_BATCHNORM_TOLERANCE)
 
 
 def test_finetune_two_processes_match_one(tiny_finetune_model, tiny_phantom, tmp_path):
     model = save_hub_folder(*tiny_finetune_model, tmp_path / "finetune")
     args = ["--model", str(model), "--data", str(tiny_phantom), *COMMON]
-    one = _run("trrg.commands.finetune", args + ["--per_device_train_batch_size", "16"], 1, tmp_path / "one")
-    two = _run("trrg.commands.finetune", args + ["--per_device_train_batch_size", "8"], 2, tmp_path / "two")
+    one, two = _one_and_two_processes("trrg.commands.finetune", args, tmp_path)
     _assert_close(one, two, ("loss", "lm_loss", "consistency_loss"), TOLERANCE)
 
 
@@ -71,9 +83,8 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(tiny_finetune_
             "--use_cpu", "True", "--report_to", "none", "--learning_rate", "2e-3", "--seed", "0",
             "--disable_tqdm", "True", "--eval_split", ""]
     command = [sys.executable, "-m", "trrg.commands.finetune", *args]
-    reference = subprocess.run(command + ["--output_dir", str(tmp_path / "full")], capture_output=True, text=True,
-                               env=_env(), timeout=600)
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    # The uninterrupted reference runs beside the victim (one thread each, so neither waits long).
+    reference = _start("trrg.commands.finetune", args, 1, tmp_path / "full")
 
     run_dir = tmp_path / "killed"
     victim = subprocess.Popen(command + ["--output_dir", str(run_dir)], env=_env(), stdout=subprocess.DEVNULL,
@@ -86,6 +97,8 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(tiny_finetune_
     victim.wait()
     assert not (run_dir / "final").exists()
 
+    reference.wait(timeout=600)
+    assert reference.returncode == 0, (tmp_path / "full.stderr").read_text()[-3000:]
     resumed = subprocess.run(command + ["--output_dir", str(run_dir), "--resume"], capture_output=True, text=True,
                              env=_env(), timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
