@@ -73,6 +73,13 @@ def test_r2gen_int_labels_list_form_and_split_selection(tmp_path):
         load_r2gen(path, splits=["validation"])
 
 
+def test_an_empty_split_loads_as_zero_studies_with_the_schema(tmp_path):
+    path = write_r2gen(tmp_path, {"train": [entry("s1")], "val": [], "test": []})
+    studies = load_r2gen(path)
+    assert studies["val"].num_rows == 0 and studies["test"].num_rows == 0
+    assert studies["val"].features == studies["train"].features
+
+
 def test_r2gen_bad_label_names_the_study(tmp_path):
     path = write_r2gen(tmp_path, {"train": [entry("bad", labels={"Cardiomegaly": "yes"})]})
     with pytest.raises(StudyDataError, match=r"study 'bad', label 'Cardiomegaly'"):

@@ -18,7 +18,7 @@ from trrg.processing.studies.schema import (
     check_labels_mode,
     handle_missing_images,
     row_labels,
-    study_features,
+    rows_to_dataset,
 )
 
 NAME = "r2gen"
@@ -72,7 +72,7 @@ def load_r2gen(
         if check_images:
             fix = f"Check image_root (now {image_root}) or pass on_missing='skip' to drop those studies."
             rows = handle_missing_images(rows, split, on_missing, fix)
-        result[split] = datasets.Dataset.from_list(rows, features=study_features())
+        result[split] = rows_to_dataset(rows)
     return datasets.DatasetDict(result)
 
 

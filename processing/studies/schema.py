@@ -140,8 +140,11 @@ def rows_to_dataset(rows: list[dict]) -> datasets.Dataset:
     in_memory = any(isinstance(image, dict) for row in rows for image in row["images"])
     if in_memory:  # one Arrow type per column: turn paths into dicts too
         rows = [{**row, "images": [i if isinstance(i, dict) else {"path": i, "bytes": None} for i in row["images"]]} for row in rows]
+    features = study_features(in_memory_images=in_memory)
+    if not rows:  # an empty split ("val": [] in an annotation file): from_list cannot type it
+        return datasets.Dataset.from_dict({column: [] for column in STUDY_COLUMNS}, features=features)
     rows = [{column: row[column] for column in STUDY_COLUMNS} for row in rows]  # schema column order
-    return datasets.Dataset.from_list(rows, features=study_features(in_memory_images=in_memory))
+    return datasets.Dataset.from_list(rows, features=features)
 
 
 # ---------------------------------------------------------------------------------------------
