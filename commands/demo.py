@@ -11,6 +11,7 @@ generation with clues) -> generation on the phantom test split -> OUT/metrics.js
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from trrg.assembly.presets import RECIPES
 from trrg.evaluation.generation import evaluate_model
 from trrg.evaluation.tables import metrics_table
 from trrg.processing.files import write_json_atomically
-from trrg.processing.phantom import generate_phantom
+from trrg.processing.phantom import META_FILE, PHANTOM_VERSION, generate_phantom
 from trrg.processing.studies import load_studies
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments, TRRGPretrainArguments
 from trrg.trainers.finetune_trainer import build_finetuner
@@ -50,6 +51,16 @@ def training_args(cls, out: Path, plan: DemoPlan, stage: str, seed: int, **extra
                "save_strategy": "no", "eval_strategy": "no", "seed": seed, "data_seed": seed, "use_cpu": True,
                "dataloader_num_workers": 0, "report_to": "none", "disable_tqdm": False}
     return cls(**{**options, **extra})
+
+
+def phantom_is_current(folder: Path, arguments: dict) -> bool:
+    """``folder`` holds a phantom of this package's version drawn with these arguments."""
+    meta_file = folder / META_FILE
+    if not (folder / "annotation.json").exists() or not meta_file.exists():
+        return False
+    meta = json.loads(meta_file.read_text())
+    drawn = meta.get("arguments", {})
+    return meta.get("version") == PHANTOM_VERSION and all(drawn.get(key) == value for key, value in arguments.items())
 
 
 def run_pretrain(data_dir: Path, out: Path, plan: DemoPlan, seed: int):
@@ -87,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     timings, started = {}, time.perf_counter()
 
     data_dir = out / "phantom"
-    if not (data_dir / "annotation.json").exists():
-        print(f"[1/5] phantom: {plan.num_train} train / {plan.num_val} val / {plan.num_test} test studies -> {data_dir}")
-        generate_phantom(data_dir, num_train=plan.num_train, num_val=plan.num_val, num_test=plan.num_test, seed=args.seed)
+    wanted = {"num_train": plan.num_train, "num_val": plan.num_val, "num_test": plan.num_test, "seed": args.seed}
+    if not phantom_is_current(data_dir, wanted):  # a rerun reuses its data, never an older phantom's
+        print(f"[1/5] phantom {PHANTOM_VERSION}: {plan.num_train} train / {plan.num_val} val / {plan.num_test} test "
+              f"studies -> {data_dir}")
+        generate_phantom(data_dir, **wanted)
     timings["phantom_s"] = time.perf_counter() - started
 
     print(f"[2/5] stage 1, pretrain: contrastive pre-training, {plan.pretrain_epochs} epochs")

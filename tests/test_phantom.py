@@ -474,3 +474,17 @@ def test_ribs_are_curved_sloping_bands():
     assert wall - spine > 1.5 * RIB_SPACING
     assert 0 < wall - middle and middle - spine < 0.5 * (wall - middle)  # curved, not straight
     assert centre(3, 0.35, posterior=False) > centre(3, 0.7, posterior=False) + RIB_SPACING
+
+
+def test_the_demo_reuses_only_a_phantom_of_this_version_and_its_arguments(tmp_path):
+    from trrg.commands.demo import phantom_is_current
+
+    wanted = {"num_train": 2, "num_val": 1, "num_test": 1, "seed": 3}
+    assert not phantom_is_current(tmp_path / "phantom", wanted)
+    generate_phantom(tmp_path / "phantom", image_size=32, **wanted)
+    assert phantom_is_current(tmp_path / "phantom", wanted)
+    assert not phantom_is_current(tmp_path / "phantom", {**wanted, "seed": 4})
+    meta_file = tmp_path / "phantom" / "phantom_meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "version": "1.1"}))  # drawn by an older trrg
+    assert not phantom_is_current(tmp_path / "phantom", wanted)
