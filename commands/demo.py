@@ -73,7 +73,7 @@ def run_pretrain(data_dir: Path, out: Path, plan: DemoPlan, seed: int):
 def run_finetune(model, processor, data_dir: Path, out: Path, plan: DemoPlan, seed: int, freeze_vision: bool = True,
                **extra):
     """Fine-tune a stage-2 model (from ``bridge`` or ``build_finetune_model``) on ``data_dir``'s train split;
-    the clue thresholds are tuned on its val split. ``extra`` goes to ``TRRGFinetuneArguments``."""
+    the clue thresholds are tuned on that train split first. ``extra`` goes to ``TRRGFinetuneArguments``."""
     args = training_args(TRRGFinetuneArguments, out, plan, "finetune", seed, freeze_vision=freeze_vision,
                           load_best_model_at_end=False, **extra)
     trainer, processor = build_finetuner(args, TRRGDataArguments(data=str(data_dir), eval_split="val"), model, processor)
