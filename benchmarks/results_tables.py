@@ -115,20 +115,29 @@ def demo_table(columns: list[tuple[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def userroute_table(metrics: dict, report_counts: dict) -> str:
-    """The user's route (trrg pretrain, finetune, evaluate with default flags), from its OUT/metrics.json
-    and the distinct reports of its predictions.jsonl."""
+# (docs/results/<metrics>, docs/results/<report counts>, heading), newest first
+USERROUTE_COLUMNS = (
+    ("userroute_phantom12_metrics.json", "userroute_phantom12_report_counts.json",
+     "phantom 1.2, stage 1 global + local (`runs/userroute2`)"),
+    ("userroute_metrics.json", "userroute_report_counts.json", "before: phantom 1.1, stage 1 global only"),
+)
+
+
+def userroute_table(columns: list[tuple[str, dict, dict]]) -> str:
+    """The user's route (trrg pretrain, finetune, evaluate with default flags): (heading, its
+    OUT/metrics.json, the distinct reports of its predictions.jsonl) per column."""
     rows = [
-        ("ce_micro_f1_14 / ce_macro_f1_14", _f3(metrics, "ce_micro_f1_14", "ce_macro_f1_14")),
-        ("perception_macro_f1_14 (its own clue decisions)", _f3(metrics, "perception_macro_f1_14")),
+        ("ce_micro_f1_14 / ce_macro_f1_14", lambda m, c: _f3(m, "ce_micro_f1_14", "ce_macro_f1_14")),
+        ("perception_macro_f1_14 (its own clue decisions)", lambda m, c: _f3(m, "perception_macro_f1_14")),
         ("clue_drop_rate / clue_unsupported_rate",
-         _rate_with_counts(metrics, "clue_drop_rate", "clue_drop_count", "clue_present_count") + " / "
-         + _rate_with_counts(metrics, "clue_unsupported_rate", "clue_unsupported_count", "clue_report_positive_count")),
-        ("ce_normal_collapse", _f3(metrics, "ce_normal_collapse")),
-        ("bleu_4 / meteor / cider", _f3(metrics, "bleu_4", "meteor", "cider")),
-        (f"distinct reports for {report_counts['studies']:,} test studies", str(len(report_counts["report_counts"]))),
+         lambda m, c: _rate_with_counts(m, "clue_drop_rate", "clue_drop_count", "clue_present_count") + " / "
+         + _rate_with_counts(m, "clue_unsupported_rate", "clue_unsupported_count", "clue_report_positive_count")),
+        ("ce_normal_collapse", lambda m, c: _f3(m, "ce_normal_collapse")),
+        ("bleu_4 / meteor / cider", lambda m, c: _f3(m, "bleu_4", "meteor", "cider")),
+        ("distinct reports / test studies", lambda m, c: f"{len(c['report_counts'])} / {c['studies']:,}"),
     ]
-    lines = ["| metric | value |", "|---|---|"] + [f"| {label} | {value} |" for label, value in rows]
+    lines = ["| metric | " + " | ".join(heading for heading, _, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [f"| {label} | " + " | ".join(cell(m, c) for _, m, c in columns) + " |" for label, cell in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -143,8 +152,8 @@ def render(table: str, docs: Path = DOCS) -> str:
         return demo_table([(heading, _load(docs / "results" / name)) for name, heading in DEMO_COLUMNS
                            if (docs / "results" / name).is_file()])
     if table == "userroute":
-        return userroute_table(_load(docs / "results" / "userroute_metrics.json"),
-                               _load(docs / "results" / "userroute_report_counts.json"))
+        return userroute_table([(heading, _load(docs / "results" / metrics), _load(docs / "results" / counts))
+                                for metrics, counts, heading in USERROUTE_COLUMNS])
     raise ValueError(f"unknown table {table!r}")
 
 
