@@ -21,9 +21,12 @@ from trrg.trainers.checkpointing import resume_point, save_log_history
 from trrg.trainers.finetune_trainer import build_finetuner
 
 
+USAGE = "%(prog)s (--model B | --pretrain_model P [--llm L]) --data D --output_dir O [--lora_r R] [--resume] [option ...]"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = recipe_argv(list(sys.argv[1:] if argv is None else argv), stage="finetune")
-    args, data_args = parse_with_resume((TRRGFinetuneArguments, TRRGDataArguments), argv, "trrg finetune", __doc__)
+    args, data_args = parse_with_resume((TRRGFinetuneArguments, TRRGDataArguments), argv, "trrg finetune", __doc__, USAGE)
     trainer, processor = build_finetuner(args, data_args)
     trainer.train(resume_from_checkpoint=resume_point(args))
     save_log_history(trainer, args.output_dir)

@@ -34,8 +34,9 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
     return None
 
 
-def parse_with_resume(dataclass_types, argv, prog: str, description: str | None = None):
-    """HfArgumentParser plus ``--resume`` (= --resume_from_checkpoint last)."""
+def parse_with_resume(dataclass_types, argv, prog: str, description: str | None = None, usage: str | None = None):
+    """HfArgumentParser plus ``--resume`` (= --resume_from_checkpoint last). ``usage``: the one-line
+    synopsis (argparse would list every TrainingArguments option, over a hundred, in it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ["--resume_from_checkpoint" if a == "--resume" else a for a in argv]
     if "--resume_from_checkpoint" in argv:
@@ -44,7 +45,8 @@ def parse_with_resume(dataclass_types, argv, prog: str, description: str | None 
             argv.insert(index + 1, "last")
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(dataclass_types, prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = HfArgumentParser(dataclass_types, prog=prog, description=description, usage=usage,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     return parser.parse_args_into_dataclasses(args=argv)
 
 

@@ -20,9 +20,12 @@ from trrg.trainers.checkpointing import resume_point, save_log_history
 from trrg.trainers.pretrain_trainer import build_pretrainer
 
 
+USAGE = "%(prog)s --data D --output_dir O [--model tiny|FOLDER] [--resume] [option ...]"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = recipe_argv(list(sys.argv[1:] if argv is None else argv), stage="pretrain")
-    args, data_args = parse_with_resume((TRRGPretrainArguments, TRRGDataArguments), argv, "trrg pretrain", __doc__)
+    args, data_args = parse_with_resume((TRRGPretrainArguments, TRRGDataArguments), argv, "trrg pretrain", __doc__, USAGE)
     trainer, processor = build_pretrainer(args, data_args)
     trainer.train(resume_from_checkpoint=resume_point(args))
     save_log_history(trainer, args.output_dir)

@@ -169,3 +169,14 @@ def test_pinned_memory_kept_with_an_accelerator(arguments_class, tmp_path, monke
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
     assert arguments_class(output_dir=str(tmp_path)).dataloader_pin_memory is True
     assert arguments_class(output_dir=str(tmp_path), dataloader_pin_memory=False).dataloader_pin_memory is False
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_help_opens_with_a_one_line_synopsis(command, capsys):
+    from trrg.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    first, second = capsys.readouterr().out.splitlines()[:2]
+    assert first.startswith(f"usage: trrg {command} ") and "--output_dir O" in first and len(first) <= 130
+    assert second == ""  # the synopsis ends there: argparse's generated usage ran over 100 lines
