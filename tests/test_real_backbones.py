@@ -76,3 +76,23 @@ def test_evidence_maps_from_every_backbone_family(tiny_tokenizer, tmp_path):
         maps = perception.evidence_maps
         assert maps.shape[:3] == (1, 2, 14) and maps.shape[-1] == maps.shape[-2] > 1, name
         assert torch.isfinite(maps).all() and maps.abs().sum() > 0, name
+
+
+def test_lora_vision_adapts_a_vit_and_refuses_a_convolutional_encoder(tiny_tokenizer, tiny_finetune_model, tmp_path):
+    import copy
+
+    import pytest
+
+    from trrg.assembly.build import build_finetune_model
+    from trrg.trainers.arguments import TRRGFinetuneArguments
+    from trrg.trainers.finetune_trainer import prepare_for_training
+
+    args = TRRGFinetuneArguments(output_dir=str(tmp_path / "out"), lora_vision=True, lora_r=4, use_cpu=True)
+    _save_backbones(tmp_path, tiny_tokenizer)
+    model, _ = build_finetune_model("tiny", vision=str(tmp_path / "vit"), llm=str(tmp_path / "llama"))
+    prepare_for_training(model, args)
+    trainable = [name for name, parameter in model.vision_model.named_parameters() if parameter.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)  # adapters train, the frozen ViT does not
+    resnet_model = copy.deepcopy(tiny_finetune_model[0])  # the tiny preset's ResNet: convolutions only
+    with pytest.raises(ValueError, match="--lora_vision: the vision encoder .* has no linear layers"):
+        prepare_for_training(resnet_model, args)

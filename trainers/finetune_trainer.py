@@ -117,7 +117,12 @@ def prepare_for_training(model, args: TRRGFinetuneArguments):
     if args.lora_r > 0:
         model.language_model = _with_lora(model.language_model, args, args.lora_target_modules.split(","))
     if args.lora_vision:
-        model.vision_model.backbone = _with_lora(model.vision_model.backbone, args, _linear_names(model.vision_model.backbone))
+        backbone = model.vision_model.backbone
+        targets = _linear_names(backbone)
+        if not targets:  # a convolutional encoder: LoRA here would adapt nothing
+            raise ValueError(f"--lora_vision: the vision encoder ({type(backbone).__name__}) has no linear layers for "
+                             "LoRA; train it whole with --freeze_vision false, or drop --lora_vision")
+        model.vision_model.backbone = _with_lora(backbone, args, targets)
     return model
 
 
