@@ -18,6 +18,7 @@ import atexit
 import importlib.util
 import math
 import os
+import queue
 import shutil
 import subprocess
 import tempfile
@@ -251,6 +252,9 @@ class MeteorScorer:
 
     # After a failure, how long a dying JVM gets to exit (and finish its stderr) before it is killed.
     exit_grace_s = 2.0
+    # How long one answer may take. A live JVM answers in milliseconds; the first answer waits for the
+    # paraphrase table to load (seconds). Past this the JVM is taken as hung, so scoring never blocks forever.
+    answer_timeout_s = 120.0
 
     def __init__(self, jar: Path | None = None):
         java = shutil.which("java")
@@ -272,6 +276,10 @@ class MeteorScorer:
         except OSError as error:  # java not executable, jar folder gone, out of file descriptors, ...
             self._stderr.close()
             raise MeteorUnavailable(f"could not start the METEOR jar ({java} -jar {jar}): {error}") from error
+        # A thread reads the answers, so a read can time out (a blocking readline cannot).
+        self._answers: queue.Queue = queue.Queue()
+        threading.Thread(target=_pump_lines, args=(self._process.stdout, self._answers), daemon=True,
+                         name="meteor-answers").start()
 
     @property
     def alive(self) -> bool:
@@ -308,9 +316,11 @@ class MeteorScorer:
 
     def _read_line(self) -> str:
         try:
-            raw = self._process.stdout.readline()
-        except (OSError, ValueError) as error:
-            self._fail(f"reading the answer failed: {error!r}", error)
+            raw = self._answers.get(timeout=self.answer_timeout_s)
+        except queue.Empty:
+            self._fail(f"no answer within {self.answer_timeout_s:g} s")
+        if isinstance(raw, BaseException):
+            self._fail(f"reading the answer failed: {raw!r}", raw)
         if not raw:  # EOF: the JVM died (out of memory, bad jar, ...); its stderr says why
             self._fail("end of its output")
         answer = raw.decode(errors="replace").strip()
@@ -354,6 +364,17 @@ class MeteorScorer:
             self._stderr.close()
             if self._failure is None:
                 self._failure = "the METEOR scorer was closed"
+
+
+def _pump_lines(stream, answers: queue.Queue) -> None:
+    """Each line the JVM writes into ``answers``; then ``b""`` at EOF, or the error that stopped the read."""
+    try:
+        for raw in iter(stream.readline, b""):
+            answers.put(raw)
+    except (OSError, ValueError) as error:  # the pipe was closed under the read
+        answers.put(error)
+        return
+    answers.put(b"")
 
 
 def _close_quietly(stream) -> None:

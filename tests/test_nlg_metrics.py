@@ -144,6 +144,8 @@ FAKE_JAVAS = {
     "eof_after_request": 'touch ready; read line; echo "java.lang.OutOfMemoryError: Java heap space" >&2; exit 3',
     # follows the protocol for one item but answers nonsense instead of the aggregate.
     "nonsense_answer": 'touch ready; read line; echo "1 2 3 4"; read line; echo 0.5; echo nonsense; exec cat >/dev/null',
+    # reads the request and never answers (a hung JVM): the read times out.
+    "hangs": 'touch ready; read line; echo "still thinking" >&2; exec sleep 30',
 }
 
 
@@ -157,6 +159,7 @@ def fake_java(tmp_path, monkeypatch):
         script.chmod(0o755)
         monkeypatch.setattr(nlg.shutil, "which", lambda command: str(script) if command == "java" else None)
         monkeypatch.setattr(nlg.MeteorScorer, "exit_grace_s", 0.5)
+        monkeypatch.setattr(nlg.MeteorScorer, "answer_timeout_s", 0.5)
         jar = tmp_path / nlg.METEOR_JAR_NAME
         jar.write_text("not a jar")
         return jar
@@ -183,6 +186,7 @@ def wait_until_ready(scorer, folder, exited: bool):
         ("broken_pipe", ["BrokenPipeError", "stdin closed"]),
         ("eof_after_request", ["end of its output", "exit code 3", "OutOfMemoryError"]),
         ("nonsense_answer", ["'nonsense' instead of a score"]),
+        ("hangs", ["no answer within 0.5 s", "killed", "still thinking"]),
     ],
 )
 def test_every_meteor_process_failure_is_meteor_unavailable(fake_java, tmp_path, fake, expected):
