@@ -13,7 +13,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel
+# the installer at its locked versions too, so every fresh clone builds the editable install the same way
+.venv/bin/python -m pip install --quiet -c constraints.txt pip setuptools wheel
 # torch first, at the locked version (torch==2.13.0, a CPU wheel here): installing peft/accelerate
 # without torch present, or an unconstrained torch, pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install --quiet -c constraints.txt torch
