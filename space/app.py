@@ -51,6 +51,9 @@ QUEUE_SIZE = 64  # waiting behind those; more are refused at once ("Queue is ful
 # Each session keeps its last request's evidence (the letterboxed views, ~0.3-0.6 MB) for the dropdown:
 SESSIONS_KEPT = 1000  # gradio forgets the oldest sessions beyond this (its default, 10000, is ~5 GB)
 EVIDENCE_TTL_S = 3600  # and a session's evidence an hour after its last report
+# gradio's cache of uploads and served overlays (files on disk, ~1 MB per report) is emptied of files
+# older than this every as often: without it the disk fills while the Space stays up.
+CACHE_FILE_TTL_S = 3600
 PREVIEW_SIDE = 768  # the uploaded views are shown at most this big (the model sees its own letterboxed size)
 OVERLAY_SIDE = 512  # the evidence overlays are drawn on the letterboxed square at least this big
 OVERLAY_ALPHA = 0.6  # the opacity of the hottest evidence; the coldest is transparent
@@ -580,7 +583,7 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
     display = {"api_visibility": "private", "concurrency_id": "display", "concurrency_limit": 2,
                "show_progress": "minimal"}
     view_image = {"type": "pil", "format": "png", "interactive": False, "height": 260, "buttons": ["fullscreen"]}
-    with gr.Blocks(title="TRRG report generation") as demo:
+    with gr.Blocks(title="TRRG report generation", delete_cache=(CACHE_FILE_TTL_S, CACHE_FILE_TTL_S)) as demo:
         gr.Markdown(banner(is_phantom), elem_id="banner")
         with gr.Row():
             with gr.Column(scale=1):

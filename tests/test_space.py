@@ -164,6 +164,8 @@ def test_the_demo_has_the_components_the_issue_asks_for(tiny_finetune_model):
     dataset = next(block for block in demo.blocks.values() if type(block).__name__ == "Dataset")
     assert [type(c).__name__ for c in dataset._components] == ["Image", "Image"]
     assert len(dataset.samples) == len(app.example_rows()) == 7
+    # Uploads and served overlays are deleted from gradio's cache after an hour, so the disk does not fill.
+    assert demo.delete_cache == (app.CACHE_FILE_TTL_S, app.CACHE_FILE_TTL_S) and app.CACHE_FILE_TTL_S <= 3600
 
 
 # --- evidence overlays, view previews, the disease dropdown ---------------------------------
