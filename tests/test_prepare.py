@@ -308,6 +308,39 @@ def test_prepare_dicom_with_pseudonyms(tmp_path, capsys):
     assert "PAT-A" not in saved and "ACC1" not in saved and "s3cret" not in saved
 
 
+def test_dicom_views_without_view_position_are_read_from_the_view_code_or_the_description(tmp_path, capsys):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    def code(meaning):
+        item = Dataset()
+        item.CodeMeaning = meaning
+        return Sequence([item])
+
+    folder, pixels = tmp_path / "export", xray_like(1, 40, 36).astype(np.uint16) * 16
+    studies = {  # accession: [(tags of each image)]; none has ViewPosition
+        "ACC1": [{"SeriesDescription": "CHEST LAT"}, {"ViewCodeSequence": code("postero-anterior")}],  # lateral first
+        "ACC2": [{"ProtocolName": "Thorax AP portable"}],
+        "ACC3": [{"SeriesDescription": "CHEST"}],  # names no view
+        "ACC4": [{"SeriesDescription": "CHEST PA AND LAT"}],  # a combined series: no single view
+    }
+    for index, (accession, images) in enumerate(studies.items()):
+        for number, tags in enumerate(images):
+            view_pixels = pixels[:, : 30 + number]  # each view of a study its own width, to tell them apart
+            write_dicom(folder / accession / f"IM{number}", view_pixels, AccessionNumber=accession, PatientID=f"P{index}",
+                        StudyInstanceUID=f"1.2.9.{index}", **tags)  # fmt: skip
+    reports = write_csv(tmp_path / "reports.csv", ["AccessionNumber", "report"],
+                        [[a, "FINDINGS: Mild cardiomegaly.\n\nIMPRESSION: Cardiomegaly."] for a in studies])
+    out = prepare(["dicom", "--folder", folder, "--reports", reports, "--out", tmp_path / "prepared",
+                   "--fractions", 1, 0, 0], capsys)  # fmt: skip
+    assert "kept 2 studies, 3 images" in out
+    assert re.search(r"no view tag \(ViewPosition, ViewCodeSequence, SeriesDescription\) +2\n", out)
+    rows = {row["id"]: row for row in load_studies(tmp_path / "prepared")["train"]}
+    assert set(rows) == {"ACC1", "ACC2"}
+    widths = [Image.open(io.BytesIO(image["bytes"])).size[0] for image in rows["ACC1"]["images"]]
+    assert widths == [31, 30]  # the frontal (PA by its view code) first, then the lateral (LAT in its series)
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: a clear error naming the file
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,10 @@
                         DICOM tag of the same name) and a report column
 
 Studies are the DICOM images grouped by the key tag; the patient is ``PatientID``, the view
-``ViewPosition`` (PA/AP frontal, LATERAL/LL/RL lateral). Files without pixel data that are
+``ViewPosition`` (PA/AP frontal, LATERAL/LL/RL lateral) or, where a PACS leaves it empty, the view
+code's meaning (``ViewCodeSequence``: "postero-anterior", "left lateral", ...) or a PA/AP/LAT word of
+``SeriesDescription`` / ``ProtocolName``; a study none of whose images names its view is dropped
+as "no view tag", apart from those without a frontal one. Files without pixel data that are
 documents (SR, presentation states, key objects, DICOMDIR) are skipped and counted; an image file
 without pixel data is an error naming it (``bad_files="skip"`` counts it instead), as is a report
 row whose key matches no study. Images are decoded at write time with ``load_xray_image`` (VOI
@@ -16,6 +19,7 @@ de-identified here.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -64,7 +68,8 @@ def collect_dicom(
                                "(PatientID differs between its files); fix the tags or the key column.")  # fmt: skip
         frontal = sorted((FRONTAL_RANK[view], str(path)) for path, view, _ in images if view in FRONTAL_RANK)
         if not frontal:
-            tally.drop("no frontal image")
+            unnamed = all(not view for _, view, _ in images)
+            tally.drop("no view tag (ViewPosition, ViewCodeSequence, SeriesDescription)" if unnamed else "no frontal image")
             continue
         if key not in texts:
             tally.drop("no report")
@@ -136,11 +141,33 @@ def _read_headers(folder: Path, report_key: str, bad_files: str, tally: Tally) -
         patient = str(dataset.get("PatientID", "") or "").strip()
         if not patient:
             raise PrepareError(f"{path}: DICOM has no PatientID; splits are by patient, so every image needs one.")
-        view = str(dataset.get("ViewPosition", "") or "").strip().upper()
-        studies[key].append((path, view, patient))
+        studies[key].append((path, view_of(dataset), patient))
     if not studies:
         raise PrepareError(f"{folder}: no radiograph DICOM files (CR/DX with pixel data and {report_key}) found.")
     return studies
+
+
+# ViewCodeSequence meanings (DICOM CID 4010) and description words -> the ViewPosition they mean
+VIEW_CODE_MEANINGS = {"postero-anterior": "PA", "antero-posterior": "AP", "left lateral": "LL", "right lateral": "RL",
+                      "lateral": "LATERAL", "latero-medial": "LATERAL", "medio-lateral": "LATERAL"}
+DESCRIPTION_WORDS = {"PA": "PA", "AP": "AP", "LAT": "LATERAL", "LATERAL": "LATERAL", "LL": "LL", "RL": "RL"}
+
+
+def view_of(dataset) -> str:
+    """PA, AP, LATERAL, LL, RL, another ViewPosition value, or "" when no tag names the view."""
+    view = str(dataset.get("ViewPosition", "") or "").strip().upper()
+    if view:
+        return view
+    for item in dataset.get("ViewCodeSequence", None) or []:
+        meaning = str(item.get("CodeMeaning", "") or "").strip().lower()
+        if meaning in VIEW_CODE_MEANINGS:
+            return VIEW_CODE_MEANINGS[meaning]
+    for tag in ("SeriesDescription", "ProtocolName"):
+        words = re.findall(r"[A-Z]+", str(dataset.get(tag, "") or "").upper())
+        named = {DESCRIPTION_WORDS[word] for word in words if word in DESCRIPTION_WORDS}
+        if len(named) == 1:  # "CHEST PA" names one view; "PA AND LAT" (a combined series) names none
+            return named.pop()
+    return ""
 
 
 def _bad(path: Path, problem: str, bad_files: str, tally: Tally, reason: str) -> None:
