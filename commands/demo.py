@@ -63,8 +63,9 @@ def phantom_is_current(folder: Path, arguments: dict) -> bool:
     return meta.get("version") == PHANTOM_VERSION and all(drawn.get(key) == value for key, value in arguments.items())
 
 
-def run_pretrain(data_dir: Path, out: Path, plan: DemoPlan, seed: int):
-    args = training_args(TRRGPretrainArguments, out, plan, "pretrain", seed)
+def run_pretrain(data_dir: Path, out: Path, plan: DemoPlan, seed: int, **extra):
+    """Train stage 1 on ``data_dir``'s train split; ``extra`` goes to ``TRRGPretrainArguments``."""
+    args = training_args(TRRGPretrainArguments, out, plan, "pretrain", seed, **extra)
     trainer, processor = build_pretrainer(args, TRRGDataArguments(data=str(data_dir), eval_split=""))
     trainer.train()
     return trainer.model, processor

@@ -213,6 +213,39 @@ def test_cached_frozen_features_give_the_same_loss(tiny_phantom, tiny_finetune_m
     assert len(bounded._features) == 2 and torch.allclose(direct.loss, partly_cached.loss, atol=1e-5)
 
 
+def test_single_view_visits_show_the_frontal_view_alone_in_both_stages(tiny_phantom, tiny_finetune_model,
+                                                                         tiny_pretrain_model):
+    import copy
+
+    from trrg.processing.studies import load_r2gen
+    from trrg.trainers.collators import FinetuneCollator, FrozenVisionCache, PretrainCollator, SingleViewSchedule
+
+    rows = [row for row in load_r2gen(tiny_phantom / "annotation.json")["train"] if len(row["images"]) == 2][:6]
+    assert len(rows) == 6
+    config, processor = tiny_pretrain_model[0].config, tiny_pretrain_model[1]
+    for rate, views in ((0.0, 2), (1.0, 1)):
+        batch = PretrainCollator(processor, config.disease_prompts, config.disease_names, single_view_rate=rate)(rows)
+        assert batch["view_mask"].sum(1).tolist() == [views] * 6
+    model = copy.deepcopy(tiny_finetune_model[0])
+    model.freeze_perception()
+    both = FinetuneCollator(tiny_finetune_model[1])(rows)
+    frontal = FinetuneCollator(tiny_finetune_model[1], single_view_rate=1.0)(rows)
+    cached = FinetuneCollator(tiny_finetune_model[1], single_view_rate=1.0, vision_cache=FrozenVisionCache(model))(rows)
+    image_token = tiny_finetune_model[1].tokenizer.convert_tokens_to_ids("<image>")
+    for batch in (frontal, cached):
+        assert batch["view_mask"].sum(1).tolist() == [1] * 6
+        # one view's image tokens in the prompt, not two
+        assert batch["input_ids"].eq(image_token).sum().item() * 2 == both["input_ids"].eq(image_token).sum().item()
+    assert torch.equal(frontal["pixel_values"][:, 0], both["pixel_values"][:, 0])  # the first (frontal) view is kept
+    with torch.no_grad():  # the cached route shows the model the same one view as the decoding route
+        assert torch.allclose(model(**frontal).loss, model(**cached).loss, atol=1e-5)
+    schedule, again = SingleViewSchedule(0.3, seed=5), SingleViewSchedule(0.3, seed=5)
+    ids = [f"s{i}" for i in range(300)]
+    picks = [schedule(i, 2) for i in ids]
+    assert picks == [again(i, 2) for i in reversed(ids)][::-1] and 0.2 < sum(picks) / 300 < 0.4
+    assert not SingleViewSchedule(1.0)("one-view study", 1)  # a one-view study is never emptied
+
+
 def test_clue_thresholds_are_tuned_for_f1():
     import numpy as np
 

@@ -127,7 +127,7 @@ class TRRGPretrainArguments(TrainingArguments):
         > Parameters that control the model
 
         model (`str`, *optional*, defaults to `"tiny"`):
-            A stage-1 folder (``trrg init --stage 1``) to continue from, or a preset name (one of the keys of
+            A stage-1 folder (``trrg init --stage pretrain``) to continue from, or a preset name (one of the keys of
             ``trrg.assembly.presets.PRESETS``, e.g. `"tiny"`, `"base"`) to build a fresh model.
         vision (`str` or `None`, *optional*):
             With a preset: the vision backbone's local folder or hub id, instead of the preset's.
@@ -141,6 +141,9 @@ class TRRGPretrainArguments(TrainingArguments):
             negated sentences in radiology reports.
         augment (`bool`, *optional*, defaults to `False`):
             Light X-ray augmentation: a small affine transform and brightness/contrast changes.
+        single_view_rate (`float`, *optional*, defaults to `0.0`):
+            Share of the training visits of a multi-view study that show only its first (frontal) view, so the
+            model also reads one-view studies. `0` always shows every view.
 
         > Parameters that control the loss
 
@@ -159,7 +162,7 @@ class TRRGPretrainArguments(TrainingArguments):
     # Parameters that control the model
     model: str = field(
         default="tiny",
-        metadata={"help": "a stage-1 folder (trrg init --stage 1) or a preset name (tiny, base)"},
+        metadata={"help": "a stage-1 folder (trrg init --stage pretrain) or a preset name (tiny, base)"},
     )
     vision: str | None = field(
         default=None, metadata={"help": "vision backbone path / hub id (with a preset)"}
@@ -176,6 +179,10 @@ class TRRGPretrainArguments(TrainingArguments):
     )
     augment: bool = field(
         default=False, metadata={"help": "light X-ray augmentation (small affine, brightness/contrast)"}
+    )
+    single_view_rate: float = field(
+        default=0.0,
+        metadata={"help": "share of training visits of a multi-view study shown with its first (frontal) view only"},
     )
 
     # Parameters that control the loss
@@ -263,6 +270,9 @@ class TRRGFinetuneArguments(TrainingArguments):
         oversample_rare_findings (`bool`, *optional*, defaults to `True`):
             Draw training studies with a rare finding more often: weight ``max(1, 0.1 / prevalence)`` of the
             study's rarest finding.
+        single_view_rate (`float`, *optional*, defaults to `0.0`):
+            Share of the training visits of a multi-view study that show only its first (frontal) view, so the
+            model also reads one-view studies. `0` always shows every view.
         cache_vision_features (`bool`, *optional*, defaults to `True`):
             Compute the frozen encoder's features once per study and reuse them every epoch. Off by itself
             when the encoder trains.
@@ -365,6 +375,10 @@ class TRRGFinetuneArguments(TrainingArguments):
             "help": "draw training studies with a rare finding more often (weight max(1, 0.1 / prevalence) of "
             "the study's rarest finding)"
         },
+    )
+    single_view_rate: float = field(
+        default=0.0,
+        metadata={"help": "share of training visits of a multi-view study shown with its first (frontal) view only"},
     )
     cache_vision_features: bool = field(
         default=True,

@@ -58,14 +58,42 @@ class VisitRandomness:
     """A random generator per (seed, study id, visit number): the same draws whatever process or
     batch position a study lands in, and new draws on each visit (epoch)."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, stream: int = 0):
         self.seed = seed
+        self.stream = stream  # independent draws for each use (stream 0 keeps the original key)
         self._visits: dict[str, int] = {}
 
     def __call__(self, study_id: str) -> np.random.Generator:
         visit = self._visits.get(study_id, 0)
         self._visits[study_id] = visit + 1
-        return np.random.default_rng([self.seed, zlib.crc32(study_id.encode()), visit])
+        return np.random.default_rng([self.seed, zlib.crc32(study_id.encode()), visit, *([self.stream] if self.stream else [])])
+
+
+class SingleViewSchedule:
+    """Decides, per study visit, whether a multi-view study is shown with its first (frontal) view only.
+
+    A model that only ever saw two views per study reads a one-view study badly (the lateral view
+    carries part of what it learned to perceive), and many studies have one view (portable AP films,
+    sites that file the lateral apart). Showing a share of the visits with the frontal view alone
+    teaches both. Depends only on (seed, study id, visit number), so it is the same in any process.
+    """
+
+    def __init__(self, rate: float = 0.0, seed: int = 0):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"single_view_rate must be in [0, 1], got {rate}")
+        self.rate = rate
+        self._randomness = VisitRandomness(seed, stream=1)
+
+    def __call__(self, study_id: str, views: int) -> bool:
+        return views > 1 and self.rate > 0 and bool(self._randomness(study_id).random() < self.rate)
+
+    def first_view_only(self, rows: Sequence[Mapping], view_counts: Sequence[int]) -> set[str]:
+        """The ids of this batch's studies to show with their first view only."""
+        return {row["id"] for row, views in zip(rows, view_counts) if self(row["id"], views)}
+
+
+def shown_views(rows: Sequence[Mapping], views: list[list], first_view_only: set[str]) -> list[list]:
+    return [study_views[:1] if row["id"] in first_view_only else study_views for row, study_views in zip(rows, views)]
 
 
 class SentenceSampler:
@@ -109,8 +137,9 @@ class PretrainCollator:
 
     def __init__(self, processor, disease_prompts: Mapping, disease_names: Sequence[str],
                  positive_sentence_rate: float = 0.7, uncertain: str = "positive", seed: int = 0,
-                 augment: bool = False, strict_images: bool = False):
+                 augment: bool = False, strict_images: bool = False, single_view_rate: float = 0.0):
         self.processor = processor
+        self.single_view = SingleViewSchedule(single_view_rate, seed)
         self.sampler = SentenceSampler(positive_sentence_rate, seed)
         self.prompts = processor.encode_disease_prompts(disease_prompts, disease_names)
         self.uncertain = uncertain
@@ -120,6 +149,7 @@ class PretrainCollator:
 
     def __call__(self, rows: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         rows, views = self.reader.read_batch(rows)
+        views = shown_views(rows, views, self.single_view.first_view_only(rows, [len(v) for v in views]))
         pixels = self.processor.image_processor(views, return_tensors="pt", **self._augment_kwargs())
         sentences = [self.sampler(row["id"], row["report"]) for row in rows]
         text = self.processor.encode_sentences(sentences)
@@ -181,8 +211,9 @@ class FrozenVisionCache:
                 self._features[row["id"]] = computed[row["id"]]
         return computed
 
-    def features(self, rows: Sequence[Mapping], reader, image_processor):
-        """(kept rows, VisionFeatures, view_mask) for a batch; unseen studies are read and encoded."""
+    def features(self, rows: Sequence[Mapping], reader, image_processor, single_view: SingleViewSchedule | None = None):
+        """(kept rows, VisionFeatures, view_mask) for a batch; unseen studies are read and encoded (all
+        their views); ``single_view`` picks the studies shown with their first view only."""
         from trrg.modeling.modeling_trrg import VisionFeatures, masked_mean
 
         missing = [row for row in rows if row["id"] not in self._features]
@@ -193,6 +224,10 @@ class FrozenVisionCache:
         known = {**computed, **{row["id"]: self._features[row["id"]] for row in rows if row["id"] in self._features}}
         rows = [row for row in rows if row["id"] in known]  # unreadable studies were skipped and counted
         parts = [known[row["id"]] for row in rows]
+        if single_view is not None:
+            first_only = single_view.first_view_only(rows, [patches.shape[0] for patches, _ in parts])
+            parts = [(patches[:1], globals_[:1]) if row["id"] in first_only else (patches, globals_)
+                     for row, (patches, globals_) in zip(rows, parts)]
         views = max(patches.shape[0] for patches, _ in parts)
         patch_tokens = torch.zeros(len(parts), views, *parts[0][0].shape[1:], dtype=parts[0][0].dtype)
         view_embeds = torch.zeros(len(parts), views, parts[0][1].shape[-1], dtype=parts[0][1].dtype)
@@ -253,8 +288,9 @@ class FinetuneCollator:
 
     def __init__(self, processor, uncertain: str = "positive", strict_images: bool = False, with_reports: bool = True,
                  reference_clue_rate: float = 0.0, seed: int = 0, vision_cache: FrozenVisionCache | None = None,
-                 finding_token_weight: float = 1.0):
+                 finding_token_weight: float = 1.0, single_view_rate: float = 0.0):
         self.processor = processor
+        self.single_view = SingleViewSchedule(single_view_rate, seed)
         self.uncertain = uncertain
         self.with_reports = with_reports
         self.reference_clues = ReferenceClueSchedule(reference_clue_rate, seed) if reference_clue_rate > 0 else None
@@ -264,13 +300,15 @@ class FinetuneCollator:
 
     def __call__(self, rows: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         if self.vision_cache is not None:
-            rows, features, view_mask = self.vision_cache.features(rows, self.reader, self.processor.image_processor)
+            rows, features, view_mask = self.vision_cache.features(rows, self.reader, self.processor.image_processor,
+                                                                   self.single_view)
             if not rows:
                 raise RuntimeError("no study of this batch could be read; see the warnings above for the files and reasons")
             batch = {"vision_features": features, "view_mask": view_mask}
             batch.update(self.processor.encode_prompts(view_mask.sum(1).tolist(), reports=self._reports(rows)))
         else:
             rows, views = self.reader.read_batch(rows)
+            views = shown_views(rows, views, self.single_view.first_view_only(rows, [len(v) for v in views]))
             batch = dict(self.processor(images=views, reports=self._reports(rows), return_tensors="pt"))
         batch["disease_labels"] = disease_targets(rows, self.uncertain)
         if self.label_weights is not None and "labels" in batch:

@@ -103,7 +103,8 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
 def _default_collator(processor, args) -> FinetuneCollator:
     """The collator ``build_finetuner`` would build, from whatever of its options ``args`` has."""
     return FinetuneCollator(processor, reference_clue_rate=getattr(args, "reference_clue_rate", 1.0),
-                            seed=getattr(args, "seed", 42), finding_token_weight=getattr(args, "finding_token_weight", 4.0))
+                            seed=getattr(args, "seed", 42), finding_token_weight=getattr(args, "finding_token_weight", 4.0),
+                            single_view_rate=getattr(args, "single_view_rate", 0.0))
 
 
 def prepare_for_training(model, args: TRRGFinetuneArguments):
@@ -179,7 +180,7 @@ def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, m
     # The collator first: its arguments are checked before the calibration's pass over the data.
     collator = FinetuneCollator(processor, data_args.uncertain, data_args.strict_images,
                                 reference_clue_rate=args.reference_clue_rate, seed=args.seed, vision_cache=cache,
-                                finding_token_weight=args.finding_token_weight)
+                                finding_token_weight=args.finding_token_weight, single_view_rate=args.single_view_rate)
     if args.calibrate_clue_thresholds and model.perception_frozen and model.config.clue_config.use_clue_injection:
         # The training split: a validation split rarely holds enough positives of the rare findings
         # (200 phantom studies: 3-10 each), and the frozen encoder is not trained here.

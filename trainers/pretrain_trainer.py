@@ -52,7 +52,7 @@ class TRRGPretrainer(LossPartsMixin, Trainer):
             kwargs["data_collator"] = PretrainCollator(
                 kwargs["processing_class"], config.disease_prompts, config.disease_names,
                 getattr(options, "positive_sentence_rate", 0.7), seed=getattr(options, "seed", 42),
-                augment=getattr(options, "augment", False))
+                augment=getattr(options, "augment", False), single_view_rate=getattr(options, "single_view_rate", 0.0))
         super().__init__(*args, callbacks=callbacks, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -74,7 +74,8 @@ def build_pretrainer(args: TRRGPretrainArguments, data_args: TRRGDataArguments, 
         model.disease_pos_weight.copy_(positive_class_weight(prevalence, args.prompt_pos_weight_power))
     collator = PretrainCollator(processor, model.config.disease_prompts, model.config.disease_names,
                                 args.positive_sentence_rate, data_args.uncertain, seed=args.seed,
-                                augment=args.augment, strict_images=data_args.strict_images)
+                                augment=args.augment, strict_images=data_args.strict_images,
+                                single_view_rate=args.single_view_rate)
     eval_dataset = evaluation_split(studies, data_args, args.eval_strategy)
     if args.label_names is None:  # disease_label_mask is optional: do not require it for eval loss
         args.label_names = ["disease_labels"]
