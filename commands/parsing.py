@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -13,16 +14,47 @@ from trrg.assembly.presets import RECIPES
 def recipe_argv(argv: list[str], stage: str) -> list[str]:
     """``argv`` with the preset's recipe for ``stage`` ("pretrain" or "finetune") in front, so that
     every flag the user gives wins (argparse keeps the last value). The preset is the one named by
-    ``--preset`` or by ``--model`` (pretrain accepts a preset name there); ``tiny`` otherwise."""
+    ``--preset`` or by ``--model`` (pretrain accepts a preset name there); ``tiny`` otherwise.
+    ``trrg finetune --model M`` where M was already fine-tuned gets the "continue" recipe (said on stderr)."""
     preset = "tiny"
     for flag in ("--model", "--preset"):
         value = _flag_value(argv, flag)
         if value in RECIPES:
             preset = value
+    if stage == "finetune" and (trained_on := fine_tuned_on(_flag_value(argv, "--model"))) is not None:
+        stage = "continue"
+        recipe = RECIPES[preset][stage]
+        print(f"--model was already fine-tuned (on {trained_on!r}): the {preset!r} preset's \"continue\" recipe fills "
+              f"the options you leave out (learning rate {recipe['learning_rate']:g}, {recipe['num_train_epochs']} "
+              "epochs; a higher rate erases what the model learned). Pass --learning_rate etc. to change them.",
+              file=sys.stderr)
     recipe = []
     for key, value in RECIPES[preset][stage].items():
         recipe += [f"--{key}", str(value)]
     return recipe + list(argv)
+
+
+def fine_tuned_on(model: str | None) -> str | None:
+    """What a stage-2 model folder (or cached hub id) says it was fine-tuned on (``trrg_training_data``);
+    ``None`` for a bridged or freshly initialised model, or when there is no readable config."""
+    if not model:
+        return None
+    config = Path(model).expanduser() / "config.json"
+    if not config.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(model, "config.json")
+        except ValueError:  # not a valid hub id either (HFValidationError): the command will say so
+            return None
+        if not isinstance(cached, str):
+            return None
+        config = Path(cached)
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None  # the command's own loading reports what is wrong with the folder
+    return data.get("trrg_training_data") if data.get("model_type") == "trrg" else None
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:

@@ -180,3 +180,26 @@ def test_help_opens_with_a_one_line_synopsis(command, capsys):
     first, second = capsys.readouterr().out.splitlines()[:2]
     assert first.startswith(f"usage: trrg {command} ") and "--output_dir O" in first and len(first) <= 130
     assert second == ""  # the synopsis ends there: argparse's generated usage ran over 100 lines
+
+
+def test_finetuning_an_already_fine_tuned_model_takes_the_continue_recipe(tiny_finetune_model, tmp_path, capsys):
+    from trrg.assembly.hub_folders import save_hub_folder
+    from trrg.assembly.presets import RECIPES
+    from trrg.commands.parsing import recipe_argv
+
+    model, processor = tiny_finetune_model
+    bridged = save_hub_folder(model, processor, tmp_path / "bridged")  # never fine-tuned: no trrg_training_data
+    capsys.readouterr()
+    assert recipe_argv(["--model", str(bridged)], "finetune")[:2] == ["--learning_rate", "0.002"]
+    assert "fine-tuned" not in capsys.readouterr().err
+    model.config.trrg_training_data = "phantom"
+    try:
+        trained = save_hub_folder(model, processor, tmp_path / "trained")
+    finally:
+        del model.config.trrg_training_data  # the session fixture stays a bridged model
+    argv = recipe_argv(["--model", str(trained), "--num_train_epochs", "2"], "finetune")
+    continue_rate = RECIPES["tiny"]["continue"]["learning_rate"]
+    assert argv[:2] == ["--learning_rate", str(continue_rate)] and continue_rate <= RECIPES["tiny"]["finetune"]["learning_rate"] / 10
+    assert argv[-2:] == ["--num_train_epochs", "2"]  # the user's flags still come last and win
+    assert "already fine-tuned (on 'phantom')" in capsys.readouterr().err
+    assert recipe_argv(["--model", "no-such/model-id"], "finetune")[:2] == ["--learning_rate", "0.002"]

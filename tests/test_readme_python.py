@@ -1,5 +1,6 @@
-"""The README's Python fine-tuning example runs as written (paths replaced by a tiny model, a JSONL
-of phantom studies with a split column, and a temporary output folder)."""
+"""The Python fine-tuning example of the README (and the model card, which carries the same block)
+runs as written (paths replaced by a tiny model, a JSONL of phantom studies with a split column, and a
+temporary output folder)."""
 
 import json
 import re
@@ -7,12 +8,17 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
-def _example() -> str:
-    section = README.read_text().split("## Fine-tuning in Python", 1)[1]
+def _example(path: Path = README, heading: str = "## Fine-tuning in Python") -> str:
+    section = path.read_text().split(heading, 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_model_card_shows_the_same_example():
+    assert _example(ROOT / "MODEL_CARD.md", "## Fine-tuning on private data") == _example()
 
 
 @pytest.mark.slow
@@ -31,7 +37,8 @@ def test_readme_python_fine_tuning_example_runs(tiny_phantom, tiny_finetune_mode
     assert assignment in code, "the README example's paths line changed: update this test"
     code = code.replace(assignment, f"model_dir, data, out_dir = {str(model_dir)!r}, {str(data)!r}, "
                                     f"{str(tmp_path / 'out')!r}")
-    code = code.replace("num_train_epochs=3", "max_steps=2")  # the example, shortened
+    assert "num_train_epochs=5" in code
+    code = code.replace("num_train_epochs=5", "max_steps=2")  # the example, shortened
     namespace = {}
     exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - the project's own README
     studies, trainer = namespace["studies"], namespace["trainer"]
