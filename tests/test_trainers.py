@@ -246,6 +246,29 @@ def test_single_view_visits_show_the_frontal_view_alone_in_both_stages(tiny_phan
     assert not SingleViewSchedule(1.0)("one-view study", 1)  # a one-view study is never emptied
 
 
+def test_evaluation_batches_show_every_view_while_training_batches_drop_the_lateral(tiny_phantom, tiny_finetune_model,
+                                                                                     tiny_pretrain_model, tmp_path):
+    import copy
+
+    from trrg.processing.studies import load_r2gen
+    from trrg.trainers.arguments import TRRGFinetuneArguments, TRRGPretrainArguments
+    from trrg.trainers.finetune_trainer import TRRGFinetuneTrainer
+    from trrg.trainers.pretrain_trainer import TRRGPretrainer
+
+    studies = load_r2gen(tiny_phantom / "annotation.json")
+    two_views = studies["train"].filter(lambda row: len(row["images"]) == 2).select(range(4))
+    common = {"output_dir": str(tmp_path), "single_view_rate": 1.0, "per_device_train_batch_size": 4,
+              "per_device_eval_batch_size": 4, "use_cpu": True, "report_to": "none"}
+    for trainer_class, arguments, (model, processor) in (
+            (TRRGFinetuneTrainer, TRRGFinetuneArguments, tiny_finetune_model),
+            (TRRGPretrainer, TRRGPretrainArguments, tiny_pretrain_model)):
+        trainer = trainer_class(model=copy.deepcopy(model), args=arguments(**common), train_dataset=two_views,
+                                eval_dataset=two_views, processing_class=processor)
+        assert next(iter(trainer.get_train_dataloader()))["view_mask"].sum(1).tolist() == [1] * 4
+        assert next(iter(trainer.get_eval_dataloader()))["view_mask"].sum(1).tolist() == [2] * 4
+        assert next(iter(trainer.get_train_dataloader()))["view_mask"].sum(1).tolist() == [1] * 4  # still training's
+
+
 def test_clue_thresholds_are_tuned_for_f1():
     import numpy as np
 

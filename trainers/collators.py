@@ -7,6 +7,7 @@ PNG decoding.
 
 from __future__ import annotations
 
+import copy
 import logging
 import zlib
 from collections.abc import Mapping, Sequence
@@ -94,6 +95,16 @@ class SingleViewSchedule:
 
 def shown_views(rows: Sequence[Mapping], views: list[list], first_view_only: set[str]) -> list[list]:
     return [study_views[:1] if row["id"] in first_view_only else study_views for row, study_views in zip(rows, views)]
+
+
+def evaluation_collator(collator):
+    """``collator`` for evaluation batches: every view shown (the single-view schedule is training's
+    augmentation); a shallow copy, so caches and readers stay shared."""
+    if getattr(collator, "single_view", None) is None or collator.single_view.rate == 0:
+        return collator
+    evaluating = copy.copy(collator)
+    evaluating.single_view = SingleViewSchedule(0.0)
+    return evaluating
 
 
 class SentenceSampler:

@@ -20,7 +20,13 @@ from trrg.evaluation.generation import generate_reports
 from trrg.evaluation.score import score_reports
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments
 from trrg.trainers.clue_calibration import calibrate_clue_thresholds
-from trrg.trainers.collators import FinetuneCollator, FrozenVisionCache, rare_finding_weights, study_columns_kept
+from trrg.trainers.collators import (
+    FinetuneCollator,
+    FrozenVisionCache,
+    evaluation_collator,
+    rare_finding_weights,
+    study_columns_kept,
+)
 from trrg.trainers.distributed import world_size
 from trrg.trainers.loss_parts import LossPartsMixin
 from trrg.trainers.training_data import evaluation_split, load_training_studies, training_data_name
@@ -48,6 +54,14 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
         super().__init__(*args, **kwargs)
         self.generation_kwargs = generation_kwargs or {}
         self.sampling_weights = sampling_weights
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        # Evaluation batches show every view: the single-view schedule is a training augmentation.
+        training_collator, self.data_collator = self.data_collator, evaluation_collator(self.data_collator)
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = training_collator
 
     def _get_train_sampler(self, train_dataset=None):
         """Studies drawn with replacement by ``sampling_weights`` (rare findings more often), when given."""

@@ -16,7 +16,7 @@ from trrg.assembly.hub_folders import load_model_folder
 from trrg.assembly.presets import PRESETS
 from trrg.modeling.modeling_trrg import positive_class_weight
 from trrg.trainers.arguments import TRRGDataArguments, TRRGPretrainArguments
-from trrg.trainers.collators import PretrainCollator, label_prevalence, study_columns_kept
+from trrg.trainers.collators import PretrainCollator, evaluation_collator, label_prevalence, study_columns_kept
 from trrg.trainers.distributed import gather_for_global_loss, world_size
 from trrg.trainers.loss_parts import LossPartsMixin
 from trrg.trainers.training_data import evaluation_split, load_training_studies
@@ -54,6 +54,14 @@ class TRRGPretrainer(LossPartsMixin, Trainer):
                 getattr(options, "positive_sentence_rate", 0.7), seed=getattr(options, "seed", 42),
                 augment=getattr(options, "augment", False), single_view_rate=getattr(options, "single_view_rate", 0.0))
         super().__init__(*args, callbacks=callbacks, **kwargs)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        # Evaluation batches show every view: the single-view schedule is a training augmentation.
+        training_collator, self.data_collator = self.data_collator, evaluation_collator(self.data_collator)
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = training_collator
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if world_size() > 1:  # the sentence loss over the global batch (model.forward's ``gather``)
