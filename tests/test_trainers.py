@@ -269,6 +269,21 @@ def test_evaluation_batches_show_every_view_while_training_batches_drop_the_late
         assert next(iter(trainer.get_train_dataloader()))["view_mask"].sum(1).tolist() == [1] * 4  # still training's
 
 
+def test_draws_are_keyed_by_epoch_under_a_trainer_so_a_resumed_run_repeats_them():
+    from trrg.trainers.collators import SingleViewSchedule
+
+    def epoch_draws(schedule, epoch, calls_before=0):
+        for _ in range(calls_before):  # visits made before a resume, in another process or not at all
+            schedule("s1", 2)
+        schedule.set_epoch(epoch)
+        return [schedule(f"s{i}", 2) for i in range(200)]
+
+    uninterrupted, resumed = SingleViewSchedule(0.5, seed=1), SingleViewSchedule(0.5, seed=1)
+    epoch_draws(uninterrupted, 0)
+    assert epoch_draws(uninterrupted, 1) == epoch_draws(resumed, 1, calls_before=3)
+    assert epoch_draws(resumed, 1) != epoch_draws(resumed, 2)  # a new epoch, new draws
+
+
 def test_clue_thresholds_are_tuned_for_f1():
     import numpy as np
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from transformers import TrainerCallback
 
 from trrg.modeling.configuration_trrg import CHEXPERT_OBSERVATIONS
 from trrg.processing.studies.schema import CachedStudyReader
@@ -56,18 +57,39 @@ def sentence_group_id(sentence: str) -> int:
 
 
 class VisitRandomness:
-    """A random generator per (seed, study id, visit number): the same draws whatever process or
-    batch position a study lands in, and new draws on each visit (epoch)."""
+    """A random generator per (seed, study id, visit): the same draws whatever process or batch
+    position a study lands in, and new draws on each visit. Under a Trainer the visit is the epoch
+    (``set_epoch``, from ``CollatorEpochCallback``), so a run resumed from a checkpoint draws what the
+    uninterrupted run drew; a study drawn twice in one epoch (oversampling) gets the same draw both
+    times. Without epochs (a collator used directly) each call is the study's next visit."""
 
     def __init__(self, seed: int = 0, stream: int = 0):
         self.seed = seed
         self.stream = stream  # independent draws for each use (stream 0 keeps the original key)
+        self.epoch: int | None = None
         self._visits: dict[str, int] = {}
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def __call__(self, study_id: str) -> np.random.Generator:
-        visit = self._visits.get(study_id, 0)
-        self._visits[study_id] = visit + 1
+        if self.epoch is None:
+            visit = self._visits.get(study_id, 0)
+            self._visits[study_id] = visit + 1
+        else:
+            visit = self.epoch
         return np.random.default_rng([self.seed, zlib.crc32(study_id.encode()), visit, *([self.stream] if self.stream else [])])
+
+
+class CollatorEpochCallback(TrainerCallback):
+    """Tells the training collator which epoch starts, so its random draws (sampled sentence, reference
+    clues, single-view visits) are keyed by epoch and survive a resume. (Persistent dataloader workers
+    keep the collator of the epoch they were started in.)"""
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        collator = getattr(train_dataloader, "collate_fn", None)
+        if hasattr(collator, "set_epoch"):
+            collator.set_epoch(int(state.epoch))  # the epoch's start; a resumed epoch's fraction rounds down
 
 
 class SingleViewSchedule:
@@ -87,6 +109,9 @@ class SingleViewSchedule:
 
     def __call__(self, study_id: str, views: int) -> bool:
         return views > 1 and self.rate > 0 and bool(self._randomness(study_id).random() < self.rate)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._randomness.set_epoch(epoch)
 
     def first_view_only(self, rows: Sequence[Mapping], view_counts: Sequence[int]) -> set[str]:
         """The ids of this batch's studies to show with their first view only."""
@@ -137,6 +162,9 @@ class SentenceSampler:
         pool = positive if positive and rng.random() < self.positive_rate else sentences
         return pool[int(rng.integers(len(pool)))] + " ."
 
+    def set_epoch(self, epoch: int) -> None:
+        self._randomness.set_epoch(epoch)
+
 
 def _states_a_finding(sentence: str) -> bool:
     labels = label_report(sentence)
@@ -172,6 +200,11 @@ class PretrainCollator:
             "disease_labels": disease_targets(rows, self.uncertain),
         }
 
+    def set_epoch(self, epoch: int) -> None:
+        """Key this epoch's draws (sentence, single view) by ``epoch`` (``CollatorEpochCallback``)."""
+        self.sampler.set_epoch(epoch)
+        self.single_view.set_epoch(epoch)
+
     def _augment_kwargs(self) -> dict:
         return {"augment": True, "generator": self._generator} if self.augment else {}
 
@@ -193,6 +226,9 @@ class ReferenceClueSchedule:
 
     def __call__(self, study_id: str) -> bool:
         return bool(self._randomness(study_id).random() < self.rate)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._randomness.set_epoch(epoch)
 
 
 class FrozenVisionCache:
@@ -329,6 +365,12 @@ class FinetuneCollator:
             states = batch["disease_labels"].long()
             batch["clue_states"] = torch.where(forced[:, None], states, torch.full_like(states, -1))
         return batch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Key this epoch's draws (reference clues, single view) by ``epoch`` (``CollatorEpochCallback``)."""
+        if self.reference_clues is not None:
+            self.reference_clues.set_epoch(epoch)
+        self.single_view.set_epoch(epoch)
 
     def _reports(self, rows) -> list[str] | None:
         return [clean_report(row["report"]) for row in rows] if self.with_reports else None

@@ -21,6 +21,7 @@ from trrg.evaluation.score import score_reports
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments
 from trrg.trainers.clue_calibration import calibrate_clue_thresholds
 from trrg.trainers.collators import (
+    CollatorEpochCallback,
     FinetuneCollator,
     FrozenVisionCache,
     evaluation_collator,
@@ -51,6 +52,7 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
         if kwargs.get("data_collator") is None and len(args) < 3 and kwargs.get("processing_class") is not None:
             # The standard call, Trainer(model=, args=, train_dataset=, processing_class=), gets the study collator.
             kwargs["data_collator"] = _default_collator(kwargs["processing_class"], kwargs.get("args"))
+        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [CollatorEpochCallback()]
         super().__init__(*args, **kwargs)
         self.generation_kwargs = generation_kwargs or {}
         self.sampling_weights = sampling_weights

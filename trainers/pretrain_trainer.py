@@ -16,7 +16,7 @@ from trrg.assembly.hub_folders import load_model_folder
 from trrg.assembly.presets import PRESETS
 from trrg.modeling.modeling_trrg import positive_class_weight
 from trrg.trainers.arguments import TRRGDataArguments, TRRGPretrainArguments
-from trrg.trainers.collators import PretrainCollator, evaluation_collator, label_prevalence, study_columns_kept
+from trrg.trainers.collators import CollatorEpochCallback, PretrainCollator, evaluation_collator, label_prevalence, study_columns_kept
 from trrg.trainers.distributed import gather_for_global_loss, world_size
 from trrg.trainers.loss_parts import LossPartsMixin
 from trrg.trainers.training_data import evaluation_split, load_training_studies
@@ -43,7 +43,7 @@ class TRRGPretrainer(LossPartsMixin, Trainer):
     loss_parts = ("sentence_loss", "prompt_loss")
 
     def __init__(self, *args, **kwargs):
-        callbacks = list(kwargs.pop("callbacks", None) or []) + [ClampLogitScaleCallback()]
+        callbacks = list(kwargs.pop("callbacks", None) or []) + [ClampLogitScaleCallback(), CollatorEpochCallback()]
         study_columns_kept(kwargs.get("args"))
         model = kwargs.get("model", args[0] if args else None)
         if kwargs.get("data_collator") is None and len(args) < 3 and kwargs.get("processing_class") is not None:
