@@ -1,6 +1,7 @@
 """``trrg evaluate``: generate reports for a split and score them (NLG + clinical efficacy).
 
     trrg evaluate --model runs/demo/model --data runs/demo/phantom --split test --out runs/eval
+    trrg evaluate ... --max_views 1      # each study read from its first (frontal) view alone
 
 Writes OUT/predictions.jsonl ({"id", "report", "disease_probs"[, "clues"]}), OUT/references.jsonl and
 OUT/metrics.json (the keys of `trrg score` on those files, truthfulness metrics included, plus the
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_new_tokens", type=int, default=96)
     parser.add_argument("--num_beams", type=int, default=1)
     parser.add_argument("--max_studies", type=int, default=None)
+    parser.add_argument("--max_views", type=int, default=None,
+                        help="read each study from its first N views only (1: frontal alone, as a one-view site)")
     parser.add_argument("--no_meteor", action="store_true", help="skip METEOR (needs java)")
     args = parser.parse_args(argv)
     from trrg.assembly.hub_folders import load_model_folder
@@ -32,9 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = load_studies(args.data, splits=[args.split])[args.split]  # only this split's images are needed
     if args.max_studies is not None:
         rows = rows.select(range(min(args.max_studies, len(rows))))
+    if args.max_views is not None and args.max_views < 1:
+        parser.error(f"--max_views must be at least 1 (got {args.max_views})")
+    studies = [{**row, "images": row["images"][: args.max_views]} for row in rows]  # [:None] keeps all
     model, processor = load_model_folder(args.model, expected="trrg")
-    metrics = evaluate_model(model, processor, list(rows), args.out, args.batch_size, args.max_new_tokens,
+    metrics = evaluate_model(model, processor, studies, args.out, args.batch_size, args.max_new_tokens,
                              args.num_beams, meteor=not args.no_meteor,
-                             protocol={"model": args.model, "data": args.data, "split": args.split})
+                             protocol={"model": args.model, "data": args.data, "split": args.split,
+                                       "max_views": args.max_views})
     print(metrics_table(metrics))
     return 0

@@ -45,7 +45,16 @@ def test_evaluate_writes_predictions_and_metrics_with_protocol(tiny_finetune_mod
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert metrics["n"] == len(predictions) == 8 and metrics["split"] == "test"
     assert {"bleu_4", "ce_micro_f1_14", "ce_normal_collapse", "versions"} <= set(metrics)
-    assert metrics["meteor"] is None
+    assert metrics["meteor"] is None and metrics["max_views"] is None
+    # --max_views 1: the same studies read from their frontal view alone (a one-view site)
+    assert evaluate(["--model", str(folder), "--data", str(tiny_phantom), "--split", "test", "--out",
+                     str(tmp_path / "frontal"), "--max_new_tokens", "6", "--no_meteor", "--max_views", "1"]) == 0
+    frontal = [json.loads(line) for line in (tmp_path / "frontal" / "predictions.jsonl").read_text().splitlines()]
+    annotation = json.loads((tiny_phantom / "annotation.json").read_text())
+    views = {entry["id"]: len(entry["image_path"]) for entry in annotation["test"]}
+    assert json.loads((tmp_path / "frontal" / "metrics.json").read_text())["max_views"] == 1
+    for both, one in zip(predictions, frontal):
+        assert (both["disease_probs"] == one["disease_probs"]) == (views[both["id"]] == 1), both["id"]
 
 
 def test_init_refuses_a_non_empty_folder_and_names_a_missing_backbone(tmp_path, capsys):

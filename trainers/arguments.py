@@ -141,7 +141,7 @@ class TRRGPretrainArguments(TrainingArguments):
             negated sentences in radiology reports.
         augment (`bool`, *optional*, defaults to `False`):
             Light X-ray augmentation: a small affine transform and brightness/contrast changes.
-        single_view_rate (`float`, *optional*, defaults to `0.3`):
+        single_view_rate (`float`, *optional*, defaults to `0.5`):
             Share of the training visits of a multi-view study that show only its first (frontal) view, so the
             model also reads one-view studies (docs/single_view). `0` always shows every view. Evaluation
             batches always show every view.
@@ -182,7 +182,7 @@ class TRRGPretrainArguments(TrainingArguments):
         default=False, metadata={"help": "light X-ray augmentation (small affine, brightness/contrast)"}
     )
     single_view_rate: float = field(
-        default=0.3,
+        default=0.5,
         metadata={"help": "share of training visits of a multi-view study shown with its first (frontal) view only"},
     )
 
@@ -271,7 +271,7 @@ class TRRGFinetuneArguments(TrainingArguments):
         oversample_rare_findings (`bool`, *optional*, defaults to `True`):
             Draw training studies with a rare finding more often: weight ``max(1, 0.1 / prevalence)`` of the
             study's rarest finding.
-        single_view_rate (`float`, *optional*, defaults to `0.3`):
+        single_view_rate (`float`, *optional*, defaults to `0.5`):
             Share of the training visits of a multi-view study that show only its first (frontal) view, so the
             model also reads one-view studies (docs/single_view). `0` always shows every view. Evaluation
             batches always show every view.
@@ -379,7 +379,7 @@ class TRRGFinetuneArguments(TrainingArguments):
         },
     )
     single_view_rate: float = field(
-        default=0.3,
+        default=0.5,
         metadata={"help": "share of training visits of a multi-view study shown with its first (frontal) view only"},
     )
     cache_vision_features: bool = field(
