@@ -3,6 +3,7 @@
     python benchmarks/results_tables.py goals       # the ablation's goals, from docs/ablation/ablation.json
     python benchmarks/results_tables.py demo        # `trrg demo` full + quick, from docs/results/demo_*_metrics.json
     python benchmarks/results_tables.py userroute   # the user's route, from docs/results/userroute_*.json
+    python benchmarks/results_tables.py views       # both views vs the frontal alone, from docs/results/demo_full_*
 
 Nothing is trained or measured here: each table is printed from the JSON a measured run wrote (the
 demo's and the user route's OUT/metrics.json, copied into docs/results/; the ablation's summary,
@@ -79,7 +80,9 @@ def _f3(metrics: dict, *keys: str) -> str:
 
 # docs/results/<file> (a demo run's OUT/metrics.json) -> its column's heading, newest first
 DEMO_COLUMNS = (
-    ("demo_full_phantom12_metrics.json", "full: `trrg demo --out runs/demo` (phantom 1.2, stage 1 global + local)"),
+    ("demo_full_phantom12_singleview_metrics.json",
+     "full: `trrg demo --out runs/demo` (phantom 1.2, stage 1 global + local, single-view visits 0.5)"),
+    ("demo_full_phantom12_metrics.json", "full, before single-view visits (phantom 1.2, stage 1 global + local)"),
     ("demo_full_metrics.json", "full, before (phantom 1.1, stage 1 global only)"),
     ("demo_quick_metrics.json", "quick: `trrg demo --quick --out runs/quick` (phantom 1.1, before)"),
 )
@@ -109,6 +112,29 @@ def demo_table(columns: list[tuple[str, dict]]) -> str:
         ("ce_micro_f1_5 / ce_macro_f1_5", lambda m: _f3(m, "ce_micro_f1_5", "ce_macro_f1_5")),
         ("ce_example_f1", lambda m: _f3(m, "ce_example_f1")),
         ("**ce_normal_collapse**", lambda m: _f3(m, "ce_normal_collapse")),
+    ]
+    lines = ["| | " + " | ".join(heading for heading, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [f"| {label} | " + " | ".join(cell(m) for _, m in columns) + " |" for label, cell in rows]
+    return "\n".join(lines) + "\n"
+
+
+# docs/results/<file> -> (model, views at test): the demo models read with both views and with the frontal alone
+VIEWS_COLUMNS = (
+    ("demo_full_phantom12_metrics.json", "demo model trained on two views, both views"),
+    ("demo_full_phantom12_frontal_only_metrics.json", "same model, frontal only (`--max_views 1`)"),
+    ("demo_full_phantom12_singleview_metrics.json", "single-view visits 0.5, both views"),
+    ("demo_full_phantom12_singleview_frontal_only_metrics.json", "same model, frontal only (`--max_views 1`)"),
+)
+
+
+def views_table(columns: list[tuple[str, dict]]) -> str:
+    """The same test studies read with both views and with the frontal view alone, per model."""
+    rows = [
+        ("**ce_micro_f1_14 / ce_macro_f1_14**", lambda m: _f3(m, "ce_micro_f1_14", "ce_macro_f1_14")),
+        ("perception_macro_f1_14 (its own clue decisions)", lambda m: _f3(m, "perception_macro_f1_14")),
+        ("clue_drop_rate", lambda m: _rate_with_counts(m, "clue_drop_rate", "clue_drop_count", "clue_present_count")),
+        ("**ce_normal_collapse**", lambda m: _f3(m, "ce_normal_collapse")),
+        ("bleu_4", lambda m: _f3(m, "bleu_4")),
     ]
     lines = ["| | " + " | ".join(heading for heading, _ in columns) + " |", "|---|" + "---|" * len(columns)]
     lines += [f"| {label} | " + " | ".join(cell(m) for _, m in columns) + " |" for label, cell in rows]
@@ -151,6 +177,8 @@ def render(table: str, docs: Path = DOCS) -> str:
     if table == "demo":
         return demo_table([(heading, _load(docs / "results" / name)) for name, heading in DEMO_COLUMNS
                            if (docs / "results" / name).is_file()])
+    if table == "views":
+        return views_table([(heading, _load(docs / "results" / name)) for name, heading in VIEWS_COLUMNS])
     if table == "userroute":
         return userroute_table([(heading, _load(docs / "results" / metrics), _load(docs / "results" / counts))
                                 for metrics, counts, heading in USERROUTE_COLUMNS])
@@ -159,7 +187,7 @@ def render(table: str, docs: Path = DOCS) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("table", choices=["goals", "demo", "userroute"])
+    parser.add_argument("table", choices=["goals", "demo", "userroute", "views"])
     parser.add_argument("--docs", type=Path, default=DOCS, help="the docs folder to read (default: this checkout's)")
     args = parser.parse_args(argv)
     print(render(args.table, args.docs), end="")

@@ -60,6 +60,7 @@ def test_ablation_summary_rebuilds_its_docs_byte_for_byte(tmp_path):
     "python benchmarks/results_tables.py goals",
     "python benchmarks/results_tables.py demo",
     "python benchmarks/results_tables.py userroute",
+    "python benchmarks/results_tables.py views",
     "python benchmarks/pretrain_imbalance.py --from-json docs/pretrain_imbalance.json",
 ])
 def test_results_tables_are_printed_by_the_command_under_them(command):
