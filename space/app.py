@@ -19,12 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import html
+import io
 import inspect
 import logging
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -494,6 +497,46 @@ def evidence_views(evidence: dict | None, disease: str | None) -> tuple:
     return overlays[0], gr.update(value=lateral, visible=lateral is not None), caption
 
 
+class ServedImages:
+    """Images handed to gradio as files, each written once, atomically, under its content's hash.
+
+    gradio saves a returned PIL image by truncating and rewriting the file named by its hash, even
+    when that file exists and a browser is reading it; the same image sent twice at once (a preview
+    and its upload event, two pages with the same example) then serves a torn file ("Too little data
+    for declared Content-Length") that never loads. A file path is copied into gradio's cache
+    atomically and only when missing. The files here are kept ``keep_s`` seconds: gradio copies a
+    file as soon as the handler returns."""
+
+    def __init__(self, folder: Path, keep_s: float = 300.0):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.keep_s = keep_s
+        self._last_sweep = time.monotonic()
+
+    def path(self, image: Image.Image, format: str) -> str:
+        buffer = io.BytesIO()
+        image.save(buffer, format=format, **({"quality": 90} if format == "jpeg" else {}))
+        data = buffer.getvalue()
+        target = self.folder / f"{hashlib.sha256(data).hexdigest()[:24]}.{format}"
+        if not target.exists():
+            staging = target.with_name(f".{target.name}.{threading.get_ident()}.tmp")
+            staging.write_bytes(data)
+            os.replace(staging, target)
+        self._sweep()
+        return str(target)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < self.keep_s:
+            return
+        self._last_sweep = now
+        cutoff = time.time() - self.keep_s
+        for old in self.folder.iterdir():
+            with contextlib.suppress(OSError):  # another thread removed or is replacing it
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
+
+
 # ---------------------------------------------------------------------------------------------
 # User interface
 # ---------------------------------------------------------------------------------------------
@@ -534,13 +577,23 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
     names = list(model.config.disease_names)
 
     batcher = ReportBatcher(model, processor)
+    served = ServedImages(Path(tempfile.mkdtemp(prefix="trrg-space-images-")))
+
+    def served_views(views: tuple) -> tuple:
+        """``evidence_views``' overlays as served files (see ``ServedImages``)."""
+        frontal, lateral, caption = views
+        if isinstance(frontal, Image.Image):
+            frontal = served.path(frontal, OVERLAY_FORMAT)
+        if isinstance(lateral, dict) and isinstance(lateral.get("value"), Image.Image):
+            lateral = {**lateral, "value": served.path(lateral["value"], OVERLAY_FORMAT)}
+        return frontal, lateral, caption
 
     def first_message(views, perceived) -> tuple:
         """The probabilities, clues, overlays, dropdown and state of a request (drawn off the event loop)."""
         evidence = evidence_of(views, *perceived, model, processor)
         table, clues = probability_table(torch.tensor(evidence["probs"]), names), clues_markdown(evidence["probs"], model.config)
         choices = gr.update(choices=disease_choices(evidence), value=evidence["default"], interactive=True)
-        return table, clues, (*evidence_views(evidence, evidence["default"]), choices, evidence)
+        return table, clues, (*served_views(evidence_views(evidence, evidence["default"])), choices, evidence)
 
     async def generate_report(frontal, lateral, num_beams, max_new_tokens, request: gr.Request = None):
         """Served ``predict()``: the same messages (first the probabilities, clues, overlays, dropdown and
@@ -577,7 +630,7 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
 
     def preview(path):  # a view's image shows only while it holds one
         image = preview_view(path, processor)
-        return gr.update(value=image, visible=image is not None)
+        return gr.update(value=served.path(image, "png") if image is not None else None, visible=image is not None)
 
     # Display-only events (decoding an upload, drawing an overlay) do not wait behind a generation.
     display = {"api_visibility": "private", "concurrency_id": "display", "concurrency_limit": 2,
@@ -631,7 +684,7 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
                      api_name="generate_report", concurrency_id="generate", concurrency_limit=CONCURRENCY_LIMIT)
         def redraw(name, state, request: gr.Request = None):
             forget_update_components(demo, request)  # those of the previous redraw
-            return evidence_views(state, name)
+            return served_views(evidence_views(state, name))
 
         disease.input(redraw, [disease, evidence], [overlay, overlay_lateral, caption], **display)
     demo.trrg_batcher = batcher  # for tests and benchmarks

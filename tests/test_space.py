@@ -274,16 +274,19 @@ def test_changing_the_dropdown_redraws_the_overlays_without_the_model(tiny_finet
     for method in ("generate", "predict_clues", "predict_diseases", "forward"):
         monkeypatch.setattr(model, method, no_model)
     default, other = evidence["default"], next(name for name in evidence["names"] if name != evidence["default"])
-    first, first_lateral, first_caption = listener.fn(default, evidence)
+    first, first_lateral, first_caption = listener.fn(default, evidence)  # served as files (ServedImages)
     second, second_lateral, second_caption = listener.fn(other, evidence)
+    first, second = Image.open(first), Image.open(second)
+    assert first.format == second.format == app.OVERLAY_FORMAT.upper()
     assert first.size == second.size == evidence["views"][0].size
     assert not np.array_equal(np.asarray(first), np.asarray(second))
-    assert second_lateral["visible"] and second_lateral["value"].size == evidence["views"][1].size
-    assert not np.array_equal(np.asarray(first_lateral["value"]), np.asarray(second_lateral["value"]))
+    assert second_lateral["visible"] and Image.open(second_lateral["value"]).size == evidence["views"][1].size
+    assert not np.array_equal(np.asarray(Image.open(first_lateral["value"])), np.asarray(Image.open(second_lateral["value"])))
     assert first_caption.startswith(f"**{default}**") and second_caption.startswith(f"**{other}**")
     # One view: the lateral overlay hides. Nothing generated yet: nothing changes.
     overlay, hidden, _ = listener.fn(other, single)
-    assert overlay.size == single["views"][0].size and hidden == {"__type__": "update", "value": None, "visible": False}
+    assert Image.open(overlay).size == single["views"][0].size
+    assert hidden == {"__type__": "update", "value": None, "visible": False}
     assert all(output == gr.skip() for output in listener.fn(default, None))
 
 
@@ -370,3 +373,27 @@ def test_files_outside_the_upload_folder_cannot_be_read(served, tmp_path):
     assert "event: error" in stream and "event: complete" not in stream
     report, *_ = call(client, GOOD_PNG)
     assert report
+
+
+def test_served_images_are_written_once_whole_and_swept(tmp_path):
+    import os
+    import threading
+
+    served = app.ServedImages(tmp_path / "served", keep_s=60)
+    image = Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64))
+    first = served.path(image, "png")
+    inode = os.stat(first).st_ino
+    paths = []
+    threads = [threading.Thread(target=lambda: paths.append(served.path(image, "png"))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # the same image is one file, never rewritten (gradio's own cache write truncates it under a reader)
+    assert set(paths) == {first} and os.stat(first).st_ino == inode
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(image))
+    assert [p.name for p in (tmp_path / "served").iterdir()] == [os.path.basename(first)]  # no staging left over
+    os.utime(first, (0, 0))  # older than keep_s
+    served._last_sweep -= 61
+    served.path(Image.new("L", (8, 8)), "jpeg")
+    assert not os.path.exists(first) and len(list((tmp_path / "served").iterdir())) == 1
