@@ -44,18 +44,58 @@ REMOTE_LOAD = textwrap.dedent(
 )
 
 
-def _remote_load(source, kind, env_extra, cwd):
-    env = {**os.environ, **env_extra, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", REMOTE_LOAD, str(source), kind], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+class RemoteLoad:
+    """``REMOTE_LOAD`` in a fresh interpreter, started at once (each mostly imports transformers, so
+    the module's loads run side by side); ``result()`` waits for its JSON line."""
+
+    def __init__(self, source, kind, env_extra, cwd):
+        env = {**os.environ, **env_extra, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        self.errors = open(cwd / "remote_load.stderr", "w")  # a file, not a pipe nobody reads yet
+        self.process = subprocess.Popen([sys.executable, "-c", REMOTE_LOAD, str(source), kind], stdout=subprocess.PIPE,
+                                        stderr=self.errors, text=True, env=env, cwd=cwd)
+
+    def result(self) -> dict:
+        stdout, _ = self.process.communicate(timeout=300)
+        self.errors.close()
+        assert self.process.returncode == 0, open(self.errors.name).read()[-3000:]
+        return json.loads(stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def hub_folder(tiny_finetune_model, tmp_path_factory):
     model, processor = tiny_finetune_model
     return save_hub_folder(model, processor, tmp_path_factory.mktemp("hub") / "trrg-tiny")
+
+
+@pytest.fixture(scope="module")
+def pretrain_folder(tiny_pretrain_model, tmp_path_factory):
+    model, processor = tiny_pretrain_model
+    return save_hub_folder(model, processor, tmp_path_factory.mktemp("hub") / "pretrain")
+
+
+def offline_hub_cache(folder, cache):
+    """``folder`` as the cached snapshot of the hub id trrg-org/trrg-tiny."""
+    snapshot = cache / "models--trrg-org--trrg-tiny" / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    snapshot.mkdir(parents=True)
+    for file in folder.iterdir():
+        (snapshot / file.name).write_bytes(file.read_bytes())
+    (cache / "models--trrg-org--trrg-tiny" / "refs").mkdir()
+    (cache / "models--trrg-org--trrg-tiny" / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
+    return cache
+
+
+@pytest.fixture(scope="module")
+def remote_loads(hub_folder, pretrain_folder, tmp_path_factory):
+    """The module's three remote-code loads, started together."""
+    work = {name: tmp_path_factory.mktemp(name) for name in ("folder", "hub_id", "pretrain")}
+    cache = offline_hub_cache(hub_folder, work["hub_id"] / "hub_cache")
+    return {
+        "folder": RemoteLoad(hub_folder, "generator", {"HF_HOME": str(work["folder"] / "home")}, work["folder"]),
+        "hub_id": RemoteLoad("trrg-org/trrg-tiny", "generator",
+                             {"HF_HOME": str(work["hub_id"] / "home"), "HF_HUB_CACHE": str(cache)}, work["hub_id"]),
+        "pretrain": RemoteLoad(pretrain_folder, "contrastive", {"HF_HOME": str(work["pretrain"] / "home")},
+                               work["pretrain"]),
+    }
 
 
 def test_folder_holds_safetensors_remote_code_and_auto_map(hub_folder):
@@ -71,31 +111,21 @@ def test_folder_holds_safetensors_remote_code_and_auto_map(hub_folder):
         assert "import trrg" not in text and "from trrg" not in text and "from .." not in text, code.name
 
 
-def test_remote_code_load_without_the_package_writes_a_report(hub_folder, tmp_path):
-    result = _remote_load(hub_folder, "generator", {"HF_HOME": str(tmp_path / "home")}, cwd=tmp_path)
+def test_remote_code_load_without_the_package_writes_a_report(remote_loads):
+    result = remote_loads["folder"].result()
     assert result["model"] == "TRRGForConditionalGeneration" and result["processor"] == "TRRGProcessor"
     assert result["module"].startswith("transformers_modules.")  # the folder's copy, not the package
     assert result["new_tokens"] > 0 and result["report"].strip()
 
 
-def test_load_by_hub_id_from_an_offline_cache(hub_folder, tmp_path):
-    cache = tmp_path / "hub_cache"
-    snapshot = cache / "models--trrg-org--trrg-tiny" / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
-    snapshot.mkdir(parents=True)
-    for file in hub_folder.iterdir():
-        (snapshot / file.name).write_bytes(file.read_bytes())
-    (cache / "models--trrg-org--trrg-tiny" / "refs").mkdir()
-    (cache / "models--trrg-org--trrg-tiny" / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
-    env = {"HF_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": str(cache)}
-    result = _remote_load("trrg-org/trrg-tiny", "generator", env, cwd=tmp_path)
+def test_load_by_hub_id_from_an_offline_cache(remote_loads):
+    result = remote_loads["hub_id"].result()
     assert result["model"] == "TRRGForConditionalGeneration" and result["new_tokens"] > 0
 
 
-def test_pretrain_model_round_trips_through_remote_code(tiny_pretrain_model, tmp_path):
-    model, processor = tiny_pretrain_model
-    folder = save_hub_folder(model, processor, tmp_path / "pretrain")
-    config = json.loads((folder / "config.json").read_text())
+def test_pretrain_model_round_trips_through_remote_code(remote_loads, pretrain_folder, tiny_pretrain_model):
+    config = json.loads((pretrain_folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_trrg.TRRGContrastiveModel"
-    result = _remote_load(folder, "contrastive", {"HF_HOME": str(tmp_path / "home")}, cwd=tmp_path)
+    result = remote_loads["pretrain"].result()
     assert result["model"] == "TRRGContrastiveModel"
-    assert result["embed_shape"] == [1, model.config.projection_dim]
+    assert result["embed_shape"] == [1, tiny_pretrain_model[0].config.projection_dim]
