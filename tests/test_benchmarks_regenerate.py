@@ -105,9 +105,10 @@ def test_ablation_phantom12_summary_rebuilds_its_docs(tmp_path):
         assert (tmp_path / "docs" / "ablation" / "phantom-1.2" / name).read_bytes() == (committed / name).read_bytes()
 
 
-@pytest.mark.parametrize("folder, stem", [("continued_finetune", "continued_finetune"), ("single_view", "single_view")])
+@pytest.mark.parametrize("folder, stem", [("continued_finetune", "continued_finetune"), ("single_view", "single_view"),
+                                          ("rendering_shift", "rendering_shift")])
 def test_finetune_guide_tables_rebuild_byte_for_byte(tmp_path, folder, stem):
-    """The continued-fine-tuning and one-view tables (docs/FINETUNE_ON_YOUR_DATA.md, RESULTS.md)."""
+    """The continued-fine-tuning, one-view and rendering-shift tables (docs/FINETUNE_ON_YOUR_DATA.md, RESULTS.md)."""
     committed = DOCS / folder
     command = json.loads((committed / f"{stem}.json").read_text())["protocol"]["command"]
     assert "--summary-only" in command and f"`{command}`" in (committed / f"{stem}.md").read_text()
