@@ -18,6 +18,7 @@ from trrg.assembly.hub_folders import export_hub_folder
 from trrg.commands.parsing import parse_with_resume, recipe_argv
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments
 from trrg.trainers.checkpointing import resume_point, save_log_history
+from trrg.trainers.distributed import end_process_group
 from trrg.trainers.finetune_trainer import build_finetuner
 
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.is_world_process_zero():
         final = export_hub_folder(trainer.model, processor, Path(args.output_dir) / "final")
         print(f"stage-2 model (LoRA merged) written to {final}")
+    end_process_group()
     return 0
 
 

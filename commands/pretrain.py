@@ -17,6 +17,7 @@ from trrg.assembly.hub_folders import save_hub_folder
 from trrg.commands.parsing import parse_with_resume, recipe_argv
 from trrg.trainers.arguments import TRRGDataArguments, TRRGPretrainArguments
 from trrg.trainers.checkpointing import resume_point, save_log_history
+from trrg.trainers.distributed import end_process_group
 from trrg.trainers.pretrain_trainer import build_pretrainer
 
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.is_world_process_zero():
         save_hub_folder(trainer.model, processor, final)
         print(f"stage-1 model written to {final}")
+    end_process_group()
     return 0
 
 

@@ -111,3 +111,22 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(tiny_finetune_
     # Checkpoints carry the remote code and the processor, so each is a loadable hub folder.
     names = {p.name for p in (run_dir / "checkpoint-6").iterdir()}
     assert {"modeling_trrg.py", "processor_config.json", "model.safetensors"} <= names
+
+
+def test_a_finished_run_destroys_its_process_group(tmp_path, monkeypatch):
+    """Left to the interpreter's teardown, gloo's threads abort it ("terminate called without an
+    active exception", exit -6): a torchrun rank failed that way on a fresh clone after training."""
+    import inspect
+
+    import torch.distributed as dist
+
+    from trrg.commands import finetune, pretrain
+    from trrg.trainers.distributed import end_process_group
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    end_process_group()
+    assert not dist.is_initialized()
+    end_process_group()  # nothing to end: a no-op
+    for command in (pretrain, finetune):  # both training commands end with it, after the final folder
+        source = inspect.getsource(command.main)
+        assert source.index("end_process_group()") > source.index("written to")

@@ -10,6 +10,16 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def end_process_group() -> None:
+    """Destroy the default process group at the end of a run that succeeded. Without it gloo's worker
+    threads outlive the interpreter's teardown and abort it ("terminate called without an active
+    exception", exit code -6), so a finished run could fail its launcher. (Not after an error: a rank
+    still inside a collective would wait forever.)"""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # rank 0 may still be writing the final folder
+        dist.destroy_process_group()
+
+
 def gather_with_local_grad(tensor: torch.Tensor) -> torch.Tensor:
     """All-gather along dim 0; this rank's slice keeps its autograd graph, the others are constants.
 
