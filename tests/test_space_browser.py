@@ -93,8 +93,10 @@ def wait_for_report(page, expected: str, timeout_ms: int = TIMEOUT_MS) -> str:
     try:
         page.wait_for_function("([el, text]) => el.value === text", arg=[box.element_handle(), expected],
                                timeout=timeout_ms)
-    except Exception as error:  # say what the page showed instead
-        raise AssertionError(f"report {box.input_value()!r} != {expected!r}; page text: {page.inner_text('body')[:600]!r}") from error
+    except Exception as error:  # say what the page showed instead: its start, and its end (toasts, errors)
+        text = page.inner_text("body")
+        raise AssertionError(f"report {box.input_value()!r} != {expected!r}; page text: {text[:600]!r} ... "
+                             f"{text[-800:]!r}") from error
     return box.input_value()
 
 
