@@ -1,8 +1,6 @@
 """The console script end to end on tiny inputs: init, generate, evaluate, and clear failures."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
