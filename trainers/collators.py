@@ -122,6 +122,23 @@ def shown_views(rows: Sequence[Mapping], views: list[list], first_view_only: set
     return [study_views[:1] if row["id"] in first_view_only else study_views for row, study_views in zip(rows, views)]
 
 
+class StudyCollatorMixin:
+    """The Trainer side of the study collators (mixed into both trainers): their random draws are keyed
+    by epoch (``CollatorEpochCallback``), and evaluation batches show every view (the single-view
+    schedule is a training augmentation, but a Trainer hands one collator to both loaders)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [CollatorEpochCallback()]
+        super().__init__(*args, **kwargs)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        training_collator, self.data_collator = self.data_collator, evaluation_collator(self.data_collator)
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = training_collator
+
+
 def evaluation_collator(collator):
     """``collator`` for evaluation batches: every view shown (the single-view schedule is training's
     augmentation); a shallow copy, so caches and readers stay shared."""

@@ -21,10 +21,9 @@ from trrg.evaluation.score import score_reports
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments
 from trrg.trainers.clue_calibration import calibrate_clue_thresholds
 from trrg.trainers.collators import (
-    CollatorEpochCallback,
     FinetuneCollator,
     FrozenVisionCache,
-    evaluation_collator,
+    StudyCollatorMixin,
     rare_finding_weights,
     study_columns_kept,
 )
@@ -39,7 +38,7 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
+class TRRGFinetuneTrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
     """``Trainer`` for ``TRRGForConditionalGeneration`` with generation-based evaluation."""
 
     loss_parts = ("lm_loss", "consistency_loss")
@@ -52,18 +51,9 @@ class TRRGFinetuneTrainer(LossPartsMixin, Trainer):
         if kwargs.get("data_collator") is None and len(args) < 3 and kwargs.get("processing_class") is not None:
             # The standard call, Trainer(model=, args=, train_dataset=, processing_class=), gets the study collator.
             kwargs["data_collator"] = _default_collator(kwargs["processing_class"], kwargs.get("args"))
-        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [CollatorEpochCallback()]
         super().__init__(*args, **kwargs)
         self.generation_kwargs = generation_kwargs or {}
         self.sampling_weights = sampling_weights
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        # Evaluation batches show every view: the single-view schedule is a training augmentation.
-        training_collator, self.data_collator = self.data_collator, evaluation_collator(self.data_collator)
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.data_collator = training_collator
 
     def _get_train_sampler(self, train_dataset=None):
         """Studies drawn with replacement by ``sampling_weights`` (rare findings more often), when given."""

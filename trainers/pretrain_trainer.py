@@ -16,7 +16,7 @@ from trrg.assembly.hub_folders import load_model_folder
 from trrg.assembly.presets import PRESETS
 from trrg.modeling.modeling_trrg import positive_class_weight
 from trrg.trainers.arguments import TRRGDataArguments, TRRGPretrainArguments
-from trrg.trainers.collators import CollatorEpochCallback, PretrainCollator, evaluation_collator, label_prevalence, study_columns_kept
+from trrg.trainers.collators import PretrainCollator, StudyCollatorMixin, label_prevalence, study_columns_kept
 from trrg.trainers.distributed import gather_for_global_loss, world_size
 from trrg.trainers.loss_parts import LossPartsMixin
 from trrg.trainers.training_data import evaluation_split, load_training_studies
@@ -33,7 +33,7 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-class TRRGPretrainer(LossPartsMixin, Trainer):
+class TRRGPretrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
     """``Trainer`` for ``TRRGContrastiveModel`` (stage 1); logs ``sentence_loss`` and ``prompt_loss`` apart.
 
     Under several processes the sentence loss is computed over the embeddings of all ranks (the
@@ -43,7 +43,7 @@ class TRRGPretrainer(LossPartsMixin, Trainer):
     loss_parts = ("sentence_loss", "prompt_loss")
 
     def __init__(self, *args, **kwargs):
-        callbacks = list(kwargs.pop("callbacks", None) or []) + [ClampLogitScaleCallback(), CollatorEpochCallback()]
+        callbacks = list(kwargs.pop("callbacks", None) or []) + [ClampLogitScaleCallback()]
         study_columns_kept(kwargs.get("args"))
         model = kwargs.get("model", args[0] if args else None)
         if kwargs.get("data_collator") is None and len(args) < 3 and kwargs.get("processing_class") is not None:
@@ -54,14 +54,6 @@ class TRRGPretrainer(LossPartsMixin, Trainer):
                 getattr(options, "positive_sentence_rate", 0.7), seed=getattr(options, "seed", 42),
                 augment=getattr(options, "augment", False), single_view_rate=getattr(options, "single_view_rate", 0.0))
         super().__init__(*args, callbacks=callbacks, **kwargs)
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        # Evaluation batches show every view: the single-view schedule is a training augmentation.
-        training_collator, self.data_collator = self.data_collator, evaluation_collator(self.data_collator)
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.data_collator = training_collator
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if world_size() > 1:  # the sentence loss over the global batch (model.forward's ``gather``)
