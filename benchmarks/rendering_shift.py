@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from single_view import DATA, EPOCHS, PERCEPTION, REPORT, zero_shot_perception  # noqa: E402
+from single_view import EPOCHS, PERCEPTION, REPORT, train_arms, zero_shot_perception  # noqa: E402
 
 ARMS = {"augment_off": {"augment": False}, "augment_on": {"augment": True}}
 SHIFT = {"gamma": 0.9, "blur_radius": 0.5, "noise_sd": 3.0}
@@ -129,27 +129,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def train_all(args) -> None:
-    import torch
-
-    from trrg.commands.demo import phantom_is_current
-    from trrg.processing.phantom import PHANTOM_VERSION, generate_phantom
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data_dir = args.work / "phantom"
-    if not phantom_is_current(data_dir, DATA):
-        generate_phantom(data_dir, lateral_fraction=1.0, **DATA)
-    (args.out / "runs").mkdir(parents=True, exist_ok=True)
-    for seed in args.seeds:
-        for arm in args.arms:
-            path = args.out / "runs" / f"{arm}_seed{seed}.json"
-            if path.exists():
-                continue
-            result = run_arm(arm, seed, data_dir, args.work)
-            result.update({"phantom": PHANTOM_VERSION, "data": ", ".join(f"{k} {v}" for k, v in DATA.items())})
-            path.write_text(json.dumps(result, indent=2) + "\n")
-            print(f"{arm} seed {seed}: CE macro-F1 as drawn {result['finetune']['as drawn']['ce_macro_f1_14']:.3f}, "
-                  f"shifted {result['finetune']['shifted rendering']['ce_macro_f1_14']:.3f}", flush=True)
+    train_arms(args, {arm: arm for arm in args.arms}, run_arm)
 
 
 if __name__ == "__main__":

@@ -156,7 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     print(write_summary(args.out, args.rates, args.seeds, command))
 
 
-def train_all(args) -> None:
+def train_arms(args, arms: dict, run) -> None:
+    """Every ``(seed, arm)`` without a run file yet: ``run(arm, seed, data_dir, work)`` on the shared
+    phantom (made once), written to OUT/runs/<arm name>_seed<k>.json as it ends. ``arms``: {name: arm}.
+    Also used by rendering_shift.py."""
     import torch
 
     from trrg.commands.demo import phantom_is_current
@@ -169,16 +172,19 @@ def train_all(args) -> None:
         generate_phantom(data_dir, lateral_fraction=1.0, **DATA)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
-        for rate in args.rates:
-            path = args.out / "runs" / f"rate{rate:g}_seed{seed}.json"
+        for name, arm in arms.items():
+            path = args.out / "runs" / f"{name}_seed{seed}.json"
             if path.exists():
                 continue
-            result = run_arm(rate, seed, data_dir, args.work)
+            result = run(arm, seed, data_dir, args.work)
             result.update({"phantom": PHANTOM_VERSION, "data": ", ".join(f"{k} {v}" for k, v in DATA.items())})
             path.write_text(json.dumps(result, indent=2) + "\n")
-            frontal = result["finetune"]["frontal only"]
-            print(f"rate {rate:g} seed {seed}: frontal-only CE macro-F1 {frontal['ce_macro_f1_14']:.3f}, both views "
-                  f"{result['finetune']['both views']['ce_macro_f1_14']:.3f} ({result['wall_s']:.0f} s)", flush=True)
+            ce = {view: f"{scores['ce_macro_f1_14']:.3f}" for view, scores in result["finetune"].items()}
+            print(f"{name} seed {seed}: CE macro-F1 {ce} ({result['wall_s']:.0f} s)", flush=True)
+
+
+def train_all(args) -> None:
+    train_arms(args, {f"rate{rate:g}": rate for rate in args.rates}, run_arm)
 
 
 if __name__ == "__main__":
