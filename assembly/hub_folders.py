@@ -21,7 +21,11 @@ def model_kind(folder: str | Path) -> str:
             f"{folder} has no config.json: pass a folder written by `trrg init`, `trrg pretrain` or `trrg finetune` "
             "(a run's final/ or checkpoint-N/ folder)"
         )
-    return json.loads(config.read_text()).get("model_type", "unknown")
+    try:
+        return json.loads(config.read_text()).get("model_type", "unknown")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise ValueError(f"{config}: not a readable model config ({error}); the folder is damaged or not a TRRG "
+                         "model folder") from None
 
 
 def load_model_folder(folder: str | Path, expected: str):

@@ -82,3 +82,16 @@ def test_evaluate_needs_only_the_images_of_its_split(tiny_finetune_model, tiny_p
     with pytest.raises(ValueError, match="image file"):
         evaluate(["--model", str(folder), "--data", str(data), "--split", "train", "--out", str(tmp_path / "e2"),
                   "--max_new_tokens", "4", "--no_meteor"])
+
+
+def test_a_damaged_model_config_and_a_bad_single_view_rate_are_named(tiny_phantom, tmp_path, capsys):
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "config.json").write_text("{not json")
+    assert main(["finetune", "--model", str(tmp_path / "damaged"), "--data", str(tiny_phantom),
+                 "--output_dir", str(tmp_path / "out")]) == 2
+    assert "damaged/config.json: not a readable model config" in capsys.readouterr().err
+    from trrg.trainers.collators import SingleViewSchedule
+
+    with pytest.raises(ValueError, match=r"--single_view_rate must be in \[0, 1\]"):
+        SingleViewSchedule(2.0)
+    assert not (tmp_path / "out").exists()

@@ -103,7 +103,7 @@ class SingleViewSchedule:
 
     def __init__(self, rate: float = 0.0, seed: int = 0):
         if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"single_view_rate must be in [0, 1], got {rate}")
+            raise ValueError(f"--single_view_rate must be in [0, 1] (a share of the visits), got {rate}")
         self.rate = rate
         self._randomness = VisitRandomness(seed, stream=1)
 
