@@ -103,6 +103,16 @@ RECIPES: dict[str, dict[str, dict]] = {
 
 
 
+def recipe_options(preset: str, stage: str) -> dict:
+    """The options of ``preset``'s recipe for ``stage`` ("pretrain", "finetune" or "continue"): what
+    ``trrg pretrain``/``trrg finetune`` and ``TRRG*Arguments.from_recipe`` use for every option not given."""
+    if preset not in RECIPES:
+        raise ValueError(f"unknown preset {preset!r}: one of {sorted(RECIPES)}")
+    if stage not in RECIPES[preset]:
+        raise ValueError(f"unknown recipe stage {stage!r}: one of {sorted(RECIPES[preset])}")
+    return dict(RECIPES[preset][stage])
+
+
 # ---------------------------------------------------------------------------------------------
 # Backbones by config, path or hub id
 # ---------------------------------------------------------------------------------------------

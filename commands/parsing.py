@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from trrg.assembly.presets import RECIPES
+from trrg.assembly.presets import RECIPES, recipe_options
 
 
 def recipe_argv(argv: list[str], stage: str) -> list[str]:
@@ -23,13 +23,13 @@ def recipe_argv(argv: list[str], stage: str) -> list[str]:
             preset = value
     if stage == "finetune" and (trained_on := fine_tuned_on(_flag_value(argv, "--model"))) is not None:
         stage = "continue"
-        recipe = RECIPES[preset][stage]
+        recipe = recipe_options(preset, stage)
         print(f"--model was already fine-tuned (on {trained_on!r}): the {preset!r} preset's \"continue\" recipe fills "
               f"the options you leave out (learning rate {recipe['learning_rate']:g}, {recipe['num_train_epochs']} "
               "epochs; a higher rate erases what the model learned). Pass --learning_rate etc. to change them.",
               file=sys.stderr)
     recipe = []
-    for key, value in RECIPES[preset][stage].items():
+    for key, value in recipe_options(preset, stage).items():
         recipe += [f"--{key}", str(value)]
     return recipe + list(argv)
 

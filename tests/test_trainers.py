@@ -23,6 +23,28 @@ def _args(cls, tmp_path, **extra):
     return cls(**{**base, **extra})
 
 
+def finetune_collator(processor, **settings):
+    """The collator of TRRGFinetuneArguments' defaults, with ``settings`` changed."""
+    from trrg.trainers.arguments import stage_options
+    from trrg.trainers.collators import FinetuneCollator
+
+    return FinetuneCollator.from_arguments(processor, stage_options(None, TRRGFinetuneArguments), **settings)
+
+
+def pretrain_collator(processor, config, **settings):
+    from trrg.trainers.arguments import stage_options
+    from trrg.trainers.collators import PretrainCollator
+
+    return PretrainCollator.from_arguments(processor, config, stage_options(None, TRRGPretrainArguments), **settings)
+
+
+def cached_batch(collator, cache, rows):
+    """A batch of the cached-feature route, as the trainer hands it to the model."""
+    batch = collator(rows)
+    batch["vision_features"] = cache.features_for(batch.pop("vision_feature_slots"), batch["view_mask"])
+    return batch
+
+
 def test_sentence_sampler_oversamples_findings_and_is_order_independent():
     report = "Small left pleural effusion. No pneumothorax. Heart size is normal. Lungs are otherwise clear."
     sampler = SentenceSampler(positive_rate=0.8, seed=0)
@@ -145,15 +167,15 @@ def test_a_model_fine_tuned_on_other_data_does_not_claim_the_phantom(tiny_phanto
 
 def test_reference_clues_replace_the_models_own_on_the_scheduled_share(tiny_phantom, tiny_finetune_model):
     from trrg.processing.studies import load_r2gen
-    from trrg.trainers.collators import FinetuneCollator, ReferenceClueSchedule
+    from trrg.trainers.collators import ReferenceClueSchedule
 
     rows = list(load_r2gen(tiny_phantom / "annotation.json")["train"])[:8]
-    batch = FinetuneCollator(tiny_finetune_model[1], reference_clue_rate=1.0)(rows)
+    batch = finetune_collator(tiny_finetune_model[1], reference_clue_rate=1.0)(rows)
     assert torch.equal(batch["clue_states"], batch["disease_labels"].long())
     with torch.no_grad():
         out = tiny_finetune_model[0](**batch)
     assert torch.equal(out.clue_states, batch["disease_labels"].long())  # what was injected
-    assert "clue_states" not in FinetuneCollator(tiny_finetune_model[1], reference_clue_rate=0.0)(rows)
+    assert "clue_states" not in finetune_collator(tiny_finetune_model[1], reference_clue_rate=0.0)(rows)
     first, second = ReferenceClueSchedule(0.5, seed=3), ReferenceClueSchedule(0.5, seed=3)
     ids = [f"s{i}" for i in range(200)]
     picks = [first(i) for i in ids]
@@ -195,22 +217,25 @@ def test_cached_frozen_features_give_the_same_loss(tiny_phantom, tiny_finetune_m
     import copy
 
     from trrg.processing.studies import load_r2gen
-    from trrg.trainers.collators import FinetuneCollator, FrozenVisionCache
+    from trrg.trainers.collators import FrozenVisionCache
 
     model = copy.deepcopy(tiny_finetune_model[0])
     model.freeze_perception()
+    processor = tiny_finetune_model[1]
     rows = list(load_r2gen(tiny_phantom / "annotation.json")["train"])[:6]
+    collator = finetune_collator(processor, single_view_rate=0.0)  # every visit shows the same views
     cache = FrozenVisionCache(model)
-    cached = FinetuneCollator(tiny_finetune_model[1], vision_cache=cache)
+    assert cache.fill(rows, collator.reader, processor.image_processor)
+    assert cache.encoded_studies == 6 and cache.fill(rows, collator.reader, processor.image_processor)
+    assert cache.encoded_studies == 6  # filled once: nothing encoded again
     with torch.no_grad():
-        direct = model(**FinetuneCollator(tiny_finetune_model[1])(rows))
-        first, again = model(**cached(rows)), model(**cached(rows))
-    assert len(cache._features) == 6
+        direct = model(**collator(rows))
+        collator.vision_index = cache.index
+        first, again = model(**cached_batch(collator, cache, rows)), model(**cached_batch(collator, cache, rows))
     assert torch.allclose(direct.loss, first.loss, atol=1e-5) and torch.allclose(first.loss, again.loss)
-    bounded = FrozenVisionCache(model, max_studies=2)  # past the bound: computed, used, not kept
-    with torch.no_grad():
-        partly_cached = model(**FinetuneCollator(tiny_finetune_model[1], vision_cache=bounded)(rows))
-    assert len(bounded._features) == 2 and torch.allclose(direct.loss, partly_cached.loss, atol=1e-5)
+    assert "pixel_values" not in collator(rows)  # the collator never decodes an image once the cache is filled
+    bounded = FrozenVisionCache(model, max_bytes=1000)  # too small: nothing kept, the encoder runs each step
+    assert not bounded.fill(rows, collator.reader, processor.image_processor) and not bounded.index
 
 
 def test_single_view_visits_show_the_frontal_view_alone_in_both_stages(tiny_phantom, tiny_finetune_model,
@@ -218,19 +243,22 @@ def test_single_view_visits_show_the_frontal_view_alone_in_both_stages(tiny_phan
     import copy
 
     from trrg.processing.studies import load_r2gen
-    from trrg.trainers.collators import FinetuneCollator, FrozenVisionCache, PretrainCollator, SingleViewSchedule
+    from trrg.trainers.collators import FrozenVisionCache, SingleViewSchedule
 
     rows = [row for row in load_r2gen(tiny_phantom / "annotation.json")["train"] if len(row["images"]) == 2][:6]
     assert len(rows) == 6
     config, processor = tiny_pretrain_model[0].config, tiny_pretrain_model[1]
     for rate, views in ((0.0, 2), (1.0, 1)):
-        batch = PretrainCollator(processor, config.disease_prompts, config.disease_names, single_view_rate=rate)(rows)
+        batch = pretrain_collator(processor, config, single_view_rate=rate)(rows)
         assert batch["view_mask"].sum(1).tolist() == [views] * 6
     model = copy.deepcopy(tiny_finetune_model[0])
     model.freeze_perception()
-    both = FinetuneCollator(tiny_finetune_model[1])(rows)
-    frontal = FinetuneCollator(tiny_finetune_model[1], single_view_rate=1.0)(rows)
-    cached = FinetuneCollator(tiny_finetune_model[1], single_view_rate=1.0, vision_cache=FrozenVisionCache(model))(rows)
+    both = finetune_collator(tiny_finetune_model[1], single_view_rate=0.0)(rows)
+    frontal = finetune_collator(tiny_finetune_model[1], single_view_rate=1.0)(rows)
+    collator, cache = finetune_collator(tiny_finetune_model[1], single_view_rate=1.0), FrozenVisionCache(model)
+    cache.fill(rows, collator.reader, tiny_finetune_model[1].image_processor)
+    collator.vision_index = cache.index
+    cached = cached_batch(collator, cache, rows)
     image_token = tiny_finetune_model[1].tokenizer.convert_tokens_to_ids("<image>")
     for batch in (frontal, cached):
         assert batch["view_mask"].sum(1).tolist() == [1] * 6
@@ -332,13 +360,11 @@ def test_bad_inputs_are_named_before_training(tiny_phantom, tiny_pretrain_model,
 
 def test_unreadable_image_is_skipped_and_counted(tiny_phantom, tiny_finetune_model, tmp_path):
     from trrg.processing.studies import load_r2gen
-    from trrg.trainers.collators import FinetuneCollator
-
     rows = list(load_r2gen(tiny_phantom / "annotation.json")["train"])[:3]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     rows[1] = {**rows[1], "images": [str(broken)]}
-    collator = FinetuneCollator(tiny_finetune_model[1])
+    collator = finetune_collator(tiny_finetune_model[1])
     batch = collator(rows)
     assert batch["pixel_values"].shape[0] == 2
     assert collator.reader.skipped_images == 1 and collator.reader.dropped_studies == 1

@@ -9,12 +9,13 @@ naming the flag (the field keeps its plain ``str`` type, hence the same value in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from types import SimpleNamespace
 
 import torch
 from transformers import TrainingArguments
 
-from trrg.assembly.presets import PRESETS
+from trrg.assembly.presets import PRESETS, recipe_options
 from trrg.trainers.collators import UNCERTAIN_POLICIES
 
 REPORT_TO_HELP = "logging integrations, e.g. `--report_to tensorboard wandb` or `all` (default none: offline)"
@@ -39,6 +40,17 @@ def _pin_memory_only_with_an_accelerator(args: TrainingArguments) -> None:
     so this changes nothing but the warning."""
     if args.dataloader_pin_memory and not torch.accelerator.is_available():
         args.dataloader_pin_memory = False
+
+
+def stage_options(args, stage_class) -> "TrainingArguments | SimpleNamespace":
+    """``args`` when it is a ``stage_class``; otherwise (plain ``TrainingArguments`` or None handed to a
+    TRRG trainer) every field of ``stage_class`` at its declared default, overlaid with what ``args``
+    has. Each default is thus declared once, in the dataclass, whichever way a trainer is built."""
+    if isinstance(args, stage_class):
+        return args
+    defaults = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+                for f in fields(stage_class) if f.init}
+    return SimpleNamespace(**{name: getattr(args, name, value) for name, value in defaults.items()})
 
 
 @dataclass
@@ -202,6 +214,12 @@ class TRRGPretrainArguments(TrainingArguments):
         super().__post_init__()
         _pin_memory_only_with_an_accelerator(self)
 
+    @classmethod
+    def from_recipe(cls, preset: str = "tiny", **options) -> "TRRGPretrainArguments":
+        """What ``trrg pretrain --model PRESET`` trains with: the preset's recipe
+        (``trrg.assembly.presets.RECIPES``), then ``options`` (``output_dir=...`` etc.)."""
+        return cls(**{"model": preset, **recipe_options(preset, "pretrain"), **options})
+
 
 @dataclass
 class TRRGFinetuneArguments(TrainingArguments):
@@ -239,8 +257,9 @@ class TRRGFinetuneArguments(TrainingArguments):
             LoRA alpha (scaling numerator).
         lora_dropout (`float`, *optional*, defaults to `0.05`):
             Dropout on the LoRA branch.
-        lora_target_modules (`str`, *optional*, defaults to `"q_proj,k_proj,v_proj,o_proj"`):
-            Comma-separated names of the LLM modules that get LoRA.
+        lora_target_modules (`str`, *optional*, defaults to `"auto"`):
+            Comma-separated names of the LLM modules that get LoRA. `"auto"`: what fits the LLM's architecture
+            (peft's defaults for it, else the linear layers of its attention).
         lora_vision (`bool`, *optional*, defaults to `False`):
             Also put LoRA on the vision encoder's linear layers; its features are then not cached.
 
@@ -328,7 +347,8 @@ class TRRGFinetuneArguments(TrainingArguments):
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
     lora_target_modules: str = field(
-        default="q_proj,k_proj,v_proj,o_proj", metadata={"help": "comma-separated LLM module names for LoRA"}
+        default="auto",
+        metadata={"help": "comma-separated LLM module names for LoRA ('auto': what fits the LLM's architecture)"},
     )
     lora_vision: bool = field(
         default=False,
@@ -407,3 +427,9 @@ class TRRGFinetuneArguments(TrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         _pin_memory_only_with_an_accelerator(self)
+
+    @classmethod
+    def from_recipe(cls, preset: str = "tiny", stage: str = "finetune", **options) -> "TRRGFinetuneArguments":
+        """What ``trrg finetune`` trains with: the preset's recipe for ``stage`` ("finetune", or "continue" for
+        a model that was already fine-tuned; ``trrg.assembly.presets.RECIPES``), then ``options``."""
+        return cls(**{"preset": preset, **recipe_options(preset, stage), **options})

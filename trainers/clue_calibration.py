@@ -7,13 +7,13 @@ the decision threshold of each disease is chosen where the clue's F1 is best.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
 from trrg.processing.studies.schema import CachedStudyReader
-from trrg.trainers.collators import disease_targets
+from trrg.trainers.collators import disease_targets, row_batches
 
 
 def best_f1_threshold(probs: np.ndarray, targets: np.ndarray, default: float = 0.5, max_positive_ratio: float = 1.5,
@@ -49,16 +49,19 @@ def fit_clue_thresholds(probs: np.ndarray, targets: np.ndarray, default: float =
 
 
 @torch.no_grad()
-def perceive(model, processor, rows: Sequence[Mapping], batch_size: int = 64, vision_cache=None,
+def perceive(model, processor, rows, batch_size: int = 64, vision_cache=None,
              reader=None) -> tuple[list[Mapping], torch.Tensor]:
-    """The stage-2 model's zero-shot probabilities for ``rows`` (unreadable studies are skipped)."""
+    """The stage-2 model's zero-shot probabilities for ``rows`` (a list or a ``datasets.Dataset``):
+    from ``vision_cache``'s features when given (studies it lacks were unreadable), else from the
+    images (unreadable studies are skipped)."""
     reader = reader or CachedStudyReader()
     kept_rows, probs = [], []
     device = next(model.parameters()).device
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
+    for chunk in row_batches(rows, batch_size):
         if vision_cache is not None:
-            kept, features, view_mask = vision_cache.features(chunk, reader, processor.image_processor)
+            kept, features, view_mask = vision_cache.features_of_rows(chunk)
+            if not kept:
+                continue
             features = type(features)(**{key: value.to(device) for key, value in features.items()})
             view_mask = view_mask.to(device)
         else:
@@ -71,12 +74,12 @@ def perceive(model, processor, rows: Sequence[Mapping], batch_size: int = 64, vi
     return kept_rows, torch.cat(probs)
 
 
-def calibrate_clue_thresholds(model, processor, rows: Sequence[Mapping], uncertain: str = "positive",
+def calibrate_clue_thresholds(model, processor, rows, uncertain: str = "positive",
                               vision_cache=None) -> list[float]:
     """Tune ``model.config.clue_config.clue_thresholds`` on ``rows``; returns the thresholds."""
     was_training = model.training
     model.eval()
-    kept, probs = perceive(model, processor, list(rows), vision_cache=vision_cache)
+    kept, probs = perceive(model, processor, rows, vision_cache=vision_cache)
     model.train(was_training)
     thresholds = fit_clue_thresholds(probs.numpy(), disease_targets(kept, uncertain).numpy())
     model.config.clue_config.clue_thresholds = [round(t, 4) for t in thresholds]

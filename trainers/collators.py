@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -101,7 +101,7 @@ class SingleViewSchedule:
     teaches both. Depends only on (seed, study id, visit number), so it is the same in any process.
     """
 
-    def __init__(self, rate: float = 0.0, seed: int = 0):
+    def __init__(self, rate: float, seed: int = 0):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"--single_view_rate must be in [0, 1] (a share of the visits), got {rate}")
         self.rate = rate
@@ -159,7 +159,7 @@ class SentenceSampler:
     or batch position the study lands in.
     """
 
-    def __init__(self, positive_rate: float = 0.7, seed: int = 0):
+    def __init__(self, positive_rate: float, seed: int = 0):
         if not 0.0 <= positive_rate <= 1.0:
             raise ValueError(f"positive_rate must be in [0, 1], got {positive_rate}")
         self.positive_rate = positive_rate
@@ -191,9 +191,9 @@ def _states_a_finding(sentence: str) -> bool:
 class PretrainCollator:
     """Stage 1: views + one sampled sentence per study + the disease prompts + disease targets."""
 
-    def __init__(self, processor, disease_prompts: Mapping, disease_names: Sequence[str],
-                 positive_sentence_rate: float = 0.7, uncertain: str = "positive", seed: int = 0,
-                 augment: bool = False, strict_images: bool = False, single_view_rate: float = 0.0):
+    def __init__(self, processor, disease_prompts: Mapping, disease_names: Sequence[str], *,
+                 positive_sentence_rate: float, uncertain: str, seed: int, augment: bool, strict_images: bool,
+                 single_view_rate: float):
         self.processor = processor
         self.single_view = SingleViewSchedule(single_view_rate, seed)
         self.sampler = SentenceSampler(positive_sentence_rate, seed)
@@ -202,6 +202,16 @@ class PretrainCollator:
         self.augment = augment
         self.reader = CachedStudyReader(strict=strict_images, max_cached_studies=0 if augment else 20000)
         self._generator = torch.Generator().manual_seed(seed)
+
+    @classmethod
+    def from_arguments(cls, processor, config, args, data_args=None, **overrides) -> "PretrainCollator":
+        """The collator ``args`` (``TRRGPretrainArguments`` or any object with its fields) and ``data_args``
+        (``TRRGDataArguments``; its defaults when None) describe, with ``config``'s disease prompts."""
+        settings = {"uncertain": getattr(data_args, "uncertain", "positive"),
+                    "strict_images": getattr(data_args, "strict_images", False),
+                    "positive_sentence_rate": args.positive_sentence_rate, "seed": args.seed, "augment": args.augment,
+                    "single_view_rate": args.single_view_rate}
+        return cls(processor, config.disease_prompts, config.disease_names, **{**settings, **overrides})
 
     def __call__(self, rows: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         rows, views = self.reader.read_batch(rows)
@@ -235,7 +245,7 @@ class ReferenceClueSchedule:
     choice depends only on (seed, study id, visit number), so it is the same in any process.
     """
 
-    def __init__(self, rate: float = 0.5, seed: int = 0):
+    def __init__(self, rate: float, seed: int = 0):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"reference_clue_rate must be in [0, 1], got {rate}")
         self.rate = rate
@@ -248,61 +258,112 @@ class ReferenceClueSchedule:
         self._randomness.set_epoch(epoch)
 
 
+def row_batches(rows, batch_size: int) -> Iterator[list[dict]]:
+    """``rows`` (a list or a ``datasets.Dataset``) in lists of at most ``batch_size`` row dicts, without
+    materialising a whole Arrow split as Python rows."""
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        if isinstance(chunk, Mapping):  # a Dataset slice: columns of lists
+            chunk = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
+        yield list(chunk)
+
+
+def iter_rows(rows, batch_size: int = 1024) -> Iterator[dict]:
+    """The row dicts of ``rows`` (a list or a ``datasets.Dataset``), read ``batch_size`` at a time."""
+    for chunk in row_batches(rows, batch_size):
+        yield from chunk
+
+
 class FrozenVisionCache:
     """The frozen stage-1 encoder's features, computed once per study and kept on the CPU.
 
-    In stage 2 the perception is frozen (and in eval mode), so a study's features never change:
-    after the first epoch no image is decoded and no vision forward pass runs. Not for a trainable
-    or augmented encoder.
+    In stage 2 the perception is frozen (and in eval mode), so a study's features never change. The
+    trainer fills the cache in its own process, on the training device, before training (``fill``);
+    after that no image is decoded and no vision forward pass runs. DataLoader workers never run the
+    encoder (CUDA cannot start in a forked worker) and never hold features: the collator reads only
+    ``index`` (study id -> slot, views) and the trainer swaps the slots for the features
+    (``features_for``) in its own process. Not for a trainable or augmented encoder.
     """
 
-    def __init__(self, model, max_studies: int = 100_000):
+    def __init__(self, model, max_bytes: int = 16 * 2**30):
         self.model = model
-        self.max_studies = max_studies
-        self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.max_bytes = max_bytes
+        self.index: dict[str, tuple[int, int]] = {}
+        self._patches: list[torch.Tensor] = []  # per slot: (views, tokens, width)
+        self._globals: list[torch.Tensor] = []  # per slot: (views, width)
+        self.encoded_studies = 0  # vision forward passes' studies, for tests and logs
+
+    def fill(self, rows, reader, image_processor, batch_size: int = 64) -> bool:
+        """Encode every study of ``rows`` not cached yet (unreadable ones are skipped and counted by
+        ``reader``). False, with the cache emptied, when the features would exceed ``max_bytes``: the
+        encoder then runs in every step instead."""
+        for chunk in row_batches(rows, batch_size):
+            missing = [row for row in chunk if row["id"] not in self.index]
+            if missing:
+                kept, views = reader.read_batch(missing)
+                self._encode(kept, views, image_processor)
+            if self._projected_bytes(len(rows)) > self.max_bytes:
+                logger.warning("frozen features of %d studies would take %.1f GB (> %.1f GB): not cached, the encoder "
+                               "runs in every step", len(rows), self._projected_bytes(len(rows)) / 1e9, self.max_bytes / 1e9)
+                self.__init__(self.model, self.max_bytes)
+                return False
+        return True
+
+    def _projected_bytes(self, studies: int) -> float:
+        if not self._patches:
+            return 0.0
+        stored = sum(t.numel() * t.element_size() for t in (*self._patches, *self._globals))
+        return stored / len(self._patches) * studies
 
     @torch.no_grad()
-    def _compute(self, rows: Sequence[Mapping], views: list, image_processor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _encode(self, rows: Sequence[Mapping], views: list, image_processor) -> None:
         pixels = image_processor(views, return_tensors="pt")
         device = next(self.model.parameters()).device
         view_mask = pixels["view_mask"]
         features = self.model.vision_model(pixels["pixel_values"].to(device, self.model.dtype), view_mask.to(device))
-        computed = {}
         for i, row in enumerate(rows):
             real = view_mask[i].bool()
-            computed[row["id"]] = (features.patch_tokens[i, real].cpu(), features.view_embeds[i, real].cpu())
-            if len(self._features) < self.max_studies:  # past the bound, features are used once, not kept
-                self._features[row["id"]] = computed[row["id"]]
-        return computed
+            self.index[row["id"]] = (len(self._patches), int(real.sum()))
+            self._patches.append(features.patch_tokens[i, real.to(device)].cpu())
+            self._globals.append(features.view_embeds[i, real.to(device)].cpu())
+        self.encoded_studies += len(rows)
 
-    def features(self, rows: Sequence[Mapping], reader, image_processor, single_view: SingleViewSchedule | None = None):
-        """(kept rows, VisionFeatures, view_mask) for a batch; unseen studies are read and encoded (all
-        their views); ``single_view`` picks the studies shown with their first view only."""
+    def features_for(self, slots: torch.Tensor, view_mask: torch.Tensor):
+        """``VisionFeatures`` (on ``view_mask``'s device) of the cached studies ``slots``, each showing
+        its first ``view_mask[i].sum()`` views (the single-view schedule may show fewer than cached)."""
         from trrg.modeling.modeling_trrg import VisionFeatures, masked_mean
 
-        missing = [row for row in rows if row["id"] not in self._features]
-        computed = {}
-        if missing:
-            kept, views = reader.read_batch(missing)
-            computed = self._compute(kept, views, image_processor)
-        known = {**computed, **{row["id"]: self._features[row["id"]] for row in rows if row["id"] in self._features}}
-        rows = [row for row in rows if row["id"] in known]  # unreadable studies were skipped and counted
-        parts = [known[row["id"]] for row in rows]
-        if single_view is not None:
-            first_only = single_view.first_view_only(rows, [patches.shape[0] for patches, _ in parts])
-            parts = [(patches[:1], globals_[:1]) if row["id"] in first_only else (patches, globals_)
-                     for row, (patches, globals_) in zip(rows, parts)]
-        views = max(patches.shape[0] for patches, _ in parts)
-        patch_tokens = torch.zeros(len(parts), views, *parts[0][0].shape[1:], dtype=parts[0][0].dtype)
-        view_embeds = torch.zeros(len(parts), views, parts[0][1].shape[-1], dtype=parts[0][1].dtype)
-        view_mask = torch.zeros(len(parts), views, dtype=torch.long)
+        shown = view_mask.sum(1).tolist()
+        parts = [(self._patches[slot][:n], self._globals[slot][:n]) for slot, n in zip(slots.tolist(), shown)]
+        width = view_mask.shape[1]
+        patch_tokens = torch.zeros(len(parts), width, *parts[0][0].shape[1:], dtype=parts[0][0].dtype)
+        view_embeds = torch.zeros(len(parts), width, parts[0][1].shape[-1], dtype=parts[0][1].dtype)
         for i, (patches, globals_) in enumerate(parts):
             patch_tokens[i, : patches.shape[0]] = patches
             view_embeds[i, : globals_.shape[0]] = globals_
-            view_mask[i, : patches.shape[0]] = 1
-        features = VisionFeatures(patch_tokens=patch_tokens, view_embeds=view_embeds,
-                                  study_embeds=masked_mean(view_embeds, view_mask, dim=1))
-        return rows, features, view_mask
+        device = view_mask.device
+        patch_tokens, view_embeds = patch_tokens.to(device), view_embeds.to(device)
+        return VisionFeatures(patch_tokens=patch_tokens, view_embeds=view_embeds,
+                              study_embeds=masked_mean(view_embeds, view_mask, dim=1))
+
+    def features_of_rows(self, rows: Sequence[Mapping], single_view: SingleViewSchedule | None = None):
+        """(cached rows, VisionFeatures, view_mask) for ``rows``; rows not in the cache (unreadable) are left out."""
+        rows = [row for row in rows if row["id"] in self.index]
+        slots, view_mask = cached_view_mask(rows, self.index, single_view)
+        return rows, self.features_for(slots, view_mask), view_mask
+
+
+def cached_view_mask(rows: Sequence[Mapping], index: Mapping[str, tuple[int, int]],
+                     single_view: SingleViewSchedule | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(slots, view_mask) of cached ``rows``: each study shows its cached views, or its first view alone
+    when ``single_view`` picks it for this visit."""
+    slots, views = zip(*(index[row["id"]] for row in rows))
+    first_only = single_view.first_view_only(rows, views) if single_view is not None else set()
+    shown = [1 if row["id"] in first_only else count for row, count in zip(rows, views)]
+    view_mask = torch.zeros(len(rows), max(shown), dtype=torch.long)
+    for i, count in enumerate(shown):
+        view_mask[i, :count] = 1
+    return torch.tensor(slots, dtype=torch.long), view_mask
 
 
 class FindingTokenWeights:
@@ -310,7 +371,7 @@ class FindingTokenWeights:
     uncertain, per the labeler) get ``weight``, the rest 1. Reports are mostly negated boilerplate,
     so without it the few tokens that carry a diagnosis barely move the loss. Cached per report."""
 
-    def __init__(self, tokenizer, weight: float = 4.0):
+    def __init__(self, tokenizer, weight: float):
         if weight < 1.0:
             raise ValueError(f"finding_token_weight must be >= 1, got {weight}")
         self.tokenizer = tokenizer
@@ -346,29 +407,43 @@ class FindingTokenWeights:
 
 
 class FinetuneCollator:
-    """Stage 2: views (or cached frozen features) + cleaned reference report (LM labels) + disease
-    targets (consistency loss) + the clue decisions to force (reference labels on a share of visits).
+    """Stage 2: views (or the slots of cached frozen features) + cleaned reference report (LM labels) +
+    disease targets (consistency loss) + the clue decisions to force (reference labels on a share of
+    visits). Its settings have no defaults here: they are ``TRRGFinetuneArguments``' (``from_arguments``).
+
+    With ``vision_index`` (a ``FrozenVisionCache``'s study id -> (slot, views), set by the trainer once
+    the cache is filled) no image is read: the batch carries ``vision_feature_slots``, which the trainer
+    replaces by the cached features in its own process.
     """
 
-    def __init__(self, processor, uncertain: str = "positive", strict_images: bool = False, with_reports: bool = True,
-                 reference_clue_rate: float = 0.0, seed: int = 0, vision_cache: FrozenVisionCache | None = None,
-                 finding_token_weight: float = 1.0, single_view_rate: float = 0.0):
+    def __init__(self, processor, *, uncertain: str, strict_images: bool, reference_clue_rate: float, seed: int,
+                 finding_token_weight: float, single_view_rate: float, with_reports: bool = True):
         self.processor = processor
         self.single_view = SingleViewSchedule(single_view_rate, seed)
         self.uncertain = uncertain
         self.with_reports = with_reports
         self.reference_clues = ReferenceClueSchedule(reference_clue_rate, seed) if reference_clue_rate > 0 else None
-        self.vision_cache = vision_cache
         self.label_weights = FindingTokenWeights(processor.tokenizer, finding_token_weight) if finding_token_weight != 1.0 else None
-        self.reader = CachedStudyReader(strict=strict_images, max_cached_studies=0 if vision_cache else 20000)
+        self.reader = CachedStudyReader(strict=strict_images)
+        self.vision_index: Mapping[str, tuple[int, int]] | None = None
+
+    @classmethod
+    def from_arguments(cls, processor, args, data_args=None, **overrides) -> "FinetuneCollator":
+        """The collator ``args`` (``TRRGFinetuneArguments`` or any object with its fields) and ``data_args``
+        (``TRRGDataArguments``; its defaults when None) describe."""
+        settings = {"uncertain": getattr(data_args, "uncertain", "positive"),
+                    "strict_images": getattr(data_args, "strict_images", False),
+                    "reference_clue_rate": args.reference_clue_rate, "seed": args.seed,
+                    "finding_token_weight": args.finding_token_weight, "single_view_rate": args.single_view_rate}
+        return cls(processor, **{**settings, **overrides})
 
     def __call__(self, rows: Sequence[Mapping]) -> dict[str, torch.Tensor]:
-        if self.vision_cache is not None:
-            rows, features, view_mask = self.vision_cache.features(rows, self.reader, self.processor.image_processor,
-                                                                   self.single_view)
+        if self.vision_index is not None:
+            rows = [row for row in rows if row["id"] in self.vision_index]  # unreadable ones were counted at fill
             if not rows:
                 raise RuntimeError("no study of this batch could be read; see the warnings above for the files and reasons")
-            batch = {"vision_features": features, "view_mask": view_mask}
+            slots, view_mask = cached_view_mask(rows, self.vision_index, self.single_view)
+            batch = {"vision_feature_slots": slots, "view_mask": view_mask}
             batch.update(self.processor.encode_prompts(view_mask.sum(1).tolist(), reports=self._reports(rows)))
         else:
             rows, views = self.reader.read_batch(rows)

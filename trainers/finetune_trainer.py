@@ -12,22 +12,31 @@ import logging
 import warnings
 
 import torch
+import torch.distributed as dist
 from transformers import Trainer
 
 from trrg.assembly.bridge import bridge
 from trrg.assembly.hub_folders import load_model_folder
 from trrg.evaluation.generation import generate_reports
 from trrg.evaluation.score import score_reports
-from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments
+from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments, stage_options
 from trrg.trainers.clue_calibration import calibrate_clue_thresholds
 from trrg.trainers.collators import (
     FinetuneCollator,
     FrozenVisionCache,
     StudyCollatorMixin,
+    iter_rows,
     rare_finding_weights,
     study_columns_kept,
 )
-from trrg.trainers.distributed import world_size
+from trrg.trainers.distributed import (
+    broadcast_object,
+    evaluation_share,
+    full_parameters,
+    gather_objects,
+    unique_by_id,
+    world_size,
+)
 from trrg.trainers.loss_parts import LossPartsMixin
 from trrg.trainers.training_data import evaluation_split, load_training_studies, training_data_name
 
@@ -39,24 +48,77 @@ def _unwrap(model):
 
 
 class TRRGFinetuneTrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
-    """``Trainer`` for ``TRRGForConditionalGeneration`` with generation-based evaluation."""
+    """``Trainer`` for ``TRRGForConditionalGeneration`` with generation-based evaluation.
+
+    Called the Hugging Face way (``model=, args=, train_dataset=, eval_dataset=, processing_class=``),
+    it does everything ``TRRGFinetuneArguments`` documents, as ``trrg finetune`` does: freezing and LoRA,
+    the study collator, rare-finding sampling, and before training (``train``) the frozen features
+    cached per study and the clue thresholds tuned on the training split. ``data_args``
+    (``TRRGDataArguments``) says how uncertain labels count and whether unreadable images stop the run.
+    """
 
     loss_parts = ("lm_loss", "consistency_loss")
 
-    def __init__(self, *args, generation_kwargs: dict | None = None, sampling_weights: torch.Tensor | None = None,
-                 **kwargs):
-        study_columns_kept(kwargs.get("args"))
-        if isinstance(kwargs.get("args"), TRRGFinetuneArguments) and kwargs.get("model") is not None:
-            prepare_for_training(kwargs["model"], kwargs["args"])  # freezing and LoRA, as the arguments say
-        if kwargs.get("data_collator") is None and len(args) < 3 and kwargs.get("processing_class") is not None:
-            # The standard call, Trainer(model=, args=, train_dataset=, processing_class=), gets the study collator.
-            kwargs["data_collator"] = _default_collator(kwargs["processing_class"], kwargs.get("args"))
-        super().__init__(*args, **kwargs)
-        self.generation_kwargs = generation_kwargs or {}
-        self.sampling_weights = sampling_weights
+    def __init__(self, model=None, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, *more, data_args: TRRGDataArguments | None = None, **kwargs):
+        study_columns_kept(args)
+        self.options = stage_options(args, TRRGFinetuneArguments)
+        self.data_args = data_args or TRRGDataArguments()
+        if model is not None:
+            prepare_for_training(model, self.options)  # freezing and LoRA, as the arguments say
+        _evaluation_settings(args, eval_dataset)
+        self.vision_cache = None
+        if data_collator is None and processing_class is not None and not more:
+            # The study collator, whichever way the trainer is built; frozen features are cached when they can be.
+            data_collator = FinetuneCollator.from_arguments(processing_class, self.options, self.data_args)
+            if model is not None and self.options.cache_vision_features and _features_are_frozen(model, self.options):
+                self.vision_cache = FrozenVisionCache(model)
+        self.sampling_weights = None
+        if self.options.oversample_rare_findings and train_dataset is not None:
+            self.sampling_weights = rare_finding_weights(train_dataset["labels"], self.data_args.uncertain)
+        self.generation_kwargs = {"max_new_tokens": self.options.generation_max_new_tokens,
+                                  "num_beams": self.options.generation_num_beams}
+        self._perception_prepared = False
+        super().__init__(model, args, data_collator, train_dataset, eval_dataset, processing_class, *more, **kwargs)
+
+    def train(self, *args, **kwargs):
+        self.prepare_perception()
+        return super().train(*args, **kwargs)
+
+    def prepare_perception(self) -> None:
+        """Once, before training, in this process and on the training device: cache the frozen encoder's
+        features of the training and evaluation studies, then tune the clue thresholds on the training
+        split (``calibrate_clue_thresholds``). Every process does the same and gets the same thresholds."""
+        if self._perception_prepared or self.train_dataset is None:
+            return
+        self._perception_prepared = True
+        model, collator = self.accelerator.unwrap_model(self.model), self.data_collator
+        if self.vision_cache is not None:
+            for dataset in (self.train_dataset, self.eval_dataset):
+                if dataset is not None and not self.vision_cache.fill(dataset, collator.reader, self.processing_class.image_processor):
+                    self.vision_cache = None
+                    break
+            collator.vision_index = self.vision_cache.index if self.vision_cache is not None else None
+        if (self.options.calibrate_clue_thresholds and model.perception_frozen
+                and model.config.clue_config.use_clue_injection):
+            # The training split: a validation split rarely holds enough positives of the rare findings
+            # (200 phantom studies: 3-10 each), and the frozen encoder is not trained here.
+            thresholds = calibrate_clue_thresholds(model, self.processing_class, self.train_dataset,
+                                                   self.data_args.uncertain, self.vision_cache)
+            logger.info("clue thresholds tuned on %d training studies: %s", len(self.train_dataset), thresholds)
+
+    def _prepare_inputs(self, inputs):
+        """The cached features of the batch's studies (the collator sends their slots), on the device."""
+        inputs = super()._prepare_inputs(inputs)
+        slots = inputs.pop("vision_feature_slots", None)
+        if slots is not None:
+            features = self.vision_cache.features_for(slots.cpu(), inputs["view_mask"])
+            dtype = self.accelerator.unwrap_model(self.model).dtype
+            inputs["vision_features"] = type(features)(**{k: v.to(dtype) for k, v in features.items()})
+        return inputs
 
     def _get_train_sampler(self, train_dataset=None):
-        """Studies drawn with replacement by ``sampling_weights`` (rare findings more often), when given."""
+        """Studies drawn with replacement by ``sampling_weights`` (rare findings more often), when set."""
         if self.sampling_weights is None:
             return super()._get_train_sampler(train_dataset)
         generator = torch.Generator().manual_seed(self.args.seed)
@@ -86,43 +148,71 @@ class TRRGFinetuneTrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
         return outputs
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The evaluation loss plus the generation metrics, the same on every process (each generates
+        for its share of the studies; the predictions are gathered and scored once)."""
         metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        if dataset is None or not self.is_world_process_zero():
+        if dataset is None:
             return metrics
-        scores = self.generation_scores(dataset)
-        metrics.update({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
-        self.log({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
+        scores = {f"{metric_key_prefix}_{k}": v for k, v in self.generation_scores(dataset).items()}
+        metrics.update(scores)
+        self.log(scores)
         return metrics
 
     def generation_scores(self, dataset) -> dict[str, float]:
-        """Generate for every study of ``dataset`` and score against its reports (no METEOR: speed)."""
-        rows = list(dataset)
+        """Generate for every study of ``dataset`` and score against its reports (no METEOR: speed).
+
+        Each process generates for its strided share of the studies, padded to equal length so that
+        sharded models (FSDP, ZeRO-3) run their collectives in step; the predictions of all processes
+        are gathered, and the main process's scores are broadcast, so every process returns the same
+        metrics (``metric_for_best_model`` is read on each)."""
         model = self.accelerator.unwrap_model(self.model)
-        predictions = generate_reports(model, self.processing_class, rows, batch_size=self.args.per_device_eval_batch_size,
-                                       **self.generation_kwargs)
-        by_id = {row["id"]: row["report"] for row in rows}
-        scores = score_reports([p["report"] for p in predictions], [by_id[p["id"]] for p in predictions], meteor=False)
-        return {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and "/" not in k}
+        predictions = generate_on_every_process(model, self.processing_class, dataset,
+                                                self.args.per_device_eval_batch_size, **self.generation_kwargs)
+        scores = None
+        if self.accelerator.is_main_process:
+            references = {row["id"]: row["report"] for row in iter_rows(dataset)}
+            scored = score_reports([p["report"] for p in predictions], [references[p["id"]] for p in predictions],
+                                   meteor=False)
+            scores = {k: v for k, v in scored.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool) and "/" not in k}
+        return broadcast_object(scores)
 
 
-def _default_collator(processor, args) -> FinetuneCollator:
-    """The collator ``build_finetuner`` would build, from whatever of its options ``args`` has."""
-    return FinetuneCollator(processor, reference_clue_rate=getattr(args, "reference_clue_rate", 1.0),
-                            seed=getattr(args, "seed", 42), finding_token_weight=getattr(args, "finding_token_weight", 4.0),
-                            single_view_rate=getattr(args, "single_view_rate", 0.0))
+def generate_on_every_process(model, processor, dataset, batch_size: int, **generation) -> list[dict]:
+    """``generate_reports`` for ``dataset``, each process generating for its share (``evaluation_share``),
+    a sharded model's parameters gathered for the duration (``full_parameters``); every process gets
+    all predictions, one per readable study, in rank order."""
+    rank, world = (dist.get_rank(), world_size()) if world_size() > 1 else (0, 1)
+    rows = [dataset[i] for i in evaluation_share(len(dataset), rank, world)]
+    with full_parameters(model):
+        predictions = generate_reports(model, processor, rows, batch_size=batch_size, **generation)
+    return unique_by_id(gather_objects(predictions))
+
+
+def _evaluation_settings(args, eval_dataset) -> None:
+    """The forward also takes disease_labels/disease_label_mask (optional): only ``labels`` are labels;
+    without an evaluation split there is no best checkpoint to load."""
+    if args is None:
+        return
+    if args.label_names is None:
+        args.label_names = ["labels"]
+    if eval_dataset is None or str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "no":
+        args.load_best_model_at_end = False
 
 
 def prepare_for_training(model, args: TRRGFinetuneArguments):
-    """Freezing policy and LoRA. Frozen: the stage-1 perception when ``freeze_vision``. Applied once
-    per model (``build_finetuner`` and ``TRRGFinetuneTrainer`` both call it)."""
+    """The consistency-loss weight, the freezing policy and LoRA, as ``args`` say. Frozen: the stage-1
+    perception when ``freeze_vision``. Applied once per model (``TRRGFinetuneTrainer`` calls it)."""
     if getattr(model, "_trrg_prepared_for_training", False):
         return model
     model._trrg_prepared_for_training = True
+    if args.consistency_loss_weight is not None:
+        model.config.clue_config.consistency_loss_weight = args.consistency_loss_weight
     if args.freeze_vision:
         model.freeze_perception()
     if args.lora_r > 0:
-        model.language_model = _with_lora(model.language_model, args, args.lora_target_modules.split(","))
+        model.language_model = _with_lora(model.language_model, args, lora_targets(model.language_model, args))
     if args.lora_vision:
         backbone = model.vision_model.backbone
         targets = _linear_names(backbone)
@@ -131,6 +221,15 @@ def prepare_for_training(model, args: TRRGFinetuneArguments):
                              "LoRA; train it whole with --freeze_vision false, or drop --lora_vision")
         model.vision_model.backbone = _with_lora(backbone, args, targets)
     return model
+
+
+def lora_targets(language_model, args) -> list[str]:
+    """``--lora_target_modules``, or for "auto" what fits the LLM's architecture."""
+    if args.lora_target_modules.strip() in ("", "auto"):
+        from trrg.trainers.lora_targets import default_lora_targets
+
+        return default_lora_targets(language_model)
+    return args.lora_target_modules.split(",")
 
 
 def _with_lora(module, args, targets):
@@ -163,44 +262,21 @@ def load_finetune_model(args: TRRGFinetuneArguments):
         model, processor = load_model_folder(args.model, expected="trrg")
     else:
         raise ValueError("pass --model (a stage-2 folder) or --pretrain_model (a stage-1 folder to bridge)")
-    if args.consistency_loss_weight is not None:
-        model.config.clue_config.consistency_loss_weight = args.consistency_loss_weight
     return model, processor
 
 
 def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, model=None, processor=None, studies=None):
-    """Model, data and ``TRRGFinetuneTrainer`` from the argument dataclasses; returns (trainer, processor).
-
-    Before training, with the perception frozen: the clue thresholds are tuned on the training
-    split (``calibrate_clue_thresholds``) and the encoder's features are cached per study.
-    """
+    """Model and data from the argument dataclasses, and the ``TRRGFinetuneTrainer`` over them; returns
+    (trainer, processor). Everything the arguments document happens inside the trainer, so this and
+    ``TRRGFinetuneTrainer(model=, args=, train_dataset=, processing_class=)`` train the same model."""
     if model is None:
         model, processor = load_finetune_model(args)
-    prepare_for_training(model, args)
     studies = studies if studies is not None else load_training_studies(data_args)
     if data_args.data:  # the exported model says what it was fine-tuned on (not what it started from)
         model.config.trrg_training_data = training_data_name(data_args.data)
     eval_dataset = evaluation_split(studies, data_args, args.eval_strategy)
-    train_dataset = studies[data_args.train_split]
-    cache = FrozenVisionCache(model) if args.cache_vision_features and _features_are_frozen(model, args) else None
-    # The collator first: its arguments are checked before the calibration's pass over the data.
-    collator = FinetuneCollator(processor, data_args.uncertain, data_args.strict_images,
-                                reference_clue_rate=args.reference_clue_rate, seed=args.seed, vision_cache=cache,
-                                finding_token_weight=args.finding_token_weight, single_view_rate=args.single_view_rate)
-    if args.calibrate_clue_thresholds and model.perception_frozen and model.config.clue_config.use_clue_injection:
-        # The training split: a validation split rarely holds enough positives of the rare findings
-        # (200 phantom studies: 3-10 each), and the frozen encoder is not trained here.
-        thresholds = calibrate_clue_thresholds(model, processor, list(train_dataset), data_args.uncertain, cache)
-        logger.info("clue thresholds tuned on %d training studies: %s", len(train_dataset), thresholds)
-    generation = {"max_new_tokens": args.generation_max_new_tokens, "num_beams": args.generation_num_beams}
-    if args.label_names is None:  # the forward also takes disease_labels/disease_label_mask (optional)
-        args.label_names = ["labels"]
-    if eval_dataset is None or args.eval_strategy == "no":
-        args.load_best_model_at_end = False
-    weights = rare_finding_weights(train_dataset["labels"], data_args.uncertain) if args.oversample_rare_findings else None
-    trainer = TRRGFinetuneTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                                  data_collator=collator, processing_class=processor, generation_kwargs=generation,
-                                  sampling_weights=weights)
+    trainer = TRRGFinetuneTrainer(model=model, args=args, train_dataset=studies[data_args.train_split],
+                                  eval_dataset=eval_dataset, processing_class=processor, data_args=data_args)
     return trainer, processor
 
 

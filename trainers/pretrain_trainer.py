@@ -15,7 +15,7 @@ from trrg.assembly.build import build_pretrain_model
 from trrg.assembly.hub_folders import load_model_folder
 from trrg.assembly.presets import PRESETS
 from trrg.modeling.modeling_trrg import positive_class_weight
-from trrg.trainers.arguments import TRRGDataArguments, TRRGPretrainArguments
+from trrg.trainers.arguments import TRRGDataArguments, TRRGPretrainArguments, stage_options
 from trrg.trainers.collators import PretrainCollator, StudyCollatorMixin, label_prevalence, study_columns_kept
 from trrg.trainers.distributed import gather_for_global_loss, world_size
 from trrg.trainers.loss_parts import LossPartsMixin
@@ -36,24 +36,30 @@ def _unwrap(model):
 class TRRGPretrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
     """``Trainer`` for ``TRRGContrastiveModel`` (stage 1); logs ``sentence_loss`` and ``prompt_loss`` apart.
 
-    Under several processes the sentence loss is computed over the embeddings of all ranks (the
-    local part keeps its gradient) so it equals the single-process loss of the global batch.
+    Called the Hugging Face way (``model=, args=, train_dataset=, processing_class=``), it does what
+    ``TRRGPretrainArguments`` documents, as ``trrg pretrain`` does: the study collator and the positive
+    weights of the prompt loss from the training labels. Under several processes the sentence loss is
+    computed over the embeddings of all ranks (the local part keeps its gradient) so it equals the
+    single-process loss of the global batch.
     """
 
     loss_parts = ("sentence_loss", "prompt_loss")
 
-    def __init__(self, *args, **kwargs):
-        callbacks = list(kwargs.pop("callbacks", None) or []) + [ClampLogitScaleCallback()]
-        study_columns_kept(kwargs.get("args"))
-        model = kwargs.get("model", args[0] if args else None)
-        if kwargs.get("data_collator") is None and len(args) < 3 and kwargs.get("processing_class") is not None:
-            # The standard call, Trainer(model=, args=, train_dataset=, processing_class=), gets the study collator.
-            config, options = model.config, kwargs.get("args")
-            kwargs["data_collator"] = PretrainCollator(
-                kwargs["processing_class"], config.disease_prompts, config.disease_names,
-                getattr(options, "positive_sentence_rate", 0.7), seed=getattr(options, "seed", 42),
-                augment=getattr(options, "augment", False), single_view_rate=getattr(options, "single_view_rate", 0.0))
-        super().__init__(*args, callbacks=callbacks, **kwargs)
+    def __init__(self, model=None, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, *more, data_args: TRRGDataArguments | None = None, **kwargs):
+        kwargs["callbacks"] = list(kwargs.pop("callbacks", None) or []) + [ClampLogitScaleCallback()]
+        study_columns_kept(args)
+        self.options = stage_options(args, TRRGPretrainArguments)
+        self.data_args = data_args or TRRGDataArguments()
+        if args is not None and args.label_names is None:  # disease_label_mask is optional: not a label
+            args.label_names = ["disease_labels"]
+        if data_collator is None and processing_class is not None and model is not None and not more:
+            data_collator = PretrainCollator.from_arguments(processing_class, model.config, self.options, self.data_args)
+        if model is not None and train_dataset is not None:
+            prevalence = label_prevalence(train_dataset["labels"], self.data_args.uncertain)
+            with torch.no_grad():
+                model.disease_pos_weight.copy_(positive_class_weight(prevalence, self.options.prompt_pos_weight_power))
+        super().__init__(model, args, data_collator, train_dataset, eval_dataset, processing_class, *more, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if world_size() > 1:  # the sentence loss over the global batch (model.forward's ``gather``)
@@ -64,23 +70,14 @@ class TRRGPretrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
 
 
 def build_pretrainer(args: TRRGPretrainArguments, data_args: TRRGDataArguments, model=None, processor=None):
-    """Model, data and ``TRRGPretrainer`` from the argument dataclasses (also used by ``trrg demo``)."""
+    """Model and data from the argument dataclasses, and the ``TRRGPretrainer`` over them (also used by
+    ``trrg demo``); everything the arguments document happens inside the trainer."""
     if model is None:
         model, processor = load_pretrain_model(args)
     studies = load_training_studies(data_args)
-    train = studies[data_args.train_split]
-    prevalence = label_prevalence(train["labels"], data_args.uncertain)
-    with torch.no_grad():
-        model.disease_pos_weight.copy_(positive_class_weight(prevalence, args.prompt_pos_weight_power))
-    collator = PretrainCollator(processor, model.config.disease_prompts, model.config.disease_names,
-                                args.positive_sentence_rate, data_args.uncertain, seed=args.seed,
-                                augment=args.augment, strict_images=data_args.strict_images,
-                                single_view_rate=args.single_view_rate)
     eval_dataset = evaluation_split(studies, data_args, args.eval_strategy)
-    if args.label_names is None:  # disease_label_mask is optional: do not require it for eval loss
-        args.label_names = ["disease_labels"]
-    trainer = TRRGPretrainer(model=model, args=args, train_dataset=train, eval_dataset=eval_dataset,
-                             data_collator=collator, processing_class=processor)
+    trainer = TRRGPretrainer(model=model, args=args, train_dataset=studies[data_args.train_split],
+                             eval_dataset=eval_dataset, processing_class=processor, data_args=data_args)
     return trainer, processor
 
 
