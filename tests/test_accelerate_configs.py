@@ -29,7 +29,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "trainers" / "accelerate_configs"
-NAMES = ("ddp", "ddp_cpu", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
+NAMES = ("ddp", "ddp_cpu", "multi_node", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
 # DeepSpeed values the HF Trainer fills from TrainingArguments; anything but "auto" must equal the
 # command line's value, or the Trainer stops with a mismatch error.
 TRAINER_FILLED = ("gradient_accumulation_steps", "gradient_clipping", "train_batch_size",
@@ -154,6 +154,29 @@ try:
 except Exception as error:
     unpatched_error = f"{type(error).__name__}: {error}"
 units = shard(model)
+
+# Evaluation on the sharded model: each rank generates for its share of 5 studies (3 and 2, padded
+# to 3), predictions gathered; then every rank generates for all 5 with the same gathered weights.
+from PIL import Image
+from trrg.trainers.finetune_trainer import generate_on_every_process
+from trrg.evaluation.generation import generate_reports
+from trrg.trainers.distributed import full_parameters
+images = os.path.join(os.environ["TRRG_REPORT_DIR"], f"images{rank}")
+os.makedirs(images, exist_ok=True)
+rows = []
+for i in range(5):
+    path = os.path.join(images, f"{i}.png")
+    Image.fromarray((torch.rand(64, 64, generator=torch.Generator().manual_seed(i)) * 255).byte().numpy()).save(path)
+    rows.append({"id": f"study{i}", "images": [path], "report": "no pneumothorax ."})
+model.eval()
+shared = generate_on_every_process(model, processor, rows, batch_size=1, max_new_tokens=8)
+with full_parameters(model):
+    whole = generate_reports(model, processor, rows, batch_size=1, max_new_tokens=8)
+model.train()
+by_id = {p["id"]: (p["report"], p["disease_probs"]) for p in whole}
+evaluation = {"ids": [p["id"] for p in shared], "same_as_whole": all(by_id[p["id"]] == (p["report"], p["disease_probs"]) for p in shared),
+              "resharded": isinstance(next(model.parameters()), DTensor)}
+
 part = {k: v[2 * rank:2 * rank + 2] if torch.is_tensor(v) else v for k, v in inputs.items()}
 part["vision_features"] = VisionFeatures(**{k: v[2 * rank:2 * rank + 2] for k, v in inputs["vision_features"].items()})
 optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -166,7 +189,7 @@ optimizer.step()
 report = json.dumps({
     "rank": rank, "unpatched_error": unpatched_error, "units": units, "loss": float(loss),
     "sharded": isinstance(parameter, DTensor), "updated": bool((parameter.full_tensor() != before).any()),
-    "bf16": bf16, "fsdp_modules": sum(isinstance(m, FSDPModule) for m in model.modules())})
+    "bf16": bf16, "fsdp_modules": sum(isinstance(m, FSDPModule) for m in model.modules()), "evaluation": evaluation})
 # One file per rank: two ranks printing to the launcher's shared stdout can interleave on one line.
 with open(os.path.join(os.environ["TRRG_REPORT_DIR"], f"rank{rank}.json"), "w") as handle:
     handle.write(report)
@@ -200,6 +223,18 @@ def test_two_process_cpu_fsdp2_step_with_the_yaml_wrap_policy(fsdp_cpu_step):
         assert report["updated"] and 0 < report["loss"] < 100
     # Each rank trained on its own half of the batch.
     assert fsdp_cpu_step[0]["loss"] != fsdp_cpu_step[1]["loss"]
+
+
+@pytest.mark.slow
+def test_fsdp2_evaluation_generates_on_every_rank_without_a_hang(fsdp_cpu_step):
+    """Each rank generated for its own share of the studies (uneven: 3 and 2) on the sharded model; the
+    gathered predictions are every study once, the same on both ranks and the same as generating all
+    studies with the whole weights; the model is sharded again afterwards (the fixture's timeout
+    catches a hang)."""
+    for report in fsdp_cpu_step:
+        evaluation = report["evaluation"]
+        assert sorted(evaluation["ids"]) == [f"study{i}" for i in range(5)]
+        assert evaluation["same_as_whole"] and evaluation["resharded"], evaluation
 
 
 @pytest.mark.slow
