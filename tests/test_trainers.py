@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments, TRRGPretrainArguments
+from trrg.trainers.finetune_trainer import TRRGFinetuneTrainer
 from trrg.trainers.collators import SentenceSampler, disease_targets
 from trrg.trainers.distributed import gather_with_local_grad, scale_gradient
 
@@ -414,3 +415,28 @@ def test_evaluating_without_the_evaluation_split_names_eval_split(tiny_phantom, 
     with pytest.raises(ValueError, match=r"--eval_split.*it has \['test', 'train', 'val'\]"):
         build_finetuner(args, TRRGDataArguments(data=str(tiny_phantom), eval_split="validation"),
                         copy.deepcopy(tiny_finetune_model[0]), tiny_finetune_model[1])
+
+
+def test_frozen_features_are_computed_once_in_the_trainer_process_with_dataloader_workers(tiny_phantom,
+                                                                                          tiny_finetune_model, tmp_path):
+    """With DataLoader workers (what GPU users set) the encoder runs in the trainer's process only, once per
+    study: the collator the workers receive holds no model and no features, only the id -> slot index."""
+    import copy
+    import pickle
+
+    from trrg.processing.studies import load_studies
+
+    studies = load_studies(tiny_phantom)
+    args = _args(TRRGFinetuneArguments, tmp_path, max_steps=-1, num_train_epochs=2, dataloader_num_workers=2,
+                 per_device_train_batch_size=16, calibrate_clue_thresholds=False)
+    trainer = TRRGFinetuneTrainer(model=copy.deepcopy(tiny_finetune_model[0]), args=args, train_dataset=studies["train"],
+                                  eval_dataset=studies["val"], processing_class=tiny_finetune_model[1])
+    calls = []
+    trainer.model.vision_model.register_forward_hook(lambda *_: calls.append(1))
+    trainer.train()
+    cache = trainer.vision_cache
+    assert cache.encoded_studies == len(studies["train"]) + len(studies["val"]) == len(cache.index)
+    assert sum(calls) == -(-len(studies["train"]) // 64) + 1  # fill's batches of 64: train, then val
+    shipped = pickle.dumps(trainer.data_collator)  # what a worker gets (spawn) or shares (fork)
+    assert not any(isinstance(value, torch.nn.Module) for value in vars(trainer.data_collator).values())
+    assert len(shipped) < 200_000 and trainer.state.global_step == 6  # 2 epochs of 48 studies, batch 16

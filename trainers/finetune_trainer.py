@@ -19,6 +19,7 @@ from trrg.assembly.bridge import bridge
 from trrg.assembly.hub_folders import load_model_folder
 from trrg.evaluation.generation import generate_reports
 from trrg.evaluation.score import score_reports
+from trrg.processing.studies.schema import CachedStudyReader
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments, stage_options
 from trrg.trainers.clue_calibration import calibrate_clue_thresholds
 from trrg.trainers.collators import (
@@ -94,8 +95,10 @@ class TRRGFinetuneTrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
         self._perception_prepared = True
         model, collator = self.accelerator.unwrap_model(self.model), self.data_collator
         if self.vision_cache is not None:
+            # A reader that keeps no decoded image: once encoded, a study's images are never read again.
+            reader = CachedStudyReader(strict=collator.reader.strict, max_cached_studies=0)
             for dataset in (self.train_dataset, self.eval_dataset):
-                if dataset is not None and not self.vision_cache.fill(dataset, collator.reader, self.processing_class.image_processor):
+                if dataset is not None and not self.vision_cache.fill(dataset, reader, self.processing_class.image_processor):
                     self.vision_cache = None
                     break
             collator.vision_index = self.vision_cache.index if self.vision_cache is not None else None
