@@ -142,7 +142,7 @@ def build_finetune_model(preset_name: str = "tiny", vision: str | None = None, l
         model.language_model = AutoModelForCausalLM.from_pretrained(llm_spec)
         model.language_model.resize_token_embeddings(len(tokenizer))
         model.config.text_config = model.language_model.config
-        model.clue_injector.match_word_embedding_scale(model.get_input_embeddings().weight)
+        model.clue_injector.match_word_embedding_scale(model.get_input_embeddings())
     set_generation_defaults(model)
     return model, build_processor(tokenizer, config)
 

@@ -7,7 +7,7 @@ package's own code and without ``trust_remote_code`` (``trrg``'s loaders do).
 
 
 def register_auto_classes() -> None:
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
     from .configuration_trrg import TRRGClueConfig, TRRGConfig, TRRGContrastiveConfig
     from .image_processing_trrg import TRRGImageProcessor
@@ -17,6 +17,7 @@ def register_auto_classes() -> None:
     for config in (TRRGConfig, TRRGContrastiveConfig, TRRGClueConfig):
         AutoConfig.register(config.model_type, config, exist_ok=True)
     AutoModel.register(TRRGConfig, TRRGForConditionalGeneration, exist_ok=True)
+    AutoModelForImageTextToText.register(TRRGConfig, TRRGForConditionalGeneration, exist_ok=True)
     AutoModel.register(TRRGContrastiveConfig, TRRGContrastiveModel, exist_ok=True)
     for config in (TRRGConfig, TRRGContrastiveConfig):
         AutoImageProcessor.register(config, slow_image_processor_class=TRRGImageProcessor, exist_ok=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import MODEL_MAPPING, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -51,6 +51,26 @@ class TRRGDiseasePerception(ModelOutput):
     # prompt), in [-2, 2]; where the disease's evidence lies. Padded views are 0. The grid covers the
     # processor's square (letterboxed) input image.
     evidence_maps: torch.Tensor | None = None
+
+
+@dataclass
+class TRRGCluePrediction(ModelOutput):
+    """``predict_clues``: the zero-shot perception and the clue decisions the model injects from it."""
+
+    disease_probs: torch.Tensor | None = None  # (batch, diseases)
+    clue_states: torch.Tensor | None = None  # (batch, diseases) long: 1 present, 0 absent
+    evidence_maps: torch.Tensor | None = None  # with return_maps: as in TRRGDiseasePerception
+
+
+@dataclass
+class TRRGMultimodalFeatures(ModelOutput):
+    """``get_multimodal_features``: what fills the LLM's ``<image>``/``<clue>`` slots, and the perception
+    that decided the clues."""
+
+    visual_tokens: torch.Tensor | None = None  # (real views * tokens, llm width), in study order
+    clue_tokens: torch.Tensor | None = None  # (batch, diseases, llm width); None without clue injection
+    disease_probs: torch.Tensor | None = None  # (batch, diseases)
+    clue_states: torch.Tensor | None = None  # (batch, diseases) long: the injected decisions
 
 
 @dataclass
@@ -332,6 +352,19 @@ def evidence_maps(contrast: torch.Tensor, patch_mask: torch.Tensor, views: int) 
     return contrast.reshape(batch, views, side, side, diseases).permute(0, 1, 4, 2, 3)
 
 
+def _vision_backbone_from_config(vision_config) -> PreTrainedModel:
+    """The vision backbone, with the attention implementation TRRG was loaded with where the backbone has
+    it, else its own default: ``attn_implementation`` is meant for the language model, and a
+    convolutional backbone has no attention to switch (a ResNet refuses "sdpa"), a Swin no flex attention."""
+    requested = vision_config._attn_implementation or "eager"
+    flag = {"sdpa": "_supports_sdpa", "flex_attention": "_supports_flex_attn"}.get(requested)
+    if flag is None and "flash" in requested:
+        flag = "_supports_flash_attn"
+    if flag is not None and not getattr(MODEL_MAPPING[type(vision_config)], flag):
+        vision_config._attn_implementation = None
+    return AutoModel.from_config(vision_config)
+
+
 class TRRGVisionEncoder(nn.Module):
     """Any transformers vision backbone, run on the real views only (padded views never reach batch
     norm), returning patch tokens on a fixed grid and global embeddings.
@@ -342,14 +375,15 @@ class TRRGVisionEncoder(nn.Module):
 
     def __init__(self, vision_config, token_grid: int | None):
         super().__init__()
-        self.backbone = AutoModel.from_config(vision_config)
+        self.backbone = _vision_backbone_from_config(vision_config)
         self.token_grid = token_grid
         self.hidden_size = vision_feature_size(vision_config)
         self.global_size = 2 * self.hidden_size
 
     def _feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(n, 3, H, W) -> (n, width, h, w), whether the backbone is convolutional or a transformer."""
-        hidden = self.backbone(pixel_values=pixel_values).last_hidden_state
+        # The processor gives fp32 pixels; a model loaded in bf16 has a bf16 backbone.
+        hidden = self.backbone(pixel_values=pixel_values.to(self.backbone.dtype)).last_hidden_state
         if hidden.dim() == 4:
             return hidden
         tokens = hidden.shape[1]
@@ -415,14 +449,18 @@ class TRRGClueInjector(nn.Module):
         return state_embeddings(states, self.state_table) + self.perception_proj(meaning.to(self.state_table.dtype))
 
     def embed_extra(self, clue_embeds: torch.Tensor) -> torch.Tensor:
-        """(batch, k, projection_dim) -> (batch, k, hidden)."""
-        return self.extra_clue_proj(clue_embeds)
+        """(batch, k, projection_dim) -> (batch, k, hidden), in this module's dtype (fp32 when loaded in bf16)."""
+        return self.extra_clue_proj(clue_embeds.to(self.extra_clue_proj.weight.dtype))
 
     @torch.no_grad()
-    def match_word_embedding_scale(self, word_embeddings: torch.Tensor) -> None:
-        """Rescale each LLM clue token to the mean norm of the LLM's word embeddings (for a pretrained
-        LLM, whose embeddings are far from the random-init scale)."""
-        target = word_embeddings.float().norm(dim=-1).mean()
+    def match_word_embedding_scale(self, word_embeddings: nn.Module, sample: int = 4096) -> None:
+        """Rescale each LLM clue token to the mean norm of the vectors the LLM's embedding module
+        outputs (a pretrained LLM's are far from the random-init scale). The module's outputs, not its
+        table: Gemma 3 multiplies the table by sqrt(width) inside the module. An even sample of the
+        vocabulary is enough for a mean, and a 150k-word table is not copied."""
+        vocab = word_embeddings.weight.shape[0]
+        ids = torch.linspace(0, vocab - 1, min(vocab, sample), device=word_embeddings.weight.device).long()
+        target = word_embeddings(ids).float().norm(dim=-1).mean()
         rows = self.token_table.float()
         self.token_table.copy_((rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-8) * target).to(self.token_table.dtype))
 
@@ -534,10 +572,29 @@ class TRRGPreTrainedModel(PreTrainedModel):
     base_model_prefix = "trrg"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True  # delegated to the composed backbones that support it
+    # The attention implementation is the composed models' to choose. transformers checks these flags
+    # in PreTrainedModel.__init__, before the backbones exist, so the class allows every implementation;
+    # the model that decides (stage 2's LM, stage 1's text encoder) refuses what it cannot run (Gemma 2
+    # has no "sdpa"), and each instance then carries that model's flags (``_follow_attention_support``).
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
     # Losses are per-batch means (LM tokens, diseases, contrastive pairs); the Trainer scales them
     # for gradient accumulation instead of passing num_items_in_batch.
     accepts_loss_kwargs = False
+
+    def post_init(self):
+        super().post_init()
+        # transformers gathers _no_split_modules from direct children only; the vision backbone sits
+        # inside TRRGVisionEncoder, and its blocks must not be cut across devices either.
+        for module in self.modules():
+            if isinstance(module, PreTrainedModel) and module is not self:
+                self._no_split_modules.update(module._no_split_modules or ())
+
+    def _follow_attention_support(self, deciding_model: PreTrainedModel) -> None:
+        for flag in ("_supports_sdpa", "_supports_flash_attn", "_supports_flex_attn", "_supports_attention_backend"):
+            setattr(self, flag, getattr(deciding_model, flag))
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -576,6 +633,7 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
         super().__init__(config)
         self.vision_model = TRRGVisionEncoder(config.vision_config, token_grid=None)
         self.text_model = AutoModel.from_config(config.text_config)
+        self._follow_attention_support(self.text_model)
         self.visual_projection = nn.Linear(self.vision_model.global_size, config.projection_dim, bias=False)
         # Patches into the same joint space: local alignment with sentences and disease prompts.
         self.patch_projection = nn.Linear(self.vision_model.hidden_size, config.projection_dim, bias=False)
@@ -737,13 +795,29 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
     config_class = TRRGConfig
     config: TRRGConfig
     _checkpoint_conversion_mapping = {}
+    # TRRG's own blocks that must sit whole on one device under a device_map: an interaction layer is a
+    # residual block like a decoder layer; the clue injector's tables are read by its methods, not by
+    # a forward call that accelerate's hooks would move inputs for. The backbones add theirs (post_init).
+    _no_split_modules = ["TRRGClueInteractionLayer", "TRRGClueInjector"]
+    # Loaded with dtype=torch.bfloat16, the LM and the vision backbone take it, but the clue decisions
+    # stay in fp32: they compare zero-shot probabilities with per-observation thresholds, and bf16 keeps
+    # ~3 significant digits. "_strict": transformers 5 upcasts the plain list for fp16 only; the plain
+    # list is what quantizers leave unquantized.
+    _keep_in_fp32_modules_strict = ["clue_injector", "prompt_bank", "visual_projection", "patch_projection",
+                                    "logit_scale", "disease_pos_weight"]
+    _keep_in_fp32_modules = _keep_in_fp32_modules_strict
 
     def __init__(self, config: TRRGConfig):
         super().__init__(config)
         clue = config.clue_config
+        # register_for_auto_class keeps one Auto class per model class (AutoModel, at the end of this
+        # file); the image-text-to-text task class joins it in the auto_map saved with the config.
+        config.auto_map = {**(getattr(config, "auto_map", None) or {}),
+                           "AutoModelForImageTextToText": f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"}
         # The LLM is built first so that its random init does not depend on which clue modules an
         # ablation switches on (paired seeds: every arm starts from the same LLM weights).
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self._follow_attention_support(self.language_model)
         llm_width = config.text_config.hidden_size
         self.vision_model = TRRGVisionEncoder(config.vision_config, token_grid=config.image_token_grid)
         vision_width = self.vision_model.hidden_size
@@ -836,15 +910,13 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
 
     @torch.no_grad()
     def predict_clues(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None,
-                      return_maps: bool = False) -> dict[str, torch.Tensor]:
-        """``{"disease_probs", "clue_states"}`` (and ``"evidence_maps"`` with ``return_maps``): the
-        perception and the decisions the model injects."""
-        perception = self.predict_diseases(pixel_values, view_mask, return_maps=True)
-        out = {"disease_probs": perception.disease_probs,
-               "clue_states": clue_states_from_probs(perception.disease_probs, self.clue_thresholds)}
-        if return_maps:
-            out["evidence_maps"] = perception.evidence_maps
-        return out
+                      return_maps: bool = False) -> TRRGCluePrediction:
+        """The perception and the decisions the model injects (``out["disease_probs"]``,
+        ``out.clue_states``; ``evidence_maps`` with ``return_maps``)."""
+        perception = self.predict_diseases(pixel_values, view_mask, return_maps=return_maps)
+        probs = perception.disease_probs if return_maps else perception
+        return TRRGCluePrediction(disease_probs=probs, clue_states=clue_states_from_probs(probs, self.clue_thresholds),
+                                  evidence_maps=perception.evidence_maps if return_maps else None)
 
     # -- multimodal embedding ----------------------------------------------------------------
     def get_multimodal_features(
@@ -856,32 +928,28 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         clue_embeds: torch.Tensor | None = None,
         clue_embeds_mask: torch.Tensor | None = None,
         vision_features: VisionFeatures | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Visual tokens and clue tokens in the LLM's width, plus the perception that made them.
-
-        Returns a dict with ``visual_tokens`` (real views * tokens, llm width) in study order,
-        ``clue_tokens`` (batch, diseases, llm width) or None, ``disease_probs`` and ``clue_states``.
-        """
+    ) -> TRRGMultimodalFeatures:
+        """Visual tokens and clue tokens in the LLM's width, plus the perception that made them."""
         features = vision_features if vision_features is not None else self.vision_model(pixel_values, view_mask)
         batch, views, tokens, _ = features.patch_tokens.shape
         patches = self.visual_adapter(features.patch_tokens.flatten(1, 2))  # (batch, views*tokens, hidden)
         patch_mask = view_mask.bool().repeat_interleave(tokens, dim=1)
-        probs = (self.perception_from_features(features, view_mask).disease_probs if clue_probs is None
-                 else clue_probs.to(patches.dtype))
+        # fp32 like the perception's, whatever the weights' dtype: the decisions compare them with thresholds
+        probs = self.perception_from_features(features, view_mask).disease_probs if clue_probs is None else clue_probs.float()
         states = resolve_clue_states(clue_states_from_probs(probs, self.clue_thresholds), clue_states)
-        out = {"disease_probs": probs, "clue_states": states, "clue_tokens": None}
+        out = TRRGMultimodalFeatures(disease_probs=probs, clue_states=states)
 
         clue = self.config.clue_config
         if clue.use_clue_injection or self.clue_interaction is not None:
-            clues = self.clue_injector.interaction_clues(states, probs, self.prompt_bank.to(patches.dtype)).to(patches.dtype)
+            clues = self.clue_injector.interaction_clues(states, probs, self.prompt_bank).to(patches.dtype)
             if self.clue_interaction is not None:
                 clues, patches = self._interact(clues, patches, patch_mask, features, view_mask, clue_embeds, clue_embeds_mask)
             if clue.use_clue_injection:
                 tokens_in = self.clue_injector.clue_tokens(states)
-                out["clue_tokens"] = tokens_in + self.clue_output_gate(self.clue_projector(clues)).to(tokens_in.dtype)
+                out.clue_tokens = tokens_in + self.clue_output_gate(self.clue_projector(clues)).to(tokens_in.dtype)
 
         visual = self.multi_modal_projector(patches).reshape(batch, views, tokens, -1)
-        out["visual_tokens"] = visual[view_mask.bool()].reshape(-1, visual.shape[-1])
+        out.visual_tokens = visual[view_mask.bool()].reshape(-1, visual.shape[-1])
         return out
 
     def _interact(self, clues, patches, patch_mask, features, view_mask, clue_embeds, clue_embeds_mask):
@@ -892,17 +960,18 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         if clue_embeds is not None:
             extra_mask = (torch.ones(clue_embeds.shape[:2], dtype=torch.bool, device=clue_embeds.device)
                           if clue_embeds_mask is None else clue_embeds_mask.bool())
-            all_clues = torch.cat([clues, self.clue_injector.embed_extra(clue_embeds.to(clues.dtype))], dim=1)
+            all_clues = torch.cat([clues, self.clue_injector.embed_extra(clue_embeds).to(clues.dtype)], dim=1)
             all_mask = torch.cat([all_mask, extra_mask], dim=1)
         globals_ = self.global_adapter(torch.cat([features.study_embeds[:, None], features.view_embeds], dim=1))
         global_mask = torch.cat([view_mask.new_ones(batch, 1), view_mask], dim=1).bool()
         all_clues, patches = self.clue_interaction(all_clues, all_mask, patches, patch_mask, globals_, global_mask)
         return all_clues[:, :num_disease_clues], patches
 
-    def _merge_placeholders(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, features: dict) -> torch.Tensor:
+    def _merge_placeholders(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor,
+                            features: TRRGMultimodalFeatures) -> torch.Tensor:
         """Scatter visual and clue tokens into their placeholder positions (LLaVA style)."""
         image_positions = input_ids == self.config.image_token_id
-        visual = features["visual_tokens"]
+        visual = features.visual_tokens
         if int(image_positions.sum()) != visual.shape[0]:
             raise ValueError(
                 f"the prompts hold {int(image_positions.sum())} <image> tokens but the images give {visual.shape[0]} "
@@ -911,7 +980,7 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
             )
         inputs_embeds = inputs_embeds.masked_scatter(image_positions.unsqueeze(-1), visual.to(inputs_embeds.dtype))
         clue_positions = input_ids == self.config.clue_token_id
-        clue_tokens = features["clue_tokens"]
+        clue_tokens = features.clue_tokens
         expected = 0 if clue_tokens is None else clue_tokens.shape[0] * clue_tokens.shape[1]
         if int(clue_positions.sum()) != expected:
             raise ValueError(
@@ -924,7 +993,7 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         return inputs_embeds
 
     def _wants_consistency(self, features, disease_labels) -> bool:
-        return (disease_labels is not None and features is not None and features["clue_tokens"] is not None
+        return (disease_labels is not None and features is not None and features.clue_tokens is not None
                 and self.config.clue_config.consistency_loss_weight > 0)
 
     def _clue_slot_logits(self, input_ids: torch.Tensor, last_hidden: torch.Tensor) -> torch.Tensor:
@@ -1020,8 +1089,8 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
             cache=lm_output.get("cache"),
             hidden_states=lm_output.get("hidden_states"),
             attentions=lm_output.get("attentions"),
-            disease_probs=features["disease_probs"] if features else None,
-            clue_states=features["clue_states"] if features else None,
+            disease_probs=features.disease_probs if features is not None else None,
+            clue_states=features.clue_states if features is not None else None,
             clue_logits=clue_logits,
         )
 
@@ -1051,6 +1120,8 @@ __all__ = [
     "TRRGContrastiveOutput",
     "TRRGCausalLMOutputWithPast",
     "TRRGDiseasePerception",
+    "TRRGCluePrediction",
+    "TRRGMultimodalFeatures",
     "multi_positive_contrastive_loss",
     "multi_positive_loss_from_logits",
     "smooth_max",
@@ -1075,4 +1146,4 @@ __all__ = [
 # Hub bundle: saving a model copies these files and writes auto_map, so users load it with
 # AutoModel.from_pretrained(folder_or_hub_id, trust_remote_code=True).
 TRRGContrastiveModel.register_for_auto_class("AutoModel")
-TRRGForConditionalGeneration.register_for_auto_class("AutoModel")
+TRRGForConditionalGeneration.register_for_auto_class("AutoModel")  # and AutoModelForImageTextToText: see __init__

@@ -271,15 +271,24 @@ def test_clue_tokens_are_distinct_per_disease_and_state_at_word_embedding_scale(
     assert cosines[~torch.eye(14, dtype=torch.bool)].abs().mean() < 0.3  # not one shared "abnormal" direction
 
 
-def test_clue_tokens_match_a_pretrained_llm_word_scale():
-    from trrg.modeling.modeling_trrg import TRRGClueInjector
+def test_clue_tokens_match_the_scale_the_llm_reads_words_at():
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3TextScaledWordEmbedding
+
     from trrg.modeling.configuration_trrg import TRRGClueConfig
+    from trrg.modeling.modeling_trrg import TRRGClueInjector
 
     injector = TRRGClueInjector(TRRGClueConfig(), num_diseases=14, projection_dim=8, llm_width=32)
     torch.nn.init.normal_(injector.token_table, std=0.02)
-    words = torch.randn(100, 32) * 3.0  # a pretrained LLM's embeddings, far from init scale
+    words = torch.nn.Embedding(100, 32)
+    torch.nn.init.normal_(words.weight, std=3.0)  # a pretrained LLM's embeddings, far from init scale
     injector.match_word_embedding_scale(words)
-    assert torch.allclose(injector.token_table.norm(dim=-1).mean(), words.norm(dim=-1).mean(), rtol=1e-4)
+    assert torch.allclose(injector.token_table.norm(dim=-1).mean(), words.weight.norm(dim=-1).mean(), rtol=1e-4)
+    # Gemma 3 multiplies its table by sqrt(width) inside the embedding module: the clue tokens, placed
+    # after the lookup, must match what the module outputs, not the table.
+    scaled = Gemma3TextScaledWordEmbedding(100, 32, padding_idx=0, embed_scale=32 ** 0.5)
+    scaled.weight.data.copy_(words.weight.data)
+    injector.match_word_embedding_scale(scaled)
+    assert torch.allclose(injector.token_table.norm(dim=-1).mean(), 32 ** 0.5 * words.weight.norm(dim=-1).mean(), rtol=1e-4)
 
 
 def test_image_token_grid_must_be_a_fixed_count():
