@@ -101,10 +101,9 @@ def build_pretrain_model(preset_name: str = "tiny", vision: str | None = None, t
     torch.manual_seed(seed)
     model = TRRGContrastiveModel(config)
     if isinstance(vision or preset.vision, str):
-        model.vision_model.backbone = AutoModel.from_pretrained(vision or preset.vision)
+        _load_pretrained_backbone(model, "vision_model.backbone", "vision_config", AutoModel, vision or preset.vision)
     if isinstance(text or preset.text, str):
-        model.text_model = AutoModel.from_pretrained(text or preset.text)
-        model.text_model.resize_token_embeddings(len(tokenizer))
+        _load_pretrained_backbone(model, "text_model", "text_config", AutoModel, text or preset.text, tokenizer)
     return model, build_processor(tokenizer, config)
 
 
@@ -136,15 +135,33 @@ def build_finetune_model(preset_name: str = "tiny", vision: str | None = None, l
     torch.manual_seed(seed)
     model = TRRGForConditionalGeneration(config)
     if pretrained_vision:
-        model.vision_model.backbone = AutoModel.from_pretrained(vision or preset.vision)
+        _load_pretrained_backbone(model, "vision_model.backbone", "vision_config", AutoModel, vision or preset.vision)
     _pair_shared_init(model, seed)
     if isinstance(llm_spec, str):
-        model.language_model = AutoModelForCausalLM.from_pretrained(llm_spec)
-        model.language_model.resize_token_embeddings(len(tokenizer))
-        model.config.text_config = model.language_model.config
+        _load_pretrained_backbone(model, "language_model", "text_config", AutoModelForCausalLM, llm_spec, tokenizer)
         model.clue_injector.match_word_embedding_scale(model.get_input_embeddings())
     set_generation_defaults(model)
     return model, build_processor(tokenizer, config)
+
+
+def _load_pretrained_backbone(model, attribute: str, config_key: str, auto_class, source: str, tokenizer=None) -> None:
+    """Put ``source``'s pretrained weights in the backbone at ``model.<attribute>`` (built random from
+    the config), and make the loaded backbone's config the TRRG config's ``config_key``: one object, so
+    that config.json says what the weights are after any resize (a stale vocab_size made a saved
+    folder unloadable: "size mismatch ... ckpt: [834, 64] vs model: [836, 64]").
+
+    Loaded under TRRG's copy of the config (special token ids set from the tokenizer) and in the
+    model's dtype, as reloading the saved folder gives it. With a tokenizer, the embeddings grow to
+    hold it (``<image>``/``<clue>`` were added); spare rows beyond it are kept (real checkpoints pad
+    the vocabulary, often to a multiple of 64 for fast matmuls).
+    """
+    parent_name, _, name = attribute.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    backbone = auto_class.from_pretrained(source, config=getattr(model.config, config_key), dtype=model.dtype)
+    if tokenizer is not None and len(tokenizer) > backbone.get_input_embeddings().num_embeddings:
+        backbone.resize_token_embeddings(len(tokenizer))
+    setattr(parent, name, backbone)
+    setattr(model.config, config_key, backbone.config)
 
 
 def _pair_shared_init(model, seed: int) -> None:

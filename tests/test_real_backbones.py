@@ -96,3 +96,48 @@ def test_lora_vision_adapts_a_vit_and_refuses_a_convolutional_encoder(tiny_token
     resnet_model = copy.deepcopy(tiny_finetune_model[0])  # the tiny preset's ResNet: convolutions only
     with pytest.raises(ValueError, match="--lora_vision: the vision encoder .* has no linear layers"):
         prepare_for_training(resnet_model, args)
+
+
+def test_folders_reload_whether_the_vocabulary_grew_or_was_padded(tiny_tokenizer, tmp_path):
+    """config.json says what the weights hold, so what `trrg init`/`trrg bridge` write reloads. A text
+    encoder or LM smaller than its tokenizer grows to hold it; RoBERTa's vocabulary padded with 2 spare
+    rows (real checkpoints pad theirs) is kept. Resizing it down to the tokenizer once left config.json
+    at the padded size: "size mismatch ... ckpt: [834, 64] vs model: [836, 64]" on reload."""
+    from transformers import RobertaConfig, RobertaModel
+
+    from trrg.assembly.build import build_finetune_model, build_pretrain_model
+    from trrg.assembly.hub_folders import load_model_folder, save_hub_folder
+
+    _save_backbones(tmp_path, tiny_tokenizer)  # a BERT of the tokenizer's size, a Llama 2 rows short of it
+    RobertaModel(RobertaConfig(vocab_size=len(tiny_tokenizer) + 2, hidden_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=64, max_position_embeddings=96,
+                               pad_token_id=tiny_tokenizer.pad_token_id)).save_pretrained(tmp_path / "roberta")
+    tiny_tokenizer.save_pretrained(tmp_path / "roberta")
+    built = {"roberta": build_pretrain_model("tiny", text=str(tmp_path / "roberta")),
+             "llama": build_finetune_model("tiny", llm=str(tmp_path / "llama"))}
+    for name, (model, processor) in built.items():
+        backbone = model.text_model if name == "roberta" else model.language_model
+        rows = backbone.get_input_embeddings().num_embeddings
+        assert rows == len(tiny_tokenizer) + 2 if name == "roberta" else rows == len(tiny_tokenizer)
+        assert model.config.text_config is backbone.config and backbone.config.vocab_size == rows
+        loaded, _ = load_model_folder(save_hub_folder(model, processor, tmp_path / f"folder-{name}"),
+                                      expected="trrg_contrastive" if name == "roberta" else "trrg")
+        reloaded = loaded.text_model if name == "roberta" else loaded.language_model
+        assert torch.equal(reloaded.get_input_embeddings().weight, backbone.get_input_embeddings().weight), name
+
+
+def test_clue_tokens_start_at_the_scale_gemma3_reads_words_at(tiny_tokenizer, tmp_path):
+    """Gemma 3 scales its embedding table by sqrt(width) inside the embedding module: the clue tokens,
+    written after the lookup, start at the norm of what the LM reads, not of the table."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from trrg.assembly.build import build_finetune_model
+
+    Gemma3ForCausalLM(Gemma3TextConfig(vocab_size=len(tiny_tokenizer), hidden_size=64, intermediate_size=64,
+                                       num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                                       pad_token_id=tiny_tokenizer.pad_token_id)).save_pretrained(tmp_path / "gemma3")
+    tiny_tokenizer.save_pretrained(tmp_path / "gemma3")
+    model, _ = build_finetune_model("tiny", llm=str(tmp_path / "gemma3"))
+    table = model.get_input_embeddings().weight.norm(dim=-1).mean()
+    clue_tokens = model.clue_injector.token_table.norm(dim=-1).mean()
+    assert torch.allclose(clue_tokens, 64 ** 0.5 * table, rtol=0.05)
