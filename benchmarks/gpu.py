@@ -87,12 +87,16 @@ def build_stage(stage: str, size: str, tokenizer, device, lora_r: int = 16, grad
                                     attn_implementation=attn_implementation)
     processor = build_processor(tokenizer, model.config)
     if stage == "finetune":
+        from trrg.assembly.memory_plan import LORA_TARGETS
         from trrg.trainers.arguments import TRRGFinetuneArguments
         from trrg.trainers.finetune_trainer import prepare_for_training
 
         with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # The plan's targets (q/k/v/o), so measurement and estimate count the same adapters;
+            # --lora_target_modules auto picks peft's q/v for Llama.
             args = TRRGFinetuneArguments(output_dir=folder, lora_r=lora_r, report_to="none",
+                                         lora_target_modules=",".join(LORA_TARGETS),
                                          use_cpu=torch.device(device).type != "cuda")
             prepare_for_training(model, args)
     if precision == "bf16":
