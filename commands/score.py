@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trrg.evaluation.clinical import UNCERTAIN_POLICIES
-from trrg.evaluation.score import TEXT_CLEANINGS, ScoreInputError, score_reports
+from trrg.evaluation.score import TEXT_CLEANINGS, ScoreInputError, contradiction_examples, score_reports
 from trrg.evaluation.tables import metrics_table
 from trrg.evaluation.truthfulness import DEFAULT_PERCEPTION_THRESHOLD, clue_decisions
 from trrg.processing.files import ReportFileError, read_report_records, write_json_atomically
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             disease_probs=disease_probs,
             perception_threshold=args.perception_threshold,
         )
+        scores["self_contradiction_examples"] = contradiction_examples([predictions[key] for key in ids], ids)
     except (ValueError, OSError) as error:
         print(f"trrg score: error: {error}", file=sys.stderr)
         return 1

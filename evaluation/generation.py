@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from trrg.evaluation.score import score_reports
+from trrg.evaluation.score import contradiction_examples, score_reports
 from trrg.evaluation.truthfulness import clue_decisions
 from trrg.modeling.modeling_trrg import clue_states_from_probs
 from trrg.processing.files import write_json_atomically, write_jsonl_atomically
@@ -77,7 +77,9 @@ def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int 
                             perception_threshold=perception_threshold)
     metrics.update({"generation": {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False,
                                    "clues": "zero-shot perception" if clue_probs_for is None else "given"},
-                    "skipped_studies": len(rows) - len(predictions), **versions(), **(protocol or {})})
+                    "skipped_studies": len(rows) - len(predictions), **versions(), **(protocol or {}),
+                    "self_contradiction_examples": contradiction_examples([p["report"] for p in predictions],
+                                                                          [p["id"] for p in predictions])})
     write_json_atomically(out / "metrics.json", metrics)
     return metrics
 

@@ -17,6 +17,8 @@ from trrg.evaluation.clinical import clinical_efficacy_from_reports
 from trrg.evaluation.nlg import nlg_scores
 from trrg.evaluation.truthfulness import DEFAULT_PERCEPTION_THRESHOLD
 from trrg.evaluation.truthfulness import clue_decisions
+from trrg.evaluation.truthfulness import self_contradiction_examples
+from trrg.evaluation.truthfulness import self_contradictions
 from trrg.evaluation.truthfulness import truthfulness_scores
 
 TextCleaning = Literal["r2gen", "none"]
@@ -95,16 +97,32 @@ def ce_report_scores(
     _check_lengths(predictions, references)
     first_references = [_as_reference_list(refs, index)[0] for index, refs in enumerate(references)]
     decisions, perception_protocol = _clue_decisions(len(predictions), clues, disease_probs, perception_threshold)
+    contradictions = self_contradictions([labelled_sentences(report) for report in predictions])
     if decisions is None:
-        return clinical_efficacy_from_reports(list(predictions), first_references, uncertain)
+        return {**clinical_efficacy_from_reports(list(predictions), first_references, uncertain), **contradictions}
     from trrg.processing.labeler import label_reports
 
     predicted_labels, reference_labels = label_reports(list(predictions)), label_reports(first_references)
     return {
         **clinical_efficacy(predicted_labels, reference_labels, uncertain),
         **truthfulness_scores(decisions, predicted_labels, reference_labels, uncertain),
+        **contradictions,
         **perception_protocol,
     }
+
+
+def contradiction_examples(predictions: Sequence[str], ids: Sequence, limit: int = 5) -> list[dict]:
+    """The first ``limit`` self-contradicting sentence pairs of the predictions, by study id (written
+    beside the metrics by ``trrg score`` and ``trrg evaluate``)."""
+    return self_contradiction_examples([labelled_sentences(report) for report in predictions], ids, limit)
+
+
+def labelled_sentences(report: str) -> list[tuple[str, dict]]:
+    """The report's sentences, each with its own labels (``label_report`` of the sentence alone)."""
+    from trrg.processing.labeler import label_report
+    from trrg.processing.text import split_sentences
+
+    return [(sentence, label_report(sentence)) for sentence in split_sentences(report.lower()) if sentence.strip()]
 
 
 def _clue_decisions(count: int, clues, disease_probs, threshold: float):

@@ -19,6 +19,11 @@ CHEXPERT_OBSERVATIONS order), so they are testable without a labeler or a model:
   not), ``"ignore"`` (pairs where the report is uncertain are left out of every count).
   A rate with a zero denominator is ``None``, with its count 0.
 
+- ``self_contradiction_*`` (``self_contradictions``): the share of reports in which one finding is
+  affirmed (positive) by one sentence and negated by another, from sentence-level labels; needs no
+  clues. Counts per observation come with it; ``self_contradiction_examples`` lists a few cases
+  (``trrg score`` and ``trrg evaluate`` write them beside the metrics).
+
 Decisions come from the prediction rows (``clue_decisions``): ``clues`` (the model's binary
 decisions) when present, else ``disease_probs >= threshold`` (default 0.5); neither: no metrics.
 Definitions in docs/METRICS.md.
@@ -27,6 +32,7 @@ Definitions in docs/METRICS.md.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -217,3 +223,44 @@ def truthfulness_scores(
         **perception_efficacy(decisions, reference_labels, uncertain),
         **clue_faithfulness(decisions, report_labels, uncertain),
     }
+
+
+# A negation qualified like this leaves room for what another sentence affirms ("a 6 mm nodule ... no
+# other nodules", "healed rib fractures ... no acute osseous abnormality", "scarring ... no focal
+# airspace disease"): radiology's idioms for "nothing beyond what was said", not contradictions.
+QUALIFIED_NEGATION = re.compile(r"\b(other|otherwise|additional|further|acute|new|focal|elsewhere)\b")
+
+
+def contradicted_findings(sentences: Sequence[tuple[str, LabelDict]]) -> list[tuple[str, str, str]]:
+    """(observation, affirming sentence, negating sentence) for each of the 13 findings that one
+    sentence of a report states as positive and another negates without qualification
+    (``QUALIFIED_NEGATION``); the first of each, in order."""
+    contradictions = []
+    for name in CLUE_OBSERVATIONS:
+        affirmed = next((text for text, labels in sentences if labels.get(name) == 1), None)
+        negated = next((text for text, labels in sentences
+                        if labels.get(name) == 0 and not QUALIFIED_NEGATION.search(text.lower())), None)
+        if affirmed is not None and negated is not None:
+            contradictions.append((name, affirmed, negated))
+    return contradictions
+
+
+def self_contradictions(reports: Sequence[Sequence[tuple[str, LabelDict]]]) -> dict[str, float | int | None]:
+    """``self_contradiction_rate``: the share of reports that affirm and negate the same finding in
+    different sentences (``reports``: per report, its sentences with their labels), with the count and
+    the number of such reports per observation."""
+    found = [{case[0] for case in contradicted_findings(sentences)} for sentences in reports]
+    count = sum(bool(names) for names in found)
+    return {
+        "self_contradiction_rate": _rate(count, len(reports)),
+        "self_contradiction_count": count,
+        **{f"self_contradiction_count/{name}": sum(name in names for names in found) for name in CLUE_OBSERVATIONS},
+    }
+
+
+def self_contradiction_examples(reports: Sequence[Sequence[tuple[str, LabelDict]]], ids: Sequence,
+                                limit: int = 5) -> list[dict]:
+    """The first ``limit`` self-contradictions: study id, observation, the affirming and the negating sentence."""
+    examples = [{"id": study_id, "observation": name, "affirmed": affirmed, "negated": negated}
+                for study_id, sentences in zip(ids, reports) for name, affirmed, negated in contradicted_findings(sentences)]
+    return examples[:limit]

@@ -234,6 +234,7 @@ def test_cli_with_clues_equals_score_reports(tmp_path, capsys):
     written = json.loads(out.read_text())
     expected = score_reports([PREDICTIONS[i] for i in IDS], [REFERENCES[i] for i in IDS], meteor=False,
                              clues=[CLUES[i] for i in IDS])
+    assert isinstance(written.pop("self_contradiction_examples"), list)  # written beside the metrics
     assert written == pytest.approx(expected)
     assert written["clue_drop_rate"] == pytest.approx(1 / 3) and written["perception_threshold"] is None
     assert "clue_drop_rate" in capsys.readouterr().out
@@ -332,3 +333,30 @@ def test_metrics_table_shows_truthfulness_when_present():
     plain = metrics_table({"ce_macro_f1_14": 0.4})
     assert "perception" not in plain and "clue_" not in plain and "ce_normal_collapse" in plain
 
+
+
+def test_self_contradiction_counts_reports_that_affirm_and_negate_one_finding():
+    from trrg.evaluation.truthfulness import self_contradiction_examples, self_contradictions
+
+    positive, negative = {"Pneumothorax": 1}, {"Pneumothorax": 0}
+    reports = [
+        [("small left pneumothorax", positive), ("no pneumothorax", negative)],  # contradicts itself
+        [("small left pneumothorax", positive), ("heart size normal", {"Cardiomegaly": 0})],  # two findings: fine
+        [("no pneumothorax", negative), ("no pneumothorax", negative)],  # repeated negation: fine
+        [("small left pneumothorax", positive), ("no other pneumothorax", negative)],  # a qualified negation
+    ]
+    scores = self_contradictions(reports)
+    assert scores["self_contradiction_rate"] == 0.25 and scores["self_contradiction_count"] == 1
+    assert scores["self_contradiction_count/Pneumothorax"] == 1 and scores["self_contradiction_count/Edema"] == 0
+    assert self_contradiction_examples(reports, ["a", "b", "c", "d"]) == [
+        {"id": "a", "observation": "Pneumothorax", "affirmed": "small left pneumothorax", "negated": "no pneumothorax"}]
+    assert self_contradictions([])["self_contradiction_rate"] is None
+
+
+def test_score_reports_labels_each_sentence_for_self_contradiction():
+    from trrg.evaluation.score import score_reports
+
+    predictions = ["a 6 mm nodule in the left lower lobe . no pulmonary nodules .",
+                   "there is moderate pulmonary edema . no pleural effusion ."]
+    scores = score_reports(predictions, ["no acute disease ."] * 2, meteor=False)
+    assert scores["self_contradiction_rate"] == 0.5 and scores["self_contradiction_count/Lung Lesion"] == 1
