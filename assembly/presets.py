@@ -81,8 +81,10 @@ RECIPES: dict[str, dict[str, dict]] = {
         # style (BLEU-4 0.316 -> 0.325); 5e-5 wrote 10x more unsupported findings (0.013 -> 0.152), the
         # finetune recipe's 2e-3 cost 0.15. Thresholds tuned on 200 studies were worse than the model's
         # own (perception macro-F1 0.703 vs 0.715): kept.
+        # Warm-up as a share of the steps: a site's few hundred studies make ~20 steps an epoch, and a
+        # count of 20 spent nearly the whole run warming up.
         "continue": {"learning_rate": 5e-6, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
-            "num_train_epochs": 5, "warmup_steps": 20, "lr_scheduler_type": "cosine", "weight_decay": 0.01,
+            "num_train_epochs": 5, "warmup_steps": 0.1, "lr_scheduler_type": "cosine", "weight_decay": 0.01,
             "calibrate_clue_thresholds": False,
             "max_grad_norm": 1.0},
     },
@@ -96,7 +98,7 @@ RECIPES: dict[str, dict[str, dict]] = {
         # Not measured (no GPU): the finetune recipe's rate divided by 10 (LoRA adapters want more than the
         # tiny preset's full fine-tuning), the model's own thresholds kept as measured on tiny.
         "continue": {"learning_rate": 2e-5, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8,
-            "num_train_epochs": 2, "warmup_steps": 50, "lr_scheduler_type": "cosine", "weight_decay": 0.0,
+            "num_train_epochs": 2, "warmup_steps": 0.1, "lr_scheduler_type": "cosine", "weight_decay": 0.0,
             "calibrate_clue_thresholds": False, "max_grad_norm": 1.0, "lora_r": 16},
     },
 }

@@ -6,7 +6,10 @@
     trrg finetune ... --resume          # continue from the newest checkpoint in --output_dir
 
 Every option the command line leaves out comes from the preset's recipe (``trrg.assembly.presets``).
-Writes OUTPUT_DIR/final: a hub-ready folder with LoRA merged.
+When --data has the evaluation split (--eval_split, default val) and the command line sets none of
+--eval_strategy/--save_strategy/--load_best_model_at_end/--save_total_limit/--logging_steps, each
+epoch is evaluated (CE macro-F1 on generated reports), the loss is logged 20 times a run and the
+best epoch is kept. Writes OUTPUT_DIR/final: a hub-ready folder with LoRA merged.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import sys
 from pathlib import Path
 
 from trrg.assembly.hub_folders import export_hub_folder
-from trrg.commands.parsing import parse_with_resume, recipe_argv
+from trrg.commands.parsing import evaluation_argv, parse_with_resume, recipe_argv
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments
 from trrg.trainers.checkpointing import resume_point, save_log_history
 from trrg.trainers.distributed import end_process_group
@@ -26,7 +29,7 @@ USAGE = "%(prog)s (--model B | --pretrain_model P [--llm L]) --data D --output_d
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = recipe_argv(list(sys.argv[1:] if argv is None else argv), stage="finetune")
+    argv = evaluation_argv(recipe_argv(list(sys.argv[1:] if argv is None else argv), stage="finetune"))
     args, data_args = parse_with_resume((TRRGFinetuneArguments, TRRGDataArguments), argv, "trrg finetune", __doc__, USAGE)
     trainer, processor = build_finetuner(args, data_args)
     trainer.train(resume_from_checkpoint=resume_point(args))

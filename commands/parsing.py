@@ -23,15 +23,46 @@ def recipe_argv(argv: list[str], stage: str) -> list[str]:
             preset = value
     if stage == "finetune" and (trained_on := fine_tuned_on(_flag_value(argv, "--model"))) is not None:
         stage = "continue"
-        recipe = recipe_options(preset, stage)
+        applied = {**recipe_options(preset, stage), **{key: value for key in recipe_options(preset, stage)
+                                                        if (value := _flag_value(argv, f"--{key}")) is not None}}
         print(f"--model was already fine-tuned (on {trained_on!r}): the {preset!r} preset's \"continue\" recipe fills "
-              f"the options you leave out (learning rate {recipe['learning_rate']:g}, {recipe['num_train_epochs']} "
-              "epochs; a higher rate erases what the model learned). Pass --learning_rate etc. to change them.",
+              "the options you leave out (a higher rate erases what the model learned); applied: learning rate "
+              f"{float(applied['learning_rate']):g}, {applied['num_train_epochs']} epochs, warm-up "
+              f"{_warmup(applied['warmup_steps'])}, clue thresholds "
+              f"{'re-tuned' if str(applied.get('calibrate_clue_thresholds', True)) == 'True' else 'kept'}.",
               file=sys.stderr)
     recipe = []
     for key, value in recipe_options(preset, stage).items():
         recipe += [f"--{key}", str(value)]
     return recipe + list(argv)
+
+
+def _warmup(value) -> str:
+    """``--warmup_steps``: a count, or below 1 a share of the training steps (TrainingArguments' rule)."""
+    value = float(value)
+    return f"{value:.0%} of the steps" if value < 1 else f"{value:g} steps"
+
+
+# Stage 2 evaluates each epoch when the data has an evaluation split, logs the loss 20 times a run and
+# ends on the best epoch (by --metric_for_best_model), unless the command line says otherwise.
+EVALUATION_EACH_EPOCH = {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True,
+                         "save_total_limit": 2, "logging_steps": 0.05}
+
+
+def evaluation_argv(argv: list[str]) -> list[str]:
+    """``EVALUATION_EACH_EPOCH`` in front of ``argv`` when ``--data`` has the ``--eval_split`` split and the
+    command line sets none of those options; else ``argv``."""
+    if any(_flag_value(argv, f"--{key}") is not None for key in EVALUATION_EACH_EPOCH) or not _flag_value(argv, "--data"):
+        return argv
+    from trrg.processing.studies import StudyDataError, load_studies
+
+    try:
+        splits = load_studies(_flag_value(argv, "--data"), image_root=_flag_value(argv, "--image_root"))
+    except (StudyDataError, OSError, ValueError):
+        return argv  # the command's own loading names what is wrong
+    if (_flag_value(argv, "--eval_split") or "val") not in splits:
+        return argv
+    return [item for key, value in EVALUATION_EACH_EPOCH.items() for item in (f"--{key}", str(value))] + argv
 
 
 def fine_tuned_on(model: str | None) -> str | None:

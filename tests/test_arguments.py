@@ -201,5 +201,20 @@ def test_finetuning_an_already_fine_tuned_model_takes_the_continue_recipe(tiny_f
     continue_rate = RECIPES["tiny"]["continue"]["learning_rate"]
     assert argv[:2] == ["--learning_rate", str(continue_rate)] and continue_rate <= RECIPES["tiny"]["finetune"]["learning_rate"] / 10
     assert argv[-2:] == ["--num_train_epochs", "2"]  # the user's flags still come last and win
-    assert "already fine-tuned (on 'phantom')" in capsys.readouterr().err
+    stated = capsys.readouterr().err
+    assert "already fine-tuned (on 'phantom')" in stated
+    assert "2 epochs" in stated and "warm-up 10% of the steps" in stated  # what is applied, the user's flags included
     assert recipe_argv(["--model", "no-such/model-id"], "finetune")[:2] == ["--learning_rate", "0.002"]
+
+
+def test_finetune_evaluates_each_epoch_when_the_data_has_an_evaluation_split(tiny_phantom, tmp_path):
+    from trrg.commands.parsing import EVALUATION_EACH_EPOCH, evaluation_argv
+
+    argv = ["--data", str(tiny_phantom), "--output_dir", str(tmp_path)]
+    added = evaluation_argv(argv)
+    assert added[-len(argv):] == argv and added[:2] == ["--eval_strategy", "epoch"]
+    assert len(added) == len(argv) + 2 * len(EVALUATION_EACH_EPOCH)
+    assert evaluation_argv(argv + ["--eval_split", "validation"]) == argv + ["--eval_split", "validation"]  # no such split
+    assert evaluation_argv(argv + ["--eval_strategy", "no"]) == argv + ["--eval_strategy", "no"]  # the user said
+    args, _ = parse_with_resume((TRRGFinetuneArguments, TRRGDataArguments), added + ["--use_cpu", "True"], "test")
+    assert args.load_best_model_at_end and args.logging_steps == 0.05 and args.save_total_limit == 2
