@@ -60,7 +60,8 @@ def evaluation_argv(argv: list[str]) -> list[str]:
         splits = load_studies(_flag_value(argv, "--data"), image_root=_flag_value(argv, "--image_root"))
     except (StudyDataError, OSError, ValueError):
         return argv  # the command's own loading names what is wrong
-    if (_flag_value(argv, "--eval_split") or "val") not in splits:
+    split = _flag_value(argv, "--eval_split")
+    if (split if split is not None else "val") not in splits:  # --eval_split "": no evaluation
         return argv
     return [item for key, value in EVALUATION_EACH_EPOCH.items() for item in (f"--{key}", str(value))] + argv
 

@@ -216,5 +216,6 @@ def test_finetune_evaluates_each_epoch_when_the_data_has_an_evaluation_split(tin
     assert len(added) == len(argv) + 2 * len(EVALUATION_EACH_EPOCH)
     assert evaluation_argv(argv + ["--eval_split", "validation"]) == argv + ["--eval_split", "validation"]  # no such split
     assert evaluation_argv(argv + ["--eval_strategy", "no"]) == argv + ["--eval_strategy", "no"]  # the user said
+    assert evaluation_argv(argv + ["--eval_split", ""]) == argv + ["--eval_split", ""]  # "": no evaluation
     args, _ = parse_with_resume((TRRGFinetuneArguments, TRRGDataArguments), added + ["--use_cpu", "True"], "test")
     assert args.load_best_model_at_end and args.logging_steps == 0.05 and args.save_total_limit == 2
