@@ -7,7 +7,8 @@ function, because a top-level third-party import becomes a hard requirement of t
 * ``load_xray_image(source)``: any supported X-ray source -> 8-bit grayscale PIL image (mode "L"),
   bone bright, or an ``XRayImageError`` that names the source and the fix.
 * ``TRRGImageProcessor``: studies (lists of views) -> ``pixel_values`` (batch, views, 3, H, W) and
-  ``view_mask`` (batch, views).
+  ``view_mask`` (batch, views). A study's DICOM views are put in reading order by their tags
+  (``dicom_view``, ``view_order``: frontal first), as ``trrg prepare`` stores them.
 
 Intensity choices (ours, the paper is silent):
 * 8-bit inputs keep their values; RGB is reduced to luma (ITU-R 601), as exports of grayscale
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -333,6 +335,108 @@ def _voi_output_range(dataset, apply_voi_lut) -> tuple[float | None, float | Non
 
 
 # ---------------------------------------------------------------------------------------------
+# Views: which one is frontal, from the DICOM tags (``trrg prepare`` orders studies with these too)
+# ---------------------------------------------------------------------------------------------
+
+FRONTAL_VIEWS = ("PA", "AP")  # best first: PA is the standard frontal film, AP the portable one
+LATERAL_VIEWS = ("LATERAL", "LL", "RL")
+# ViewCodeSequence meanings (DICOM CID 4010) and description words -> the ViewPosition they mean
+VIEW_CODE_MEANINGS = {"postero-anterior": "PA", "antero-posterior": "AP", "left lateral": "LL", "right lateral": "RL",
+                      "lateral": "LATERAL", "latero-medial": "LATERAL", "medio-lateral": "LATERAL"}  # fmt: skip
+DESCRIPTION_WORDS = {"PA": "PA", "AP": "AP", "LAT": "LATERAL", "LATERAL": "LATERAL", "LL": "LL", "RL": "RL"}
+VIEW_TAGS = "ViewPosition, ViewCodeSequence, SeriesDescription, ProtocolName"
+
+
+def dicom_view(dataset) -> str:
+    """PA, AP, LATERAL, LL, RL, another ViewPosition value, or "" when no tag names the view.
+
+    ``ViewPosition`` first; where a PACS leaves it empty, the view code's meaning
+    (``ViewCodeSequence``: "postero-anterior", "left lateral", ...), then one PA/AP/LAT word in
+    ``SeriesDescription`` or ``ProtocolName`` ("CHEST PA"; "PA AND LAT", a combined series, names none).
+    """
+    view = str(dataset.get("ViewPosition", "") or "").strip().upper()
+    if view:
+        return view
+    for item in dataset.get("ViewCodeSequence", None) or []:
+        meaning = str(item.get("CodeMeaning", "") or "").strip().lower()
+        if meaning in VIEW_CODE_MEANINGS:
+            return VIEW_CODE_MEANINGS[meaning]
+    for tag in ("SeriesDescription", "ProtocolName"):
+        words = re.findall(r"[A-Z]+", str(dataset.get(tag, "") or "").upper())
+        named = {DESCRIPTION_WORDS[word] for word in words if word in DESCRIPTION_WORDS}
+        if len(named) == 1:
+            return named.pop()
+    return ""
+
+
+def view_order(views: Sequence[str]) -> list[int]:
+    """The reading order of a study's views (indices into ``views``): the best frontal (PA before
+    AP), the best lateral (LATERAL, LL, RL), the other frontals, the other laterals, then the views
+    that are neither. Stable: equal views keep their given order. The model reads the first view as
+    the frontal one."""
+    frontal = sorted((i for i, view in enumerate(views) if view in FRONTAL_VIEWS), key=lambda i: FRONTAL_VIEWS.index(views[i]))
+    lateral = sorted((i for i, view in enumerate(views) if view in LATERAL_VIEWS), key=lambda i: LATERAL_VIEWS.index(views[i]))
+    rest = [i for i, view in enumerate(views) if view not in FRONTAL_VIEWS and view not in LATERAL_VIEWS]
+    return frontal[:1] + lateral[:1] + frontal[1:] + lateral[1:] + rest
+
+
+def source_view(source: Any) -> str | None:
+    """The view a DICOM source's tags name ("" for none), or None for a source that is not a DICOM
+    (or whose header cannot be read: loading it says why). Reads the header only, never the pixels."""
+    if _is_pydicom_dataset(source):
+        return dicom_view(source)
+    if isinstance(source, dict):
+        data, path = source.get("bytes"), source.get("path")
+        if not data:
+            return source_view(path) if path else None
+        force_dicom = bool(path) and Path(str(path)).suffix.lower() in DICOM_SUFFIXES
+        return _header_view(io.BytesIO(bytes(data))) if _is_dicom_start(data, force_dicom) else None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _header_view(io.BytesIO(bytes(source))) if _is_dicom_start(source, False) else None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            with path.open("rb") as file:
+                start = file.read(DICOM_MAGIC_OFFSET + 4)
+        except OSError:
+            return None
+        return _header_view(path) if _is_dicom_start(start, path.suffix.lower() in DICOM_SUFFIXES) else None
+    return None
+
+
+def _is_dicom_start(data, force_dicom: bool) -> bool:
+    return force_dicom or bytes(data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4]) == b"DICM"
+
+
+def _header_view(source) -> str | None:
+    try:
+        pydicom, _, _ = _import_pydicom()
+        return dicom_view(pydicom.dcmread(source, stop_before_pixels=True, force=True))
+    except Exception:  # no pydicom, or a broken header: load_xray_image raises the clear error
+        return None
+
+
+def order_study_views(study: list, study_index: int = 0) -> list:
+    """The study with its DICOM views in reading order (``view_order``) by their tags, whatever
+    order they were given in. Views it cannot place keep their given position: non-DICOM inputs (no
+    tags), and DICOM files no tag names frontal or lateral, each with a warning naming the file."""
+    if len(study) < 2:
+        return list(study)
+    views = [source_view(source) for source in study]
+    placed = [i for i, view in enumerate(views) if view in FRONTAL_VIEWS or view in LATERAL_VIEWS]
+    for i, view in enumerate(views):
+        if view is not None and i not in placed:
+            named = f"ViewPosition {view!r} is neither frontal nor lateral" if view else f"no tag names its view ({VIEW_TAGS})"
+            warnings.warn(f"study {study_index}, view {i} ({describe_source(study[i])}): {named}; it keeps its given "
+                          f"position {i} (frontal views go first). Set ViewPosition (PA, AP, LATERAL) to place it.",
+                          UserWarning, stacklevel=2)  # fmt: skip
+    ordered = list(study)
+    for slot, pick in zip(placed, view_order([views[i] for i in placed])):
+        ordered[slot] = study[placed[pick]]
+    return ordered
+
+
+# ---------------------------------------------------------------------------------------------
 # Geometry and augmentation (PIL only: torchvision is not a dependency)
 # ---------------------------------------------------------------------------------------------
 
@@ -408,7 +512,10 @@ _PREPROCESS_ARGUMENTS = (*_SETTINGS, "augment", "generator", "return_tensors")
 class TRRGImageProcessor(BaseImageProcessor):
     r"""Turns chest X-ray studies into ``pixel_values`` (batch, views, 3, H, W) and ``view_mask``.
 
-    Every view goes through ``load_xray_image`` (paths, bytes, DICOM, PIL, numpy...), is letterboxed
+    A study's DICOM views are first put in reading order by their tags (frontal first:
+    ``order_study_views``), so a study sent lateral-first reads as one sent frontal-first; other
+    inputs keep the order given (the first view is taken as the frontal one). Every view goes
+    through ``load_xray_image`` (paths, bytes, DICOM, PIL, numpy...), is letterboxed
     to ``image_size`` (aspect kept, black padding: stretching would distort the cardiothoracic ratio),
     scaled to [0, 1], normalised with one grayscale mean/std and replicated to 3 channels so that
     RGB-pretrained vision backbones can be used unchanged.
@@ -454,7 +561,8 @@ class TRRGImageProcessor(BaseImageProcessor):
         """Preprocess one image, one study (list of views) or a batch of studies (list of lists).
 
         Args:
-            images: a single image source, a list of views, or a list of such lists.
+            images: a single image source, a list of views, or a list of such lists. DICOM views are
+                put in reading order by their tags (frontal first); other views keep their order.
             return_tensors: "pt" (default), "np" or None.
             augment: apply ``augment_xray`` to each view (training only).
             generator: seeds the augmentation for reproducibility.
@@ -468,6 +576,7 @@ class TRRGImageProcessor(BaseImageProcessor):
         studies = as_studies(images)
         for study_index, study in enumerate(studies):  # structure errors before any decoding
             _check_study(study, study_index, settings["max_views"])
+        studies = [order_study_views(study, study_index) for study_index, study in enumerate(studies)]
         rng = _as_numpy_generator(generator) if augment else None
         batch_views = max(len(study) for study in studies)
         pixel_values = np.zeros((len(studies), batch_views, 3, settings["image_size"], settings["image_size"]), np.float32)
@@ -554,6 +663,8 @@ def _check_settings(image_size: int, image_std: float, max_views: int) -> None:
 
 
 __all__ = [
+    "FRONTAL_VIEWS",
+    "LATERAL_VIEWS",
     "MAX_MEGAPIXELS",
     "MAX_SIDE",
     "MIN_SIDE",
@@ -561,6 +672,10 @@ __all__ = [
     "XRayImageError",
     "augment_xray",
     "check_image_size",
+    "dicom_view",
     "letterbox",
     "load_xray_image",
+    "order_study_views",
+    "source_view",
+    "view_order",
 ]

@@ -235,6 +235,40 @@ def test_processor_shapes_and_view_mask():
     assert one_study["view_mask"].tolist() == [[1, 1]]
 
 
+def _view_code(meaning: str):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.CodeMeaning = meaning
+    return Sequence([item])
+
+
+def test_processor_orders_dicom_views_by_their_tags(tmp_path, recwarn):
+    import pydicom
+
+    frontal = write_dicom(tmp_path / "IM0001", ramp(40, 30, np.uint16, 4095), ViewCodeSequence=_view_code("postero-anterior"))
+    lateral = write_dicom(tmp_path / "IM0002.dcm", ramp(30, 40, np.uint16, 4095)[:, ::-1], SeriesDescription="CHEST LAT")
+    processor = TRRGImageProcessor(image_size=24)
+    expected = processor([[frontal, lateral]])["pixel_values"]
+    for study in ([lateral, frontal], [lateral.read_bytes(), frontal.read_bytes()], [pydicom.dcmread(lateral), str(frontal)],
+                  [{"path": "b.dcm", "bytes": lateral.read_bytes()}, {"path": None, "bytes": frontal.read_bytes()}]):
+        assert torch.equal(processor([study])["pixel_values"], expected)  # read frontal-first whatever the order given
+    assert not recwarn.list
+    png_a, png_b = ramp(), ramp()[:, ::-1].copy()  # non-DICOM inputs keep the order given
+    assert not torch.equal(processor([[png_a, png_b]])["pixel_values"], processor([[png_b, png_a]])["pixel_values"])
+
+
+def test_processor_keeps_and_names_a_dicom_view_no_tag_names(tmp_path):
+    unnamed = write_dicom(tmp_path / "unnamed.dcm", ramp(40, 30, np.uint16, 4095), SeriesDescription="CHEST")
+    lateral = write_dicom(tmp_path / "lat.dcm", ramp(30, 40, np.uint16, 4095), ViewPosition="LL")
+    frontal = write_dicom(tmp_path / "pa.dcm", ramp(36, 30, np.uint16, 4095), ViewPosition="PA")
+    processor = TRRGImageProcessor(image_size=24, max_views=3)
+    with pytest.warns(UserWarning, match=r"study 0, view 0 \(.*unnamed\.dcm\): no tag names its view .*keeps its given position 0"):
+        batch = processor([[unnamed, lateral, frontal]])["pixel_values"]
+        assert torch.equal(batch, processor([[unnamed, frontal, lateral]])["pixel_values"])  # the others still ordered
+
+
 def test_processor_normalises_and_replicates_channels():
     batch = TRRGImageProcessor(image_size=16)(np.full((16, 16), 255, np.uint8))
     pixels = batch["pixel_values"][0, 0]

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from PIL import Image as PILImage
 
 from trrg.modeling.configuration_trrg import CHEXPERT_OBSERVATIONS
-from trrg.modeling.image_processing_trrg import XRayImageError, describe_source, load_xray_image
+from trrg.modeling.image_processing_trrg import XRayImageError, describe_source, load_xray_image, order_study_views
 from trrg.processing.labeler import label_report
 from trrg.processing.text import clean_report
 
@@ -153,7 +153,9 @@ def rows_to_dataset(rows: list[dict]) -> datasets.Dataset:
 
 
 class StudyImageReader:
-    """Decodes a study row's views with ``load_xray_image`` for a collator.
+    """Decodes a study row's views with ``load_xray_image`` for a collator, DICOM views in the
+    order their tags give (``order_study_views``, frontal first), as the processor orders them at
+    inference.
 
     A view that fails to load is skipped and counted (``skipped_images``) with a warning naming the
     study id, the image and the reason; a study whose every view fails is dropped and counted
@@ -169,7 +171,7 @@ class StudyImageReader:
     def read(self, study: Mapping) -> list[PILImage.Image] | None:
         """The study's loadable views, or None when none loads (the study is dropped)."""
         views = []
-        for source in study["images"]:
+        for source in order_study_views(list(study["images"])):  # decoded views carry no tags: order first
             try:
                 views.append(load_xray_image(source))
             except XRayImageError as error:
