@@ -219,6 +219,15 @@ def test_reader_skips_corrupt_images_and_counts(tmp_path, caplog):
         StudyImageReader(strict=True).read({"id": "s1", "images": [str(good), str(corrupt)]})
 
 
+def test_reader_puts_dicom_views_frontal_first_as_the_processor_does(tmp_path):
+    from test_image_processing import ramp, write_dicom
+
+    lateral = write_dicom(tmp_path / "IM1", ramp(30, 40, np.uint16, 4095), SeriesDescription="CHEST LAT")
+    frontal = write_dicom(tmp_path / "IM2", ramp(40, 30, np.uint16, 4095), ViewPosition="PA")
+    views = StudyImageReader().read({"id": "s1", "images": [str(lateral), str(frontal)]})
+    assert [view.size for view in views] == [(30, 40), (40, 30)]  # (width, height): the PA first
+
+
 # --- validate_studies ----------------------------------------------------------------------
 
 
@@ -237,3 +246,39 @@ def test_validate_studies_finds_empty_report_missing_images_and_duplicates(tmp_p
     assert "split 'train', row 2 (id 'noimg'): has no images" in problems[1]
     assert "split 'test', row 0 (id 'ok'): duplicate id, first seen at split 'train', row 0" in problems[2]
     assert validate_studies(studies["train"].select([0])) == []
+
+
+# --- Provenance: the name load_studies gives what it loaded ----------------------------------
+
+
+def test_load_studies_names_what_it_loaded_never_by_its_path(tmp_path):
+    import re
+
+    from trrg.processing.studies import load_studies
+
+    folder = tmp_path / "st_marys_radiology"  # a folder name that names a hospital
+    path = write_r2gen(folder, {"train": [entry("s1"), entry("s2")], "val": [entry("s3", views=1)]})
+    studies = load_studies(path)
+    name = studies["train"].info.dataset_name
+    assert re.fullmatch(r"r2gen data set [0-9a-f]{8}", name) and studies["val"].info.dataset_name == name
+    assert load_studies(folder)["train"].info.dataset_name == name  # the same studies, the same name
+    # a trainer truncates, filters and saves: the name goes along (datasets' own DatasetInfo field)
+    assert studies["train"].select([0]).info.dataset_name == name
+    assert studies["train"].filter(lambda row: row["id"] == "s1").info.dataset_name == name
+    studies.save_to_disk(str(tmp_path / "saved"))
+    assert datasets.load_from_disk(str(tmp_path / "saved"))["val"].info.dataset_name == name
+    assert load_studies(tmp_path / "saved")["train"].info.dataset_name == name  # a saved folder keeps its name
+    assert load_studies(tmp_path / "saved", splits=["val"])["val"].info.dataset_name == name
+
+    other = write_r2gen(tmp_path / "other", {"train": [entry("s1", report="No acute disease."), entry("s2")],
+                                             "val": [entry("s3", views=1)]})  # fmt: skip
+    assert load_studies(other)["train"].info.dataset_name not in (name, None)  # another report, another name
+
+    # an in-memory Dataset that datasets named after its folder (load_dataset does) gets a name of its content
+    rows = [{"images": [str(folder / "images" / "s1" / "0.png")], "report": REPORT}]
+    named = datasets.Dataset.from_list(rows, info=datasets.DatasetInfo(dataset_name="st_marys_radiology"))
+    loaded = load_studies(named)["train"].info.dataset_name
+    assert re.fullmatch(r"records data set [0-9a-f]{8}", loaded) and "marys" not in loaded
+
+    (folder / "phantom_meta.json").write_text("{}")
+    assert {split.info.dataset_name for split in load_studies(folder).values()} == {"phantom"}

@@ -3,7 +3,8 @@
 Each data format is one module of this folder with ``NAME``, ``matches(source) -> bool`` and a
 loader returning a study ``DatasetDict`` (schema: ``trrg.processing.studies.schema``), registered
 once below with ``register_format``. ``load_studies`` asks the formats in order and validates what
-the first match loads, so every command and trainer reads data the same way.
+the first match loads, so every command and trainer reads data the same way, and names it
+(``Dataset.info.dataset_name``, never a path: ``provenance``) so a trainer can record what it read.
 
 Adding a format: write ``processing/studies/<name>.py`` with ``NAME``, ``matches`` and a loader,
 and add one ``register_format`` line here.
@@ -19,6 +20,7 @@ from pathlib import Path
 import datasets
 
 from trrg.processing.studies import r2gen, records, saved
+from trrg.processing.studies.provenance import PHANTOM_NAME, data_set_name, is_phantom, name_studies, recorded_name
 from trrg.processing.studies.r2gen import load_r2gen
 from trrg.processing.studies.records import load_records
 from trrg.processing.studies.schema import (
@@ -82,17 +84,31 @@ def load_studies(source, **options) -> datasets.DatasetDict:
 
     ``options`` go to the format's loader: ``image_root`` (folder that relative image paths resolve
     against), ``splits`` (R2Gen) / ``split`` (records), ``labels`` ("annotation" or "labeler"), ...
-    Raises ``StudyDataError`` naming the source, the rows and the fix.
+    Every split's ``info.dataset_name`` names the data set, never by its path ("phantom", "dicom data
+    set 3f2a9c1e", "r2gen data set 91c0e6b2": ``data_name``). Raises ``StudyDataError`` naming the
+    source, the rows and the fix.
     """
     source = resolve_source(source)
     options = {key: value for key, value in options.items() if value is not None}
-    studies = format_of(source).load(source, **options)
+    study_format = format_of(source)
+    studies = study_format.load(source, **options)
     problems = validate_studies(studies)
     if problems:
         shown = "\n  ".join(problems[:MAX_PROBLEMS_SHOWN])
         more = f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
         raise StudyDataError(f"{source}: {len(problems)} problem(s); fix or remove these rows:\n  {shown}{more}")
-    return studies
+    return name_studies(studies, data_name(source, study_format, studies))
+
+
+def data_name(source, study_format: StudyFormat, studies: datasets.DatasetDict) -> str:
+    """What ``load_studies`` names the studies of ``source``: "phantom" for the phantom; the name a
+    saved folder recorded (``trrg prepare`` records one); else the format and a content fingerprint
+    of the studies loaded."""
+    if is_phantom(source):
+        return PHANTOM_NAME
+    if study_format.name == saved.NAME and recorded_name(studies):
+        return recorded_name(studies)
+    return data_set_name(study_format.name, studies)
 
 
 __all__ = [
@@ -101,6 +117,7 @@ __all__ = [
     "StudyDataError",
     "StudyFormat",
     "StudyImageReader",
+    "data_name",
     "format_of",
     "load_r2gen",
     "load_records",
