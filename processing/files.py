@@ -4,9 +4,11 @@
   JSONL (``{"id", "report", ...}`` per line), an R2Gen ``annotation.json`` (its entries, all
   splits) or CSV (``id`` and ``report`` columns, or one headerless column); each may be gzipped
   (``.jsonl.gz``, as PhysioNet ships its tables).
-* ``open_text(path)``: a text file or its gzip.
-* ``write_json_atomically`` / ``write_jsonl_atomically``: written beside the target, then renamed
-  over it, so a crash or a full disk never leaves half a file where an earlier result was.
+* ``open_text(path)``: a UTF-8 text file or its gzip, with or without a byte-order mark (Excel's
+  "CSV UTF-8" starts with one; read as plain UTF-8 it would glue itself to the first column's name).
+* ``write_json_atomically`` / ``write_jsonl_atomically`` / ``write_csv_atomically``: written beside
+  the target, then renamed over it, so a crash or a full disk never leaves half a file where an
+  earlier result was. The file is created readable by its owner only (``mkstemp``'s mode 0600).
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPORT_FILE_SUFFIXES = (".jsonl", ".json", ".csv")
+TEXT_ENCODING = "utf-8-sig"  # UTF-8; a leading byte-order mark, when there is one, is not part of the text
+ENCODING_NOTE = "read as UTF-8, with or without a byte-order mark"
 
 
 def open_text(path: Path):
-    """A UTF-8 text file, or its gzip (``.csv.gz`` / ``.jsonl.gz``)."""
+    """A UTF-8 text file, or its gzip (``.csv.gz`` / ``.jsonl.gz``), with or without a byte-order mark."""
     if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path), encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path), encoding=TEXT_ENCODING, newline="")
+    return path.open(encoding=TEXT_ENCODING, newline="")
 
 
 def report_file_suffix(path: Path) -> str:
@@ -135,6 +139,17 @@ def write_jsonl_atomically(path: str | os.PathLike, records: Iterable[dict]) -> 
 def write_json_atomically(path: str | os.PathLike, data) -> None:
     """Indented JSON with a final newline."""
     _write_atomically(path, lambda file: file.write(json.dumps(data, indent=2) + "\n"))
+
+
+def write_csv_atomically(path: str | os.PathLike, header: list[str], rows: Iterable[list]) -> None:
+    """A CSV with a header row."""
+
+    def write(file):
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+    _write_atomically(path, write)
 
 
 def _write_atomically(path: str | os.PathLike, write) -> None:

@@ -11,8 +11,8 @@ the metadata and the split file under the study and subject of its folders, else
 disagree and ``PrepareError`` names them. The official split is used ("validate" -> "val"); it is
 by patient, which ``check_patient_splits`` verifies. A study is kept when it has a frontal view
 (ViewPosition PA or AP), a report, and the chosen section (``sections.extract_target``) is not
-empty. Views: the best frontal (PA before AP), then a lateral (LATERAL before LL), then the rest,
-at most ``max_views``. The JPEG bytes are stored as they are.
+empty. Views: ``view_order`` of the image processor (the best frontal, PA before AP, then a lateral,
+LATERAL before LL, then the rest), at most ``max_views``. The JPEG bytes are stored as they are.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from trrg.modeling.constants_trrg import CHEXPERT_OBSERVATIONS
+from trrg.modeling.image_processing_trrg import FRONTAL_VIEWS, view_order
 from trrg.processing.prepare.plan import PlannedImage, PlannedStudy, PrepareError, Tally, read_csv
 from trrg.processing.prepare.sections import extract_target
 from trrg.processing.studies.schema import StudyDataError, parse_labels
@@ -32,8 +33,6 @@ METADATA_NAME = "mimic-cxr-2.0.0-metadata.csv"
 SPLIT_NAME = "mimic-cxr-2.0.0-split.csv"
 CHEXPERT_NAME = "mimic-cxr-2.0.0-chexpert.csv"
 OFFICIAL_SPLITS = {"train": "train", "validate": "val", "val": "val", "test": "test"}
-FRONTAL_RANK = {"PA": 0, "AP": 1}
-LATERAL_RANK = {"LATERAL": 0, "LL": 1}
 IMAGE_PATH = re.compile(r"^p\d{2}/p(\d+)/s(\d+)/([^/]+)\.jpg$", re.IGNORECASE)
 MAX_LISTED = 5
 
@@ -78,26 +77,29 @@ def collect_mimic(
     if missing:
         tally.notes.append(f"{missing} studies of {split_file.name} have no images under {files} (partial download?)")
 
+    tally.found = len(by_study)
     planned = []
     for (subject, study), study_images in tqdm(sorted(by_study.items()), desc="reading MIMIC studies", unit="study"):
-        frontal = sorted((FRONTAL_RANK[v], d, p) for d, p, v in study_images if v in FRONTAL_RANK)
-        if not frontal:
-            tally.drop("no frontal image")
+        study_id = f"s{study}"
+        if not any(view in FRONTAL_VIEWS for _, _, view in study_images):
+            tally.drop("no frontal image", study_id)
             continue
         report_file = report_files / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
         if not report_file.is_file():
-            tally.drop("no report")
+            tally.drop("no report", study_id)
             continue
         target, reason = extract_target(report_file.read_text(encoding="utf-8", errors="replace"), section)
         if target is None:
-            tally.drop(reason)
+            tally.drop(reason, study_id)
             continue
-        chosen = _choose_views(frontal, study_images, max_views)
-        tally.skip("view beyond --max-views", len(study_images) - len(chosen))
+        study_images = sorted(study_images)  # by dicom_id: equal views keep this order
+        order = view_order([view for _, _, view in study_images])
+        for index in order[max_views:]:
+            tally.skip("view beyond --max-views", study_images[index][1].relative_to(root).as_posix(), study=study_id)
         split = OFFICIAL_SPLITS[splits[study_images[0][0]][2]]
         planned.append(PlannedStudy(
-            id=f"s{study}", patient=f"p{subject}", report=target, split=split, raw_labels=labels.get(study),
-            images=[PlannedImage(path, path.name) for path in chosen],
+            id=study_id, patient=f"p{subject}", report=target, split=split, raw_labels=labels.get(study),
+            images=[PlannedImage(study_images[index][1], study_images[index][1].name) for index in order[:max_views]],
         ))  # fmt: skip
     return planned, tally
 
@@ -116,7 +118,7 @@ def _images_on_disk(files: Path, tally: Tally) -> list[tuple[str, str, str, Path
         match = IMAGE_PATH.match(path.relative_to(files).as_posix())
         if match is None:
             if path.is_file():
-                tally.skip("file not in the MIMIC-CXR-JPG layout")
+                tally.skip("file not in the MIMIC-CXR-JPG layout", path.relative_to(files.parent).as_posix())
             continue
         found.append((match.group(1), match.group(2), match.group(3), path))
     if not found:
@@ -150,14 +152,6 @@ def _check_tables(images, views, splits, metadata: Path, split_file: Path) -> di
         raise PrepareError(f"{table} disagrees with the image folders ({len(lines)} problem(s)):\n  {shown}\n"
                            "Use the tables of the same MIMIC-CXR-JPG release as the images.")  # fmt: skip
     return by_study
-
-
-def _choose_views(frontal: list, study_images: list, max_views: int) -> list[Path]:
-    lateral = sorted((LATERAL_RANK[v], d, p) for d, p, v in study_images if v in LATERAL_RANK)
-    others = sorted((d, p) for d, p, v in study_images if v not in FRONTAL_RANK and v not in LATERAL_RANK)
-    ordered = [frontal[0][2]] + [p for *_, p in lateral[:1]] + [p for *_, p in frontal[1:]]
-    ordered += [p for *_, p in lateral[1:]] + [p for _, p in others]
-    return ordered[:max_views]
 
 
 def _read_chexpert(path: Path) -> dict[str, dict]:

@@ -4,11 +4,12 @@
                         <AbstractText Label="IMPRESSION">, <parentImage id="CXR1_1_IM-0001-3001"> per view
     IMAGES/*.png        NLMCXR_png: IMAGES/<parentImage id>.png
 
-Each report is one patient (IU-Xray has one study per patient), so the seeded split by patient is a
-split by report. The XML names no view, so views are kept in the order the report lists them (the
-frontal first in IU-Xray), at most ``max_views``; there is no frontal check. The PNG bytes are
-stored as they are. IU-Xray's de-identification marks ("XXXX") are kept, as R2Gen's IU-Xray
-annotation keeps them.
+Each report is one patient (IU-Xray has one study per patient), so the split by patient
+(``patient_split``: the study id and the seed) is a split by report. A report repeating an earlier
+one's study id or images is a duplicate (the first is kept), not another study. The XML names no
+view, so views are kept in the order the report lists them (the frontal first in IU-Xray), at most
+``max_views``; there is no frontal check. The PNG bytes are stored as they are. IU-Xray's
+de-identification marks ("XXXX") are kept, as R2Gen's IU-Xray annotation keeps them.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def collect_openi(
             root = ElementTree.parse(path).getroot()
         except (ElementTree.ParseError, OSError) as error:
             if bad_files == "skip":
-                tally.skip("unreadable XML")
+                tally.skip("unreadable XML", path.name, detail=str(error))
                 continue
             raise PrepareError(f"{path}: not readable XML ({error}). Re-extract the Open-i archive, or pass "
                                "--bad-files skip to count such files and go on.") from None
@@ -64,26 +65,31 @@ def collect_openi(
         study_id = uid.get("id") if uid is not None and uid.get("id") else f"CXR{path.stem}"
         image_ids = [element.get("id") for element in root.iter("parentImage") if element.get("id")]
         if study_id in seen_ids or (image_ids and any(i in claimed for i in image_ids)):
-            tally.drop("duplicate")
+            # the same study again (its id or its images): a duplicate report, not another study
+            tally.duplicate("repeats an earlier report's study id or images (the first is kept)", study_id,
+                            where=path.name)  # fmt: skip
             continue
         seen_ids.add(study_id)
         texts = {(element.get("Label") or "").upper(): element.text or "" for element in root.iter("AbstractText")}
         target = _target(texts, section)
         if target is None:
-            tally.drop(NO_SECTION[section])
+            tally.drop(NO_SECTION[section], study_id)
             continue
         if is_empty_report(target):
-            tally.drop("empty after cleaning")
+            tally.drop("empty after cleaning", study_id)
             continue
         present = [i for i in dict.fromkeys(image_ids) if (images / f"{i}.png").is_file()]
-        tally.skip("image file missing", len(set(image_ids)) - len(present))
+        for missing in sorted(set(image_ids) - set(present)):
+            tally.skip("image file missing", f"{missing}.png", study=study_id)
         if not present:
-            tally.drop("no image file")
+            tally.drop("no image file", study_id)
             continue
         claimed.update(image_ids)
-        tally.skip("view beyond --max-views", max(0, len(present) - max_views))
+        for extra in present[max_views:]:
+            tally.skip("view beyond --max-views", f"{extra}.png", study=study_id)
         planned.append(PlannedStudy(id=study_id, patient=study_id, report=target, split="",
                                     images=[PlannedImage(images / f"{i}.png", f"{i}.png") for i in present[:max_views]]))
+    tally.found = len(seen_ids)
     assignment = split_by_patient([study.patient for study in planned], fractions, seed)
     for study in planned:
         study.split = assignment[study.patient]

@@ -22,6 +22,9 @@ The approach follows MIMIC-CXR's own public section parser (MIT-LCP ``mimic-cxr`
 
 De-identification: MIMIC replaces protected text by ``___``; ``tidy_report`` removes those marks
 and the space left before punctuation (R2Gen's MIMIC cleaning strips the underscores too).
+Hospital RIS exports end a report (and each addendum) with a sign-off line naming the radiologist
+("Electronically signed by: Dr ... on 2024-03-05 14:02"); ``strip_signatures`` removes such lines
+(the DICOM route applies it), so a name never becomes part of a training target.
 """
 
 from __future__ import annotations
@@ -60,6 +63,13 @@ VIEW_HEADER = re.compile(
     r"|pa view|ap view|one view|lateral view|bone window|frontal upright|frontal semi-upright|ribs"
 )
 DEID_MARK = re.compile(r"_{2,}")
+# A sign-off line: starts (after indentation) with one of these phrases. Only unambiguous phrases: a
+# line of wrapped prose may start with "reported by", never with "electronically signed".
+SIGNATURE_LINE = re.compile(
+    r"^[ \t]*(?:electronically (?:signed|verified|approved)|(?:signed|dictated|transcribed|verified|finali[sz]ed)"
+    r" by\b|signed:|signature:).*(?:\r?\n|$)",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,11 @@ def tidy_report(text: str) -> str:
     text = re.sub(r"\.(?:\s*\.)+", ".", text)
     text = re.sub(r"^[\s.,;:]+", "", text)
     return " ".join(text.split())
+
+
+def strip_signatures(text: str) -> str:
+    """The report without its sign-off lines ("Electronically signed by ...", "Dictated by ...")."""
+    return SIGNATURE_LINE.sub("", text)
 
 
 def is_empty_report(text: str) -> bool:

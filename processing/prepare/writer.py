@@ -5,8 +5,14 @@ Rows follow the study schema with in-memory images (``study_features(in_memory_i
 every view is a ``datasets.Image`` value whose bytes live in the Arrow files, each image once.
 Rows are streamed through ``Dataset.from_generator`` into a temporary cache beside the output, so
 memory stays flat however large the data set is; the finished folder replaces ``out`` at the end,
-so an interrupted run never leaves half a data set where ``--data`` would find it. ``prepare.json``
-in the folder records the source, the options and the counts.
+so an interrupted run never leaves half a data set where ``--data`` would find it. In the folder:
+
+* ``prepare.json``: the source, the options, the counts (studies found = kept + dropped; skipped
+  files; resolved duplicates) and the data set's name ("dicom data set 3f2a9c1e": the source kind
+  and ``content_fingerprint`` of what was written; every split's ``info.dataset_name`` carries it, so
+  ``load_studies`` gives the folder that name);
+* ``prepare_audit.jsonl``: one line per dropped study, skipped file/view/report row and resolved
+  duplicate report row, with its reason and its id (pseudonymised when the source was).
 """
 
 from __future__ import annotations
@@ -29,9 +35,12 @@ from tqdm.auto import tqdm
 from trrg.modeling.image_processing_trrg import XRayImageError, load_xray_image
 from trrg.processing.prepare.plan import PlannedImage, PlannedStudy, PrepareError, Tally
 from trrg.processing.prepare.splits import SPLIT_NAMES, check_patient_splits
+from trrg.processing.studies.provenance import data_set_name
 from trrg.processing.studies.schema import StudyDataError, row_labels, study_features
 
 SUMMARY_FILE = "prepare.json"
+AUDIT_FILE = "prepare_audit.jsonl"
+FIRST_VIEW_UNREADABLE = "first (frontal) view unreadable"
 
 
 @dataclass
@@ -41,6 +50,7 @@ class PrepareResult:
     images: int
     patients: dict[str, int]  # split -> patients
     tally: Tally = field(default_factory=Tally)
+    name: str = ""  # the data set's name (info.dataset_name of every split)
 
 
 def check_output_folder(out: Path, overwrite: bool) -> None:
@@ -70,18 +80,20 @@ def image_bytes(image: PlannedImage, max_side: int | None) -> tuple[str, bytes]:
 def _rows(studies: list[PlannedStudy], split: str, max_side: int | None, bad_files: str, tally: Tally, counts: Counter):
     for study in tqdm(studies, desc=f"writing {split}", unit="study"):
         views = []
-        for image in study.images:
+        for index, image in enumerate(study.images):
             try:
                 name, data = image_bytes(image, max_side)
             except (XRayImageError, OSError) as error:
                 if bad_files != "skip":
                     raise PrepareError(f"{image.file}: cannot be stored ({error}). Pass --bad-files skip to count "
                                        "such images and go on.") from None  # fmt: skip
-                tally.skip("unreadable image")
+                tally.skip("unreadable image", image.audit_name or str(image.file), study=study.id, detail=str(error))
+                if index == 0:  # the model reads the first view as the frontal one: no study without it
+                    break
                 continue
             views.append({"path": name, "bytes": data})
         if not views:
-            tally.drop("no readable image")
+            tally.drop(FIRST_VIEW_UNREADABLE, study.id)
             continue
         try:
             labels = row_labels(study.raw_labels, study.report, study.id, "annotation")
@@ -105,8 +117,11 @@ def write_prepared(
     max_side: int | None = None,
     bad_files: str = "error",
     overwrite: bool = False,
+    kind: str = "prepared",
 ) -> PrepareResult:
-    """Write ``studies`` to ``out`` as a ``DatasetDict`` (one split per name) and ``prepare.json``."""
+    """Write ``studies`` to ``out`` as a ``DatasetDict`` (one split per name), ``prepare.json`` and
+    ``prepare_audit.jsonl``; the data set is named after ``kind`` ("dicom", "mimic", "openi") and
+    its content."""
     out = Path(out)
     check_output_folder(out, overwrite)
     if not studies:
@@ -138,13 +153,19 @@ def write_prepared(
                 parts[split] = part
         if not parts:
             raise PrepareError(f"{source}: no study had a readable image ({_reasons(tally)}); nothing to write.")
+        name = data_set_name(kind, datasets.DatasetDict(parts))
+        for part in parts.values():
+            part.info.dataset_name = name  # saved in each split's dataset_info.json; load_studies keeps it
         datasets.DatasetDict(parts).save_to_disk(str(work / "data"))
         kept = {split: len(part) for split, part in parts.items()}
         patients = {split: len({s.patient for s in by_split[split]}) for split in parts}
-        summary = {"source": source, "options": options or {}, "kept": kept, "patients": patients,
-                   "images": sum(counts["images", split] for split in parts),
-                   "dropped": dict(tally.dropped), "skipped": dict(tally.skipped), "notes": tally.notes}  # fmt: skip
+        _check_reconciled(tally, sum(kept.values()))
+        summary = {"name": name, "source": source, "options": options or {}, "found": tally.found, "kept": kept,
+                   "patients": patients, "images": sum(counts["images", split] for split in parts),
+                   "dropped": dict(tally.dropped), "skipped": dict(tally.skipped),
+                   "duplicates": dict(tally.duplicates), "audit": AUDIT_FILE, "notes": tally.notes}  # fmt: skip
         (work / "data" / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (work / "data" / AUDIT_FILE).write_text("".join(json.dumps(record) + "\n" for record in tally.audit), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out) if any(out.iterdir()) else out.rmdir()
         os.replace(work / "data", out)
@@ -152,7 +173,15 @@ def write_prepared(
         shutil.rmtree(work, ignore_errors=True)
         if bars:
             datasets.enable_progress_bars()
-    return PrepareResult(out, kept, summary["images"], patients, tally)
+    return PrepareResult(out, kept, summary["images"], patients, tally, name)
+
+
+def _check_reconciled(tally: Tally, kept: int) -> None:
+    """Every study found is kept or dropped; say so loudly if a count went astray."""
+    dropped = sum(tally.dropped.values())
+    if tally.found is not None and tally.found != kept + dropped:
+        tally.notes.append(f"COUNTS DO NOT RECONCILE: {tally.found} studies found, {kept} kept + {dropped} dropped "
+                           "(a trrg bug: please report it with prepare.json)")  # fmt: skip
 
 
 def _reasons(tally: Tally) -> str:
@@ -165,18 +194,23 @@ def _count(n: int, noun: str) -> str:
 
 
 def summary_lines(result: PrepareResult, source: str) -> list[str]:
-    """What ``trrg prepare`` prints: kept per split, dropped studies and skipped files per reason."""
-    total = sum(result.kept.values())
+    """What ``trrg prepare`` prints: kept per split, studies found = kept + dropped, dropped studies,
+    skipped files and resolved duplicate report rows per reason, where the audit is."""
+    total, tally = sum(result.kept.values()), result.tally
     splits = ", ".join(f"{split} {n} ({_count(result.patients[split], 'patient')})" for split, n in result.kept.items())
     lines = [f"{source}: kept {total} studies, {result.images} images: {splits}"]
-    dropped = result.tally.dropped
-    lines.append(f"dropped {sum(dropped.values())} studies" + (":" if dropped else ""))
-    width = max((len(reason) for reason in [*dropped, *result.tally.skipped]), default=0)
-    lines += [f"  {reason.ljust(width)}  {n}" for reason, n in sorted(dropped.items(), key=lambda item: (-item[1], item[0]))]
-    skipped = result.tally.skipped
-    if skipped:
-        lines.append(f"skipped {sum(skipped.values())} files/views:")
-        lines += [f"  {reason.ljust(width)}  {n}" for reason, n in sorted(skipped.items(), key=lambda item: (-item[1], item[0]))]
-    lines += [f"note: {note}" for note in result.tally.notes]
-    lines.append(f"wrote {result.out} (train or evaluate on it with --data {result.out})")
+    if tally.found is not None:
+        lines.append(f"studies found {tally.found} = kept {total} + dropped {sum(tally.dropped.values())}")
+    width = max((len(reason) for reason in [*tally.dropped, *tally.skipped, *tally.duplicates]), default=0)
+    sections = [(tally.dropped, f"dropped {sum(tally.dropped.values())} studies"),
+                (tally.skipped, f"skipped {sum(tally.skipped.values())} files/views/report rows"),
+                (tally.duplicates, f"resolved {sum(tally.duplicates.values())} duplicate report rows "
+                                   "(a key repeated; not dropped studies)")]  # fmt: skip
+    for counts, heading in sections:
+        if counts or counts is tally.dropped:
+            lines.append(heading + (":" if counts else ""))
+            lines += [f"  {reason.ljust(width)}  {n}" for reason, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+    lines += [f"note: {note}" for note in tally.notes]
+    lines.append(f"audit: {result.out / AUDIT_FILE} (one line per dropped study, skipped item and duplicate row)")
+    lines.append(f"wrote {result.out} as {result.name!r} (train or evaluate on it with --data {result.out})")
     return lines
