@@ -155,15 +155,31 @@ def test_generation_evaluation_adds_ce_metrics(tiny_phantom, tiny_finetune_model
     assert trainer.model.config.trrg_training_data == "phantom"  # what it was fine-tuned on, for the Space
 
 
-def test_a_model_fine_tuned_on_other_data_does_not_claim_the_phantom(tiny_phantom, tmp_path):
+def test_a_model_fine_tuned_on_other_data_does_not_claim_the_phantom(tiny_phantom, tiny_finetune_model, tmp_path):
+    """Every route records what the model was fine-tuned on, never a path: the phantom by name, a private
+    folder by its format and a fingerprint, an in-memory data set by its fingerprint."""
+    import copy
     import shutil
 
-    from trrg.trainers.training_data import training_data_name
+    import datasets
 
-    assert training_data_name(tiny_phantom) == training_data_name(tiny_phantom / "annotation.json") == "phantom"
-    private = shutil.copytree(tiny_phantom, tmp_path / "hospital")
+    from trrg.processing.studies import load_studies
+    from trrg.trainers.training_data import training_data_label
+
+    private = shutil.copytree(tiny_phantom, tmp_path / "hospital-st-elsewhere")
     (private / "phantom_meta.json").unlink()
-    assert training_data_name(private) == "r2gen data set"
+    in_memory = datasets.Dataset.from_list([dict(row) for row in load_studies(private)["train"]])
+    labels = {name: training_data_label(dataset) for name, dataset in (
+        ("phantom", load_studies(tiny_phantom)["train"]), ("private", load_studies(private)["train"]),
+        ("in memory", in_memory))}
+    assert labels["phantom"] == "phantom"
+    assert "phantom" not in labels["private"] and "phantom" not in labels["in memory"]
+    assert not any("hospital" in label or "/" in label for label in labels.values())
+    model = copy.deepcopy(tiny_finetune_model[0])
+    model.config.trrg_training_data = "phantom"  # a demo model, continued on a hospital's studies in Python
+    TRRGFinetuneTrainer(model=model, args=_args(TRRGFinetuneArguments, tmp_path), train_dataset=in_memory,
+                        processing_class=tiny_finetune_model[1])
+    assert model.config.trrg_training_data == labels["in memory"]
 
 
 def test_reference_clues_replace_the_models_own_on_the_scheduled_share(tiny_phantom, tiny_finetune_model):

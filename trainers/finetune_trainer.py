@@ -39,7 +39,7 @@ from trrg.trainers.distributed import (
     world_size,
 )
 from trrg.trainers.loss_parts import LossPartsMixin
-from trrg.trainers.training_data import evaluation_split, load_training_studies, training_data_name
+from trrg.trainers.training_data import evaluation_split, load_training_studies, training_data_label
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ class TRRGFinetuneTrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
         self.data_args = data_args or TRRGDataArguments()
         if model is not None:
             prepare_for_training(model, self.options)  # freezing and LoRA, as the arguments say
+            if train_dataset is not None:  # the exported model says what it was fine-tuned on
+                model.config.trrg_training_data = training_data_label(train_dataset)
         _evaluation_settings(args, eval_dataset)
         self.vision_cache = None
         if data_collator is None and processing_class is not None and not more:
@@ -275,8 +277,6 @@ def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, m
     if model is None:
         model, processor = load_finetune_model(args)
     studies = studies if studies is not None else load_training_studies(data_args)
-    if data_args.data:  # the exported model says what it was fine-tuned on (not what it started from)
-        model.config.trrg_training_data = training_data_name(data_args.data)
     eval_dataset = evaluation_split(studies, data_args, args.eval_strategy)
     trainer = TRRGFinetuneTrainer(model=model, args=args, train_dataset=studies[data_args.train_split],
                                   eval_dataset=eval_dataset, processing_class=processor, data_args=data_args)

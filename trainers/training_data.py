@@ -41,17 +41,15 @@ def _truncate(studies: datasets.DatasetDict, data_args: TRRGDataArguments) -> da
     return studies
 
 
-def training_data_name(source) -> str:
-    """What a model was fine-tuned on, for its config (``trrg_training_data``; the Space's banner
-    reads it): "phantom" for the synthetic phantom, else the data format's name ("r2gen data set",
-    "records data set", ...). Never the path, which may name a hospital or a patient."""
-    from pathlib import Path
-
-    from trrg.processing.studies import format_of, resolve_source
-
-    source = resolve_source(source)
-    if isinstance(source, (str, Path)):
-        folder = Path(source) if Path(source).is_dir() else Path(source).parent
-        if (folder / "phantom_meta.json").is_file():
-            return "phantom"
-    return f"{format_of(source).name} data set"
+def training_data_label(dataset) -> str:
+    """What a model is fine-tuned on, for its config (``trrg_training_data``; the Space's banner reads it),
+    whichever way the data came: the name ``load_studies`` gave it ("phantom", "dicom data set 3f2a9c1e",
+    ...), else a content fingerprint of an in-memory ``datasets.Dataset``, else the number of studies
+    of a plain list. Never a path, which may name a hospital or a patient."""
+    info = getattr(dataset, "info", None)
+    if info is not None and getattr(info, "dataset_name", None):
+        return str(info.dataset_name)
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    if fingerprint:
+        return f"in-memory data set {str(fingerprint)[:8]}"
+    return f"{len(dataset)} studies given in memory"
