@@ -41,8 +41,9 @@ def _common(parser: argparse.ArgumentParser, splits: bool) -> None:
                         help="downscale images to at most this many pixels a side and store PNG "
                              "(default: store the source files' own bytes; DICOM is always decoded to PNG)")
     parser.add_argument("--bad-files", choices=("error", "skip"), default="error",
-                        help="unreadable XML/DICOM/images, DICOM without pixels, reports without a study: "
-                             "stop with an error naming the file (default) or skip and count them")
+                        help="unreadable XML/DICOM/images, DICOM without pixels or PatientID, a study whose images "
+                             "name two patients, reports without a study: stop with an error naming the file "
+                             "(default) or skip, count them and list them in OUT/prepare_audit.jsonl")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier trrg prepare output at --out")
     if splits:
         parser.add_argument("--seed", type=int, default=0,

@@ -334,6 +334,11 @@ def test_an_excel_csv_reads_with_or_without_its_byte_order_mark_and_a_missing_co
     assert "lacks the column(s) ['report']" in err and "read as UTF-8, with or without a byte-order mark" in err
     assert "['AccessionNumber', 'ReportDate', 'Report Text']" in err  # the names, not '\ufeff"AccessionNumber"'
     assert "--report-column" in err and "--key-column" in err and not (tmp_path / "out").exists()
+    dates = write_excel_csv(tmp_path / "dates.csv", ["AccessionNumber", "ReportDate", "report"],
+                            [["ACC1001", "05/03/2024 14:02", "FINDINGS: Clear."]])  # a locale's date, ambiguous
+    err = prepare_fails(["--folder", export, "--reports", dates, "--date-column", "ReportDate", "--out", tmp_path / "out"],
+                        capsys)  # fmt: skip
+    assert "dates.csv:2: ReportDate '05/03/2024 14:02' is not a date" in err and "yyyy-mm-dd hh:mm" in err
 
 
 def test_two_patients_under_one_accession_stop_the_run_unless_skipped(tmp_path, capsys):

@@ -93,10 +93,17 @@ def collect_dicom(
         raise PrepareError(f"--report-key must be one of {REPORT_KEYS}; got {report_key!r}.")
     if not folder.is_dir():
         raise PrepareError(f"{folder}: DICOM folder not found.")
+    key_column = key_column or report_key
+    hint = (f"Name yours with --key-column (the {report_key} of each study; now {key_column!r}) and "
+            f"--report-column (the report text; now {report_column!r})"
+            + (f" and --date-column (now {date_column!r})." if date_column else "."))  # fmt: skip
+    rows = list(read_report_table(reports, key_column, report_column, date_column, hint))  # its errors before minutes of headers
+    for row in rows if date_column else []:
+        if row.date:
+            _report_date(row, date_column)  # a date this cannot read stops here, not after the headers
     studies = _read_headers(folder, report_key, bad_files, tally, names)
     tally.found = len(studies)
-    texts = _read_reports(reports, report_key, key_column or report_key, report_column, date_column, set(studies),
-                          bad_files, tally, names)  # fmt: skip
+    texts = _match_reports(rows, reports, report_key, key_column, date_column, set(studies), bad_files, tally, names)
     if tally.duplicates:
         tally.notes.append(f"report rows repeating a key: {DUPLICATE_RULE}")
     planned = []
@@ -215,14 +222,11 @@ def _bad(path: Path, problem: str, bad_files: str, tally: Tally, reason: str, na
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_reports(reports: Path, report_key: str, key_column: str, report_column: str, date_column: str | None,
-                  keys: set[str], bad_files: str, tally: Tally, names: Pseudonyms) -> dict[str, str]:
+def _match_reports(rows: list[ReportRow], reports: Path, report_key: str, key_column: str, date_column: str | None,
+                   keys: set[str], bad_files: str, tally: Tally, names: Pseudonyms) -> dict[str, str]:
     """{key: report text} of the studies found; duplicates resolved, orphans counted or fatal."""
-    hint = (f"Name yours with --key-column (the {report_key} of each study; now {key_column!r}) and "
-            f"--report-column (the report text; now {report_column!r})"
-            + (f" and --date-column (now {date_column!r})." if date_column else "."))  # fmt: skip
     rows_of, orphans = defaultdict(list), []
-    for row in read_report_table(reports, key_column, report_column, date_column, hint):
+    for row in rows:
         if row.key in keys:
             rows_of[row.key].append(row)
         else:
