@@ -240,7 +240,7 @@ def _match_reports(rows: list[ReportRow], reports: Path, report_key: str, key_co
     for row in orphans:
         reason = f"report row without {key_column}" if not row.key else "report without a study"
         tally.skip(reason, where=row.where, study=names("study", row.key) if row.key else None)
-    return {key: resolve_duplicates(rows, date_column, tally, names("study", key)) for key, rows in rows_of.items()}
+    return {key: resolve_duplicates(key_rows, date_column, tally, names("study", key)) for key, key_rows in rows_of.items()}
 
 
 def resolve_duplicates(rows: list[ReportRow], date_column: str | None, tally: Tally, study: str) -> str:
