@@ -6,6 +6,7 @@ from __future__ import annotations
 import datasets
 
 from trrg.processing.studies import StudyDataError, load_studies
+from trrg.processing.studies.provenance import OUR_NAME
 from trrg.trainers.arguments import TRRGDataArguments
 
 
@@ -46,9 +47,9 @@ def training_data_label(dataset) -> str:
     whichever way the data came: the name ``load_studies`` gave it ("phantom", "dicom data set 3f2a9c1e",
     ...), else a content fingerprint of an in-memory ``datasets.Dataset``, else the number of studies
     of a plain list. Never a path, which may name a hospital or a patient."""
-    info = getattr(dataset, "info", None)
-    if info is not None and getattr(info, "dataset_name", None):
-        return str(info.dataset_name)
+    name = getattr(getattr(dataset, "info", None), "dataset_name", None)
+    if name and OUR_NAME.match(name):  # a raw load_dataset's name is its folder's, which may name a hospital
+        return str(name)
     fingerprint = getattr(dataset, "_fingerprint", None)
     if fingerprint:
         return f"in-memory data set {str(fingerprint)[:8]}"
