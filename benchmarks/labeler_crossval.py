@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from labeler_iu_xray import GOLD_MAPPING, SILVER_VALUES, f1, load, reports_per_second  # noqa: E402
 
 from trrg.modeling.configuration_trrg import CHEXPERT_OBSERVATIONS  # noqa: E402
-from trrg.processing import labeler  # noqa: E402
+from trrg.modeling import labeler_trrg as labeler  # noqa: E402  (its sentence cache; the code lives in the hub bundle)
 from trrg.processing.labeler import label_reports  # noqa: E402
 
 DEFAULT_SHARED = Path(__file__).resolve().parents[2] / "shared"

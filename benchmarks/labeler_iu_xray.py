@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from trrg.modeling.configuration_trrg import CHEXPERT_OBSERVATIONS
-from trrg.processing import labeler
+from trrg.modeling import labeler_trrg as labeler  # its internals (the sentence cache); the code lives in the hub bundle
 from trrg.processing.labeler import label_reports
 
 DEFAULT_DATA_DIR = Path("/work/shared/data/iu_xray")

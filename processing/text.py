@@ -10,6 +10,8 @@ import re
 from collections.abc import Iterable
 
 from trrg.modeling.constants_trrg import DEFAULT_DISEASE_PROMPTS
+# The one sentence splitter lives in the hub bundle, whose labeler reads reports with it.
+from trrg.modeling.labeler_trrg import split_sentences  # noqa: F401
 
 # R2Gen's `clean_report_iu_xray` strips these characters from every sentence. The class is kept
 # byte-for-byte: `:-\[` is a *range* (":" to "["), so "<", "=", ">", "@" go too while "-" and the
@@ -21,13 +23,6 @@ _R2GEN_REPLACEMENTS: tuple[tuple[str, str], ...] = (
     (". 2. ", ". "), (". 3. ", ". "), (". 4. ", ". "), (". 5. ", ". "),
     (" 2. ", ". "), (" 3. ", ". "), (" 4. ", ". "), (" 5. ", ". "),
 )
-
-# A sentence ends at ".", "!" or "?" unless the "." sits inside a number ("1.5 cm"), or at a blank
-# line. Single newlines are not boundaries: MIMIC-style reports wrap lines mid-sentence.
-_SENTENCE_END = re.compile(r"(?:\.(?!\d)|[!?])+|\n\s*\n")
-# Leftovers that are not sentences: list numbers ("2", "(3)") and punctuation.
-_NOT_A_SENTENCE = re.compile(r"^[\s\W\d]*$")
-_LIST_NUMBER = re.compile(r"^\s*\(?\d{1,2}\)\s+")
 
 
 def _clean_sentence(sentence: str) -> str:
@@ -59,25 +54,6 @@ def clean_report(text: str) -> str:
         text = text.replace(old, new)
     sentences = (_clean_sentence(sentence) for sentence in text.strip().lower().split(". "))
     return " . ".join(sentence for sentence in sentences if sentence) + " ."
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split a raw or cleaned report into sentences, without their final punctuation.
-
-    Periods inside numbers ("1.5 cm") do not end a sentence; list numbers ("1.", "2)") are dropped;
-    case and inner punctuation are kept.
-
-    >>> split_sentences("a b . c d .")
-    ['a b', 'c d']
-    >>> split_sentences("1. Nodule of 1.5 cm. 2. No effusion!")
-    ['Nodule of 1.5 cm', 'No effusion']
-    """
-    sentences = []
-    for piece in _SENTENCE_END.split(text):
-        piece = _LIST_NUMBER.sub("", piece).strip()
-        if piece and not _NOT_A_SENTENCE.match(piece):
-            sentences.append(" ".join(piece.split()))
-    return sentences
 
 
 def tokenize_for_metrics(text: str) -> list[str]:
