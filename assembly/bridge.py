@@ -1,9 +1,9 @@
 """The stage bridge: a finetune-stage (stage 2) model from a pretrained stage-1 model plus an LLM.
 
-Copied from stage 1: the vision backbone, the projection into the joint space and the temperature
-(the zero-shot clue head), the positive weights. Computed: the prompt bank, the stage-1 text
-embeddings of each disease's positive and negated prompt, stored as a buffer so stage 2 needs no
-text encoder.
+Copied from stage 1: its perception (``TRRGPerception``: the vision encoder, the projections into the
+joint space, the temperature, the positive weights) and the pooling sharpness it was trained with.
+Computed: the prompt bank, the stage-1 text embeddings of each disease's positive and negated prompt,
+stored as a buffer so stage 2 needs no text encoder.
 """
 
 from __future__ import annotations
@@ -48,10 +48,6 @@ def bridge(pretrain_dir: str | Path | None, llm: str | None = None, preset: str 
 def _copy_perception(pretrain_model, model, prompt_bank: torch.Tensor) -> None:
     if list(pretrain_model.config.disease_names) != list(model.config.disease_names):
         raise ValueError("stage-1 and stage-2 disease vocabularies differ: pass the same disease_names to both")
-    model.vision_model.load_state_dict(pretrain_model.vision_model.state_dict())
-    model.visual_projection.load_state_dict(pretrain_model.visual_projection.state_dict())
-    model.patch_projection.load_state_dict(pretrain_model.patch_projection.state_dict())
+    model.perception.load_state_dict(pretrain_model.perception.state_dict())
     model.config.local_pool_sharpness = pretrain_model.config.local_pool_sharpness
-    model.logit_scale.copy_(pretrain_model.logit_scale)
-    model.disease_pos_weight.copy_(pretrain_model.disease_pos_weight)
     model.prompt_bank.copy_(prompt_bank)

@@ -101,7 +101,8 @@ def build_pretrain_model(preset_name: str = "tiny", vision: str | None = None, t
     torch.manual_seed(seed)
     model = TRRGContrastiveModel(config)
     if isinstance(vision or preset.vision, str):
-        _load_pretrained_backbone(model, "vision_model.backbone", "vision_config", AutoModel, vision or preset.vision)
+        _load_pretrained_backbone(model, "perception.vision_model.backbone", "vision_config", AutoModel,
+                                  vision or preset.vision)
     if isinstance(text or preset.text, str):
         _load_pretrained_backbone(model, "text_model", "text_config", AutoModel, text or preset.text, tokenizer)
     return model, build_processor(tokenizer, config)
@@ -135,7 +136,8 @@ def build_finetune_model(preset_name: str = "tiny", vision: str | None = None, l
     torch.manual_seed(seed)
     model = TRRGForConditionalGeneration(config)
     if pretrained_vision:
-        _load_pretrained_backbone(model, "vision_model.backbone", "vision_config", AutoModel, vision or preset.vision)
+        _load_pretrained_backbone(model, "perception.vision_model.backbone", "vision_config", AutoModel,
+                                  vision or preset.vision)
     _pair_shared_init(model, seed)
     if isinstance(llm_spec, str):
         _load_pretrained_backbone(model, "language_model", "text_config", AutoModelForCausalLM, llm_spec, tokenizer)

@@ -161,7 +161,7 @@ def apply_precision_policy(model, dtype: torch.dtype = torch.bfloat16):
 # (only used when ``clue_embeds`` are passed; the collators never pass them).
 UNUSED_IN_TRAINING = ("pooler.", "extra_clue_proj.")
 # Frozen in the finetune stage by ``freeze_perception`` (the stage-1 perception).
-FROZEN_PERCEPTION = ("vision_model.", "visual_projection.", "patch_projection.", "logit_scale")
+FROZEN_PERCEPTION = ("perception.",)
 
 
 @dataclasses.dataclass(frozen=True)

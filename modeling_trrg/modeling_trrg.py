@@ -5,8 +5,10 @@ Part of the hub bundle (remote code): imports only torch, transformers and sibli
 Layout of this file:
 1. typed outputs
 2. pure functions for the math (losses, zero-shot logits, masking), tested without a model
-3. blocks: the vision encoder wrapper, the clue injector, the clue interaction module
-4. ``TRRGContrastiveModel`` (stage 1) and ``TRRGForConditionalGeneration`` (stage 2)
+3. blocks: the vision encoder wrapper, the zero-shot perception both stages share, the clue injector,
+   the clue interaction module
+4. ``TRRGContrastiveModel`` (stage 1) and ``TRRGForConditionalGeneration`` (stage 2), and the layout of
+   their checkpoints
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import MODEL_MAPPING, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import WeightRenaming
 from transformers.utils import ModelOutput
 
 from .configuration_trrg import TRRGClueConfig, TRRGConfig, TRRGContrastiveConfig
@@ -51,6 +55,24 @@ class TRRGDiseasePerception(ModelOutput):
     # prompt), in [-2, 2]; where the disease's evidence lies. Padded views are 0. The grid covers the
     # processor's square (letterboxed) input image.
     evidence_maps: torch.Tensor | None = None
+
+
+@dataclass
+class VisionFeatures(ModelOutput):
+    """``TRRGVisionEncoder``'s output: what both the perception and the LLM's visual tokens are made from."""
+
+    patch_tokens: torch.Tensor | None = None  # (batch, views, tokens, width); padded views are zero
+    view_embeds: torch.Tensor | None = None  # (batch, views, 2 * width): per-view [average ; max] pool
+    study_embeds: torch.Tensor | None = None  # (batch, 2 * width): masked mean over the study's views
+
+
+@dataclass
+class TRRGJointEmbeddings(ModelOutput):
+    """A study in the stage-1 joint image-text space (``TRRGPerception.embed``), L2-normalised, fp32."""
+
+    study_embeds: torch.Tensor | None = None  # (batch, projection_dim): the views' pooled features, projected
+    patch_embeds: torch.Tensor | None = None  # (batch, views * patches, projection_dim): every patch, projected
+    patch_mask: torch.Tensor | None = None  # (batch, views * patches) bool: False on padded views
 
 
 @dataclass
@@ -323,13 +345,6 @@ def vision_feature_size(vision_config) -> int:
     return vision_config.hidden_size
 
 
-@dataclass
-class VisionFeatures(ModelOutput):
-    patch_tokens: torch.Tensor | None = None  # (batch, views, tokens, width); padded views are zero
-    view_embeds: torch.Tensor | None = None  # (batch, views, 2 * width): per-view [average ; max] pool
-    study_embeds: torch.Tensor | None = None  # (batch, 2 * width): masked mean over the study's views
-
-
 def patch_embeddings(
     patch_tokens: torch.Tensor, view_mask: torch.Tensor, projection: Callable[[torch.Tensor], torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -411,6 +426,76 @@ class TRRGVisionEncoder(nn.Module):
             view_embeds=view_embeds,
             study_embeds=masked_mean(view_embeds, view_mask, dim=1),
         )
+
+
+class TRRGPerception(nn.Module):
+    """The zero-shot disease perception of stage 1, one module in both stages: the vision encoder, the
+    projections of the study embedding and of every patch into the joint image-text space, the
+    temperature, and the positive weights of the disease-prompt loss.
+
+    Against a prompt bank (each disease's positive and negated prompt, embedded by the stage-1 text
+    encoder: passed by stage 1, stored by stage 2) it gives the disease logits, the mean of a global
+    (study vs prompts) and a local (best patches vs prompts) logit, and the per-patch evidence maps.
+    The bridge hands it from stage 1 to stage 2 whole.
+
+    It computes in fp32 whatever the weights' dtype: stage 2 decides its clues by comparing these
+    probabilities with per-observation thresholds, and bf16 keeps ~3 significant digits.
+
+    Args:
+        config: the stage's config (``projection_dim``, ``num_diseases``, ``local_pool_sharpness``, read when
+            used: the bridge sets stage 1's sharpness on a stage-2 config after it is built).
+        vision_model: the vision encoder, built by the model first (its random init comes first in the
+            seeded presets).
+    """
+
+    # The parts the checkpoints of both stages name at their top level (see ``_CHECKPOINT_LAYOUT``).
+    checkpoint_names = ("vision_model", "visual_projection", "patch_projection", "logit_scale", "disease_pos_weight")
+
+    def __init__(self, config: TRRGConfig | TRRGContrastiveConfig, vision_model: TRRGVisionEncoder):
+        super().__init__()
+        self.config = config
+        self.vision_model = vision_model
+        self.visual_projection = nn.Linear(vision_model.global_size, config.projection_dim, bias=False)
+        # Patches into the same joint space: local alignment with sentences and disease prompts.
+        self.patch_projection = nn.Linear(vision_model.hidden_size, config.projection_dim, bias=False)
+        # One element, not 0-dim: FSDP2's fully_shard rejects scalar parameters.
+        self.logit_scale = nn.Parameter(torch.tensor([math.log(getattr(config, "logit_scale_init", 1 / 0.07))]))
+        # Set by the stage-1 trainer from the training labels (positive_class_weight); saved with the weights.
+        self.register_buffer("disease_pos_weight", torch.ones(config.num_diseases))
+
+    def embed(self, features: VisionFeatures, view_mask: torch.Tensor) -> TRRGJointEmbeddings:
+        """The study embedding and the patch embeddings of the vision encoder's ``features``."""
+        study = F.normalize(F.linear(features.study_embeds.float(), self.visual_projection.weight.float()), dim=-1)
+        patches, patch_mask = patch_embeddings(
+            features.patch_tokens.float(), view_mask, lambda tokens: F.linear(tokens, self.patch_projection.weight.float())
+        )
+        return TRRGJointEmbeddings(study_embeds=study, patch_embeds=patches, patch_mask=patch_mask)
+
+    def disease_logits(self, embeddings: TRRGJointEmbeddings, prompt_bank: torch.Tensor) -> torch.Tensor:
+        """(batch, diseases) zero-shot logits: the mean of the global and the local logits."""
+        scale, prompt_bank = self.logit_scale.float().exp(), prompt_bank.float()
+        global_logits = disease_logits_from_prompt_bank(embeddings.study_embeds, prompt_bank, scale)
+        local_logits = local_disease_logits(embeddings.patch_embeds, embeddings.patch_mask, prompt_bank, scale,
+                                            self.config.local_pool_sharpness)
+        return (global_logits + local_logits) / 2
+
+    def evidence_maps(self, embeddings: TRRGJointEmbeddings, prompt_bank: torch.Tensor, views: int) -> torch.Tensor:
+        """(batch, views, diseases, h, w): where each disease's evidence lies (see ``TRRGDiseasePerception``)."""
+        contrast = local_disease_contrast(embeddings.patch_embeds, prompt_bank.float())
+        return evidence_maps(contrast, embeddings.patch_mask, views)
+
+    def forward(self, features: VisionFeatures, view_mask: torch.Tensor, prompt_bank: torch.Tensor,
+                return_maps: bool = False) -> TRRGDiseasePerception:
+        """The zero-shot probabilities (and with ``return_maps`` the evidence maps) of the encoded studies."""
+        embeddings = self.embed(features, view_mask)
+        probs = torch.sigmoid(self.disease_logits(embeddings, prompt_bank))
+        maps = self.evidence_maps(embeddings, prompt_bank, view_mask.shape[1]) if return_maps else None
+        return TRRGDiseasePerception(disease_probs=probs, evidence_maps=maps)
+
+    def clamp_logit_scale(self, maximum: float) -> None:
+        """Keep the temperature sane (open_clip clamps after each optimizer step too)."""
+        with torch.no_grad():
+            self.logit_scale.clamp_(0, math.log(maximum))
 
 
 class TRRGClueInjector(nn.Module):
@@ -584,6 +669,25 @@ class TRRGPreTrainedModel(PreTrainedModel):
     # for gradient accumulation instead of passing num_items_in_batch.
     accepts_loss_kwargs = False
 
+    def __init__(self, config, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        # from_pretrained reads the checkpoint layout through _CHECKPOINT_LAYOUT; the Trainer reloads its
+        # checkpoints (--resume, load_best_model_at_end) with load_state_dict, which this hook makes read it too.
+        self.register_load_state_dict_pre_hook(_perception_keys_from_checkpoint_layout)
+
+    # The perception's parts under the names the checkpoints, the trainers and older code use.
+    @property
+    def vision_model(self) -> TRRGVisionEncoder:
+        return self.perception.vision_model
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        return self.perception.logit_scale
+
+    @property
+    def disease_pos_weight(self) -> torch.Tensor:
+        return self.perception.disease_pos_weight
+
     def post_init(self):
         super().post_init()
         # transformers gathers _no_split_modules from direct children only; the vision backbone sits
@@ -607,16 +711,13 @@ class TRRGPreTrainedModel(PreTrainedModel):
             init.zeros_(module.null_key)
         elif isinstance(module, TRRGGate):
             init.zeros_(module.gate)
-        elif isinstance(module, (TRRGContrastiveModel, TRRGForConditionalGeneration)):
-            init.constant_(module.logit_scale, math.log(self._logit_scale_init()))
+        elif isinstance(module, TRRGPerception):
+            init.constant_(module.logit_scale, math.log(getattr(self.config, "logit_scale_init", 1 / 0.07)))
             init.ones_(module.disease_pos_weight)
-            if isinstance(module, TRRGForConditionalGeneration):
-                init.zeros_(module.prompt_bank)
-                init.normal_(module.consistency_weight, std=getattr(self.config.text_config, "initializer_range", 0.02))
-                init.zeros_(module.consistency_bias)
-
-    def _logit_scale_init(self) -> float:
-        return getattr(self.config, "logit_scale_init", 1 / 0.07)
+        elif isinstance(module, TRRGForConditionalGeneration):
+            init.zeros_(module.prompt_bank)
+            init.normal_(module.consistency_weight, std=getattr(self.config.text_config, "initializer_range", 0.02))
+            init.zeros_(module.consistency_bias)
 
 
 class TRRGContrastiveModel(TRRGPreTrainedModel):
@@ -631,44 +732,26 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
 
     def __init__(self, config: TRRGContrastiveConfig):
         super().__init__(config)
-        self.vision_model = TRRGVisionEncoder(config.vision_config, token_grid=None)
+        # The vision encoder, the text encoder, then the projections: the order the seeded presets draw
+        # their random init in (ablation arms and reruns are paired by seed).
+        vision_model = TRRGVisionEncoder(config.vision_config, token_grid=None)
         self.text_model = AutoModel.from_config(config.text_config)
         self._follow_attention_support(self.text_model)
-        self.visual_projection = nn.Linear(self.vision_model.global_size, config.projection_dim, bias=False)
-        # Patches into the same joint space: local alignment with sentences and disease prompts.
-        self.patch_projection = nn.Linear(self.vision_model.hidden_size, config.projection_dim, bias=False)
+        self.perception = TRRGPerception(config, vision_model)
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
-        # One element, not 0-dim: FSDP2's fully_shard rejects scalar parameters.
-        self.logit_scale = nn.Parameter(torch.tensor([math.log(config.logit_scale_init)]))
-        # Set by the trainer from the training labels (positive_class_weight); saved with the weights.
-        self.register_buffer("disease_pos_weight", torch.ones(config.num_diseases))
         self.post_init()
 
     def clamp_logit_scale(self) -> None:
         """Called after each optimizer step (open_clip does the same): keeps the temperature sane."""
-        with torch.no_grad():
-            self.logit_scale.clamp_(0, math.log(self.config.logit_scale_max))
+        self.perception.clamp_logit_scale(self.config.logit_scale_max)
 
     def get_image_embeds(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, views, 3, H, W) -> (batch, projection_dim), L2-normalised study embedding."""
-        return self._image_embeddings(pixel_values, view_mask)[0]
+        return self._image_embeddings(pixel_values, view_mask).study_embeds
 
-    def _image_embeddings(self, pixel_values, view_mask):
-        """Global study embedding (batch, dim), patch embeddings (batch, views * patches, dim) and
-        their mask, all in the joint space."""
+    def _image_embeddings(self, pixel_values, view_mask) -> TRRGJointEmbeddings:
         view_mask = _default_view_mask(pixel_values, view_mask)
-        features = self.vision_model(pixel_values, view_mask)
-        image_embeds = F.normalize(self.visual_projection(features.study_embeds), dim=-1)
-        return (image_embeds, *patch_embeddings(features.patch_tokens, view_mask, self.patch_projection))
-
-    def disease_logits(self, image_embeds, patch_embeds, patch_mask, prompt_bank) -> torch.Tensor:
-        """(batch, diseases) zero-shot logits: the mean of the global (study vs prompts) and the local
-        (best patches vs prompts) logits."""
-        scale = self.logit_scale.exp()
-        global_logits = disease_logits_from_prompt_bank(image_embeds, prompt_bank, scale)
-        local_logits = local_disease_logits(patch_embeds, patch_mask, prompt_bank, scale,
-                                            self.config.local_pool_sharpness)
-        return (global_logits + local_logits) / 2
+        return self.perception.embed(self.perception.vision_model(pixel_values, view_mask), view_mask)
 
     def get_text_embeds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(texts, length) -> (texts, projection_dim), L2-normalised mean-pooled sentence embedding."""
@@ -689,13 +772,10 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
     ) -> torch.Tensor | TRRGDiseasePerception:
         """(batch, diseases) zero-shot probabilities from positive vs negated prompts; with
         ``return_maps`` a ``TRRGDiseasePerception`` with the per-view evidence maps too."""
-        image_embeds, patch_embeds, patch_mask = self._image_embeddings(pixel_values, view_mask)
-        probs = torch.sigmoid(self.disease_logits(image_embeds, patch_embeds, patch_mask, prompt_bank))
-        if not return_maps:
-            return probs
-        contrast = local_disease_contrast(patch_embeds, prompt_bank)
-        return TRRGDiseasePerception(disease_probs=probs,
-                                     evidence_maps=evidence_maps(contrast, patch_mask, pixel_values.shape[1]))
+        view_mask = _default_view_mask(pixel_values, view_mask)
+        features = self.perception.vision_model(pixel_values, view_mask)
+        perception = self.perception(features, view_mask, prompt_bank, return_maps)
+        return perception if return_maps else perception.disease_probs
 
     def forward(
         self,
@@ -724,7 +804,8 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
                 trainer's ``gather_for_global_loss``): the sentence loss is then computed over the
                 global batch, with the sentence_group_ids gathered too.
         """
-        image_embeds, patch_embeds, patch_mask = self._image_embeddings(pixel_values, view_mask)
+        embeddings = self._image_embeddings(pixel_values, view_mask)
+        image_embeds, patch_embeds, patch_mask = embeddings.study_embeds, embeddings.patch_embeds, embeddings.patch_mask
         output = TRRGContrastiveOutput(image_embeds=image_embeds)
         losses = []
         if input_ids is not None:
@@ -739,10 +820,10 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
             losses.append(self.config.sentence_loss_weight * output.sentence_loss)
         if prompt_input_ids is not None:
             prompt_bank = self.encode_prompt_bank(prompt_input_ids, prompt_attention_mask)
-            output.disease_logits = self.disease_logits(image_embeds, patch_embeds, patch_mask, prompt_bank)
+            output.disease_logits = self.perception.disease_logits(embeddings, prompt_bank)
             if disease_labels is not None:
                 output.prompt_loss = weighted_disease_bce(
-                    output.disease_logits, disease_labels, self.disease_pos_weight, disease_label_mask
+                    output.disease_logits, disease_labels, self.perception.disease_pos_weight, disease_label_mask
                 )
                 losses.append(self.config.prompt_loss_weight * output.prompt_loss)
         if losses:
@@ -752,8 +833,8 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
 
     def sentence_logits(self, image_embeds, patch_embeds, patch_mask, text_embeds) -> torch.Tensor:
         """(images, texts) logits: the mean of the global (study . sentence) and the local (best
-        patches . sentence) similarities, scaled."""
-        scale = self.logit_scale.exp()
+        patches . sentence) similarities, scaled; in fp32, as the perception computes the image side."""
+        scale, text_embeds = self.perception.logit_scale.float().exp(), text_embeds.float()
         local = local_sentence_logits(patch_embeds, patch_mask, text_embeds, scale, self.config.local_pool_sharpness)
         return (scale * image_embeds @ text_embeds.t() + local) / 2
 
@@ -794,11 +875,11 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
 
     config_class = TRRGConfig
     config: TRRGConfig
-    _checkpoint_conversion_mapping = {}
     # TRRG's own blocks that must sit whole on one device under a device_map: an interaction layer is a
-    # residual block like a decoder layer; the clue injector's tables are read by its methods, not by
-    # a forward call that accelerate's hooks would move inputs for. The backbones add theirs (post_init).
-    _no_split_modules = ["TRRGClueInteractionLayer", "TRRGClueInjector"]
+    # residual block like a decoder layer; the clue injector's tables and the perception's projections
+    # are read by their methods, not by a forward call that accelerate's hooks would move inputs for.
+    # The backbones add theirs (post_init).
+    _no_split_modules = ["TRRGClueInteractionLayer", "TRRGClueInjector", "TRRGPerception"]
     # Loaded with dtype=torch.bfloat16, the LM and the vision backbone take it, but the clue decisions
     # stay in fp32: they compare zero-shot probabilities with per-observation thresholds, and bf16 keeps
     # ~3 significant digits. "_strict": transformers 5 upcasts the plain list for fp16 only; the plain
@@ -819,20 +900,16 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self._follow_attention_support(self.language_model)
         llm_width = config.text_config.hidden_size
-        self.vision_model = TRRGVisionEncoder(config.vision_config, token_grid=config.image_token_grid)
-        vision_width = self.vision_model.hidden_size
-        # Stage-1 zero-shot head: projection into the joint space, temperature, prompt bank.
-        self.visual_projection = nn.Linear(self.vision_model.global_size, config.projection_dim, bias=False)
-        self.patch_projection = nn.Linear(vision_width, config.projection_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor([math.log(self._logit_scale_init())]))  # 1 element: FSDP2
+        # Stage 1's zero-shot perception (vision encoder, projections, temperature) and its prompt bank.
+        self.perception = TRRGPerception(config, TRRGVisionEncoder(config.vision_config, token_grid=config.image_token_grid))
         self.register_buffer("prompt_bank", torch.zeros(config.num_diseases, 2, config.projection_dim))
-        self.register_buffer("disease_pos_weight", torch.ones(config.num_diseases))
+        vision = self.perception.vision_model
         # Visual path: backbone width -> clue width (where the interaction happens) -> LLM width.
-        self.visual_adapter = nn.Sequential(nn.Linear(vision_width, clue.hidden_size), nn.GELU())
+        self.visual_adapter = nn.Sequential(nn.Linear(vision.hidden_size, clue.hidden_size), nn.GELU())
         self.multi_modal_projector = nn.Linear(clue.hidden_size, llm_width)
         # Clue path: decisions -> (disease, state) tokens; interaction; per-disease consistency heads.
         self.clue_injector = TRRGClueInjector(clue, config.num_diseases, config.projection_dim, llm_width)
-        self.global_adapter = nn.Sequential(nn.Linear(self.vision_model.global_size, clue.hidden_size), nn.GELU())
+        self.global_adapter = nn.Sequential(nn.Linear(vision.global_size, clue.hidden_size), nn.GELU())
         self.clue_interaction = TRRGClueInteraction(clue) if clue.use_clue_interaction else None
         self.clue_projector = nn.Linear(clue.hidden_size, llm_width)
         self.clue_output_gate = TRRGGate()
@@ -842,13 +919,11 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
 
     # -- freezing -------------------------------------------------------------------------------
     def freeze_perception(self) -> None:
-        """Freeze the stage-1 perception (vision encoder, projection, temperature) and keep it in eval
+        """Freeze the stage-1 perception (vision encoder, projections, temperature) and keep it in eval
         mode while the rest trains, so batch-norm statistics stay those of stage 1."""
-        for module in (self.vision_model, self.visual_projection, self.patch_projection):
-            module.requires_grad_(False)
-        self.logit_scale.requires_grad_(False)
+        self.perception.requires_grad_(False)
         self._perception_frozen = True
-        self.vision_model.eval()
+        self.perception.eval()
 
     @property
     def perception_frozen(self) -> bool:
@@ -857,7 +932,7 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
     def train(self, mode: bool = True):
         super().train(mode)
         if self.perception_frozen:
-            self.vision_model.eval()
+            self.perception.eval()
         return self
 
     # -- embeddings, so resize_token_embeddings / generate / peft see the LLM's ------------------
@@ -876,22 +951,8 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
     # -- zero-shot perception ----------------------------------------------------------------
     def perception_from_features(self, features: VisionFeatures, view_mask: torch.Tensor,
                                  return_maps: bool = False) -> TRRGDiseasePerception:
-        """The zero-shot perception from the vision encoder's features, as stage 1 computes it: the
-        mean of the global (study vs prompt bank) and local (best patches vs prompt bank) logits."""
-        # In fp32 whatever the weights' dtype: the clue decisions compare these probabilities with
-        # per-observation thresholds, and bf16 keeps ~3 significant digits.
-        scale = self.logit_scale.float().exp()
-        image_embeds = F.normalize(F.linear(features.study_embeds.float(), self.visual_projection.weight.float()), dim=-1)
-        patch_embeds, patch_mask = patch_embeddings(
-            features.patch_tokens.float(), view_mask, lambda tokens: F.linear(tokens, self.patch_projection.weight.float())
-        )
-        prompt_bank = self.prompt_bank.float()
-        local = local_disease_logits(patch_embeds, patch_mask, prompt_bank, scale, self.config.local_pool_sharpness)
-        logits = (disease_logits_from_prompt_bank(image_embeds, prompt_bank, scale) + local) / 2
-        maps = None
-        if return_maps:
-            maps = evidence_maps(local_disease_contrast(patch_embeds, prompt_bank), patch_mask, view_mask.shape[1])
-        return TRRGDiseasePerception(disease_probs=torch.sigmoid(logits), evidence_maps=maps)
+        """The zero-shot perception of the vision encoder's features against the stored prompt bank."""
+        return self.perception(features, view_mask, self.prompt_bank, return_maps)
 
     @property
     def clue_thresholds(self) -> torch.Tensor:
@@ -905,7 +966,8 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         """(batch, diseases) zero-shot probabilities (the perception the clues are decided from); with
         ``return_maps`` a ``TRRGDiseasePerception`` with the per-view evidence maps too."""
         view_mask = _default_view_mask(pixel_values, view_mask)
-        perception = self.perception_from_features(self.vision_model(pixel_values, view_mask), view_mask, return_maps)
+        features = self.perception.vision_model(pixel_values, view_mask)
+        perception = self.perception_from_features(features, view_mask, return_maps)
         return perception if return_maps else perception.disease_probs
 
     @torch.no_grad()
@@ -930,7 +992,9 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         vision_features: VisionFeatures | None = None,
     ) -> TRRGMultimodalFeatures:
         """Visual tokens and clue tokens in the LLM's width, plus the perception that made them."""
-        features = vision_features if vision_features is not None else self.vision_model(pixel_values, view_mask)
+        features = vision_features
+        if features is None:
+            features = self.perception.vision_model(pixel_values, view_mask)
         batch, views, tokens, _ = features.patch_tokens.shape
         patches = self.visual_adapter(features.patch_tokens.flatten(1, 2))  # (batch, views*tokens, hidden)
         patch_mask = view_mask.bool().repeat_interleave(tokens, dim=1)
@@ -1076,7 +1140,7 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         clue_logits = consistency = None
         if consistency_wanted:
             clue_logits = self._clue_slot_logits(input_ids, lm_output.hidden_states[-1])
-            consistency = weighted_disease_bce(clue_logits.float(), disease_labels, self.disease_pos_weight,
+            consistency = weighted_disease_bce(clue_logits.float(), disease_labels, self.perception.disease_pos_weight,
                                                disease_label_mask)
         loss = lm_loss
         if consistency is not None and loss is not None:
@@ -1117,6 +1181,8 @@ __all__ = [
     "TRRGContrastiveModel",
     "TRRGForConditionalGeneration",
     "TRRGPreTrainedModel",
+    "TRRGPerception",
+    "TRRGJointEmbeddings",
     "TRRGContrastiveOutput",
     "TRRGCausalLMOutputWithPast",
     "TRRGDiseasePerception",
@@ -1142,6 +1208,28 @@ __all__ = [
     "weighted_lm_loss",
     "masked_mean",
 ]
+
+# ---------------------------------------------------------------------------------------------
+# The checkpoint layout
+# ---------------------------------------------------------------------------------------------
+
+# Checkpoints name the perception's parts at their top level ("vision_model.*", "logit_scale", ...), as
+# they did before ``TRRGPerception`` held them. transformers renames them on load and back on save
+# (save_pretrained's default save_original_format=True), so every TRRG folder, older ones included, has
+# this one layout.
+_CHECKPOINT_LAYOUT = [WeightRenaming(f"^{name}", f"perception.{name}") for name in TRRGPerception.checkpoint_names]
+for _model_class in (TRRGContrastiveModel, TRRGForConditionalGeneration):
+    # overwrite: the package's classes and a folder's remote-code copy register the same names
+    register_checkpoint_conversion_mapping(_model_class.__name__, _CHECKPOINT_LAYOUT, overwrite=True)
+
+
+def _perception_keys_from_checkpoint_layout(module, state_dict, prefix, *args) -> None:
+    """``load_state_dict`` pre-hook: a state dict in the checkpoint layout (as the Trainer reads a checkpoint
+    back from model.safetensors) gets the module names; one with the module names is left as it is."""
+    for name in TRRGPerception.checkpoint_names:
+        for key in [key for key in state_dict if key == prefix + name or key.startswith(f"{prefix}{name}.")]:
+            state_dict[f"{prefix}perception.{key[len(prefix):]}"] = state_dict.pop(key)
+
 
 # Hub bundle: saving a model copies these files and writes auto_map, so users load it with
 # AutoModel.from_pretrained(folder_or_hub_id, trust_remote_code=True).

@@ -221,7 +221,7 @@ def test_pretrain_losses_gradients_and_zero_shot(tiny_pretrain_model):
     assert out.logits_per_image.shape == (3, 3) and out.disease_logits.shape == (3, 14)
     assert torch.isfinite(out.sentence_loss) and torch.isfinite(out.prompt_loss)
     out.loss.backward()
-    assert model.logit_scale.grad is not None and model.visual_projection.weight.grad.abs().sum() > 0
+    assert model.logit_scale.grad is not None and model.perception.visual_projection.weight.grad.abs().sum() > 0
     bank = model.encode_prompt_bank(**prompts)
     probs = model.predict_diseases(studies["pixel_values"], studies["view_mask"], bank)
     assert probs.shape == (3, 14) and ((probs > 0) & (probs < 1)).all()

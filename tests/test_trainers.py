@@ -120,7 +120,7 @@ def test_finetune_with_lora_trains_adapters_and_clues_and_exports_merged(tiny_ph
     trainer, processor = build_finetuner(args, TRRGDataArguments(data=str(tiny_phantom), eval_split=""), model, processor)
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert any("lora_A" in n for n in trainable) and any(n.startswith("clue_injector") for n in trainable)
-    assert not any(n.startswith("vision_model") for n in trainable)  # frozen stage-1 perception
+    assert not any(n.startswith("perception.") for n in trainable)  # frozen stage-1 perception
     assert not any("language_model" in n and "lora" not in n for n in trainable)  # LLM base frozen under LoRA
     vision_before = {k: v.clone() for k, v in trainer.model.vision_model.state_dict().items()}
     trainer.train()
