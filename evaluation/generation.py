@@ -12,26 +12,23 @@ import torch
 
 from trrg.evaluation.score import contradiction_examples, score_reports
 from trrg.evaluation.truthfulness import clue_decisions
-from trrg.modeling.modeling_trrg import clue_states_from_probs
 from trrg.processing.files import write_json_atomically, write_jsonl_atomically
 from trrg.processing.studies.schema import CachedStudyReader
 
 
-@torch.no_grad()
 def generate_reports(model, processor, rows: Sequence[Mapping], batch_size: int = 16, max_new_tokens: int = 96,
                      num_beams: int = 1, clue_probs_for: Callable[[list[Mapping]], torch.Tensor] | None = None,
                      reader: CachedStudyReader | None = None, progress: bool = False) -> list[dict]:
     """One ``{"id", "report", "disease_probs", "clues"}`` per readable study (unreadable ones are
     skipped and counted by the reader): the report, the model's zero-shot probabilities and the clue
-    decisions it injected (1 present, 0 absent).
+    decisions it injected (1 present, 0 absent), from the model's report pipeline.
 
     ``clue_probs_for(rows)`` replaces the zero-shot perception (benchmarks use it to feed reference
     labels as clues, an upper bound); the clue decisions are then taken from those probabilities.
     """
     reader = reader or CachedStudyReader()
     was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    reporter = model.eval().report_pipeline(processor)
     outputs = []
     batches = range(0, len(rows), batch_size)
     if progress:
@@ -40,21 +37,23 @@ def generate_reports(model, processor, rows: Sequence[Mapping], batch_size: int 
         batches = tqdm(batches, desc="generating", unit="batch")
     for start in batches:
         kept, views = reader.read_batch(rows[start : start + batch_size])
-        inputs = processor(images=views, return_tensors="pt").to(device)
-        if clue_probs_for is not None:
-            inputs["clue_probs"] = clue_probs_for(kept).to(device)
-            perception = {"disease_probs": inputs["clue_probs"],
-                          "clue_states": clue_states_from_probs(inputs["clue_probs"], model.clue_thresholds)}
-        else:
-            perception = model.predict_clues(inputs["pixel_values"], inputs["view_mask"])
-        ids = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
-        texts = processor.batch_decode(ids, prompt_length=inputs["input_ids"].shape[1])
-        probs = perception["disease_probs"].float().cpu().tolist()
-        clues = perception["clue_states"].cpu().tolist()
-        for row, text, p, c in zip(kept, texts, probs, clues):
-            outputs.append({"id": row["id"], "report": text, "disease_probs": [round(v, 4) for v in p], "clues": c})
+        if not kept:
+            continue
+        clue_probs = None if clue_probs_for is None else clue_probs_for(kept)
+        reports = reporter(views, batch_size=len(views), clue_probs=clue_probs, max_new_tokens=max_new_tokens,
+                           num_beams=num_beams, do_sample=False)
+        outputs += [prediction_row(row["id"], report) for row, report in zip(kept, reports)]
     model.train(was_training)
     return outputs
+
+
+def prediction_row(study_id, report) -> dict:
+    """A line of predictions.jsonl from a ``TRRGReport``: probabilities and decisions in the model's
+    disease order, probabilities rounded to 4 decimals."""
+    perception = report.perception
+    return {"id": study_id, "report": report.report,
+            "disease_probs": [round(p, 4) for p in perception.disease_probs.values()],
+            "clues": [int(present) for present in perception.clues.values()]}
 
 
 def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int = 16, max_new_tokens: int = 96,

@@ -82,6 +82,9 @@ class TRRGCluePrediction(ModelOutput):
     disease_probs: torch.Tensor | None = None  # (batch, diseases)
     clue_states: torch.Tensor | None = None  # (batch, diseases) long: 1 present, 0 absent
     evidence_maps: torch.Tensor | None = None  # with return_maps: as in TRRGDiseasePerception
+    # The vision encoder's output the perception was computed from: give it to ``generate(vision_features=...,
+    # clue_probs=disease_probs)`` and the images are not encoded a second time.
+    vision_features: VisionFeatures | None = None
 
 
 @dataclass
@@ -895,6 +898,10 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         # file); the image-text-to-text task class joins it in the auto_map saved with the config.
         config.auto_map = {**(getattr(config, "auto_map", None) or {}),
                            "AutoModelForImageTextToText": f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"}
+        # pipeline("image-text-to-text", model=folder, trust_remote_code=True) reads this to build the
+        # report pipeline shipped beside this file (see ``report_pipeline``).
+        config.custom_pipelines = {"image-text-to-text": {"impl": "pipeline_trrg.TRRGReportPipeline",
+                                                          "pt": ["AutoModelForImageTextToText"], "type": "multimodal"}}
         # The LLM is built first so that its random init does not depend on which clue modules an
         # ablation switches on (paired seeds: every arm starts from the same LLM weights).
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
@@ -972,13 +979,27 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
 
     @torch.no_grad()
     def predict_clues(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None,
-                      return_maps: bool = False) -> TRRGCluePrediction:
+                      return_maps: bool = False, clue_probs: torch.Tensor | None = None) -> TRRGCluePrediction:
         """The perception and the decisions the model injects (``out["disease_probs"]``,
-        ``out.clue_states``; ``evidence_maps`` with ``return_maps``)."""
-        perception = self.predict_diseases(pixel_values, view_mask, return_maps=return_maps)
-        probs = perception.disease_probs if return_maps else perception
+        ``out.clue_states``; ``evidence_maps`` with ``return_maps``), and the vision features they came
+        from, for ``generate``. ``clue_probs`` (batch, diseases) replace the zero-shot probabilities, as in
+        ``forward``: the decisions are then taken from them with the same thresholds."""
+        view_mask = _default_view_mask(pixel_values, view_mask)
+        features = self.perception.vision_model(pixel_values, view_mask)
+        perception = self.perception_from_features(features, view_mask, return_maps)
+        probs = perception.disease_probs if clue_probs is None else clue_probs.to(perception.disease_probs)
         return TRRGCluePrediction(disease_probs=probs, clue_states=clue_states_from_probs(probs, self.clue_thresholds),
-                                  evidence_maps=perception.evidence_maps if return_maps else None)
+                                  evidence_maps=perception.evidence_maps, vision_features=features)
+
+    def report_pipeline(self, processor, **kwargs):
+        """This model's ``TRRGReportPipeline`` (studies in, one ``TRRGReport`` per study out), for a model
+        and processor already loaded: what ``pipeline("image-text-to-text", model=folder,
+        trust_remote_code=True)`` builds from a folder. The model stays on its device."""
+        from .pipeline_trrg import TRRGReportPipeline  # the import also ships pipeline_trrg.py in saved folders
+
+        if getattr(self, "hf_device_map", None) is None:
+            kwargs.setdefault("device", self.device)
+        return TRRGReportPipeline(model=self, processor=processor, **kwargs)
 
     # -- multimodal embedding ----------------------------------------------------------------
     def get_multimodal_features(
@@ -1175,6 +1196,19 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
             for name in self._PREFILL_ONLY_INPUTS:
                 model_inputs.pop(name, None)
         return model_inputs
+
+    def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False,
+                                      input_ids: torch.Tensor | None = None, **model_kwargs):
+        """Beam search and num_return_sequences repeat each study's inputs; ``vision_features`` (a
+        ``VisionFeatures``, not a tensor) are repeated with them, so beams need no second encoding."""
+        features = model_kwargs.pop("vision_features", None)
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids,
+                                                                        **model_kwargs)
+        if features is not None and expand_size > 1:
+            features = VisionFeatures(**{name: value.repeat_interleave(expand_size, dim=0) for name, value in features.items()})
+        if features is not None:
+            model_kwargs["vision_features"] = features
+        return input_ids, model_kwargs
 
 
 __all__ = [

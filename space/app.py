@@ -4,10 +4,10 @@
     trrg space --model org/trrg-phantom --port 7861       # a hub id (downloaded or from the cache)
     TRRG_MODEL=org/trrg-phantom python app.py             # how the Hugging Face Space starts it
 
-The demo is thin: the model is loaded once, ``predict()`` is a pure generator function of the
-uploaded files and the settings, and the served page hands its requests to a ``ReportBatcher``: one
-worker thread that generates the requests arriving together as one batch (a lone request streams
-its report token by token).
+The demo is thin: the model is loaded once, and the served page hands its requests to a
+``ReportBatcher``: one worker thread that generates the requests arriving together as one batch
+through the model's report pipeline (its remote code's ``TRRGReportPipeline``, the one way from a study
+to a report); a lone request streams its report token by token.
 Each uploaded view is shown as an image (DICOM decoded by the model's loader), and next to the
 probabilities the views carry the evidence map of a chosen disease (``evidence_overlay``).
 This file imports only gradio, numpy, pandas, PIL, torch and transformers (never ``trrg``): the model's
@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import html
 import io
-import inspect
 import logging
 import os
 import re
@@ -31,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +84,11 @@ def load_model(model_id_or_dir: str):
             f"trrg space: {model_id_or_dir} holds a {type(model).__name__}, not a TRRG report generator "
             "(stage 2). Pass the folder written by `trrg finetune`, `trrg export` or `trrg init`."
         )
+    if not hasattr(model, "report_pipeline"):
+        raise SystemExit(
+            f"trrg space: the remote code of {model_id_or_dir} predates the report pipeline this page runs. "
+            "Export the model again with the current trrg (`trrg export --checkpoint FOLDER --out NEW`)."
+        )
     processor = AutoProcessor.from_pretrained(model_id_or_dir, trust_remote_code=True)
     return model, processor
 
@@ -105,7 +109,7 @@ def _image_module(processor):
 
 
 # ---------------------------------------------------------------------------------------------
-# Prediction (pure: files + settings in, report / probabilities / clues out)
+# Uploads, and what the page shows of a study's perception (pure)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -143,75 +147,25 @@ def preview_view(path, processor) -> Image.Image | None:
     return image
 
 
-def probability_table(probs: torch.Tensor, names: list[str]) -> pd.DataFrame:
-    """The bar chart's data: one row per disease, in the model's order."""
-    return pd.DataFrame({"disease": list(names), "probability": [round(float(p), 4) for p in probs]})
+def probability_table(perception) -> pd.DataFrame:
+    """The bar chart's data: one row per disease, in the model's order (``perception``: a study's
+    ``TRRGStudyPerception`` from the report pipeline)."""
+    return pd.DataFrame({"disease": list(perception.disease_probs),
+                         "probability": [round(float(p), 4) for p in perception.disease_probs.values()]})
 
 
-def clue_thresholds(config) -> list[float]:
-    """Each disease's decision threshold (0.5 where the model was not tuned)."""
-    values = getattr(config.clue_config, "clue_thresholds", None)
-    return list(values) if values else [0.5] * len(config.disease_names)
-
-
-def clues_markdown(probs: torch.Tensor, config) -> str:
+def clues_markdown(perception, config) -> str:
     """Which disease clues the model injected as "present", as Markdown: the report is written from
     these decisions, so a visitor can check that it says what the model perceives."""
-    names = list(config.disease_names)
+    names = list(perception.disease_probs)
     if not getattr(config.clue_config, "use_clue_injection", True):
         return "This model injects **no** disease clues; the probabilities are for information only."
-    present = [(name, float(p), t) for name, p, t in zip(names, probs, clue_thresholds(config)) if float(p) >= t]
+    present = [(name, perception.disease_probs[name], perception.clue_thresholds[name])
+               for name in names if perception.clues[name]]
     present.sort(key=lambda item: -item[1])
     listed = "\n".join(f"- **{name}**: {p:.2f} (threshold {t:.2f})" for name, p, t in present) or "- none"
     return (f"Clues injected as *present* (each disease has its own threshold; the other "
             f"{len(names) - len(present)} are injected as *absent*):\n\n{listed}")
-
-
-def predict(frontal, lateral, num_beams, max_new_tokens, *, model, processor) -> Iterator[tuple]:
-    """Yield ``(report_so_far, probabilities, clues_markdown, evidence)``: the report grows token by
-    token (greedy); with ``num_beams > 1`` generate() cannot stream, so the report comes in one piece.
-    ``evidence`` (the same dict every time, see ``perceive``) holds what the overlays are drawn from."""
-    views = load_views(frontal, lateral, processor)
-    inputs = processor(images=[views], return_tensors="pt")
-    evidence = perceive(views, inputs, model, processor)
-    probs = torch.tensor(evidence["probs"])
-    table, clues = probability_table(probs, model.config.disease_names), clues_markdown(probs, model.config)
-    yield "", table, clues, evidence
-    settings = generation_settings(num_beams, max_new_tokens)
-    if settings["num_beams"] > 1:
-        with torch.no_grad():
-            sequences = model.generate(**inputs, **settings)
-        report = processor.batch_decode(sequences, prompt_length=inputs["input_ids"].shape[1])[0]
-        yield report, table, clues, evidence
-        return
-    for text in stream_report(model, processor, inputs, settings):
-        yield text, table, clues, evidence
-
-
-def stream_report(model, processor, inputs, settings: dict) -> Iterator[str]:
-    """Greedy generation in a thread, decoded as it goes (``TextIteratorStreamer``)."""
-    from transformers import TextIteratorStreamer
-
-    streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            with torch.no_grad():
-                model.generate(**inputs, **settings, streamer=streamer)
-        except BaseException as error:  # reported in the request's thread, below
-            failure.append(error)
-            streamer.end()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    text = ""
-    for piece in streamer:
-        text += piece
-        yield text.strip()
-    thread.join()
-    if failure:
-        raise failure[0]
 
 
 def generation_settings(num_beams, max_new_tokens) -> dict:
@@ -240,19 +194,21 @@ class ReportBatcher:
     """Generates the reports of many users in batches, in one worker thread.
 
     ``submit()`` queues a request. The worker takes the oldest, waits ``window_s`` for others of the same
-    burst, and runs up to ``max_batch_size`` waiting requests with the same settings as one batch: the
-    processor pads the prompts on the left (attention mask 0 on the padding) and stacks the views
-    (``view_mask``), so each row gets the report it would get alone. Each request is sent
-    ``("perceived", (probs, clue_states, maps or None))`` as soon as the batch's perception is done,
-    ``("text", report_so_far)`` while it streams (a lone greedy request: ``generate()`` with a streamer),
-    and last ``("report", report)`` or ``("error", exception)``. A batch that raises is run again one
-    request at a time, so a study that breaks the model fails alone. The worker exits after ``idle_s``
-    without requests and starts again with the next one.
+    burst, and runs up to ``max_batch_size`` waiting requests with the same settings as one batch through
+    the model's report pipeline: the processor pads the prompts on the left (attention mask 0 on the
+    padding) and stacks the views (``view_mask``), so each row gets the report it would get alone. Each
+    request is sent ``("perceived", perception)`` (its ``TRRGStudyPerception``, evidence maps included) as
+    soon as the batch's perception is done, ``("text", report_so_far)`` while it streams (a lone greedy
+    request: ``generate()`` with a streamer), and last ``("report", report)`` (its ``TRRGReport``) or
+    ``("error", exception)``. A batch that raises is run again one request at a time, so a study that
+    breaks the model fails alone. The worker exits after ``idle_s`` without requests and starts again
+    with the next one.
     """
 
     def __init__(self, model, processor, max_batch_size: int | None = None, window_s: float | None = None,
                  idle_s: float = 30.0, stream_interval_s: float | None = None):
         self.model, self.processor, self.idle_s = model, processor, idle_s
+        self.reporter = model.report_pipeline(processor)
         self.max_batch_size = MAX_BATCH_SIZE if max_batch_size is None else max_batch_size
         self.window_s = BATCH_WINDOW_S if window_s is None else window_s
         self.stream_interval_s = STREAM_INTERVAL_S if stream_interval_s is None else stream_interval_s
@@ -333,19 +289,18 @@ class ReportBatcher:
     def _generate(self, batch: list[ReportRequest]) -> None:
         self.batch_sizes[len(batch)] += 1
         start = time.perf_counter()
-        inputs = self.processor(images=[request.views for request in batch], return_tensors="pt")
-        with torch.no_grad():
-            probs, states, maps = perception_of(self.model, inputs)
-        for row, request in enumerate(batch):
-            if not request.perceived:
-                request.perceived = True
-                request.post(("perceived", (probs[row], states[row], None if maps is None else maps[row])))
+
+        def perceived(perceptions: list) -> None:  # before the reports are written: the page shows it at once
+            for request, perception in zip(batch, perceptions):
+                if not request.perceived:
+                    request.perceived = True
+                    request.post(("perceived", perception))
+
         settings = dict(batch[0].settings)
         if len(batch) == 1 and settings["num_beams"] == 1:  # alone: the report streams
             settings["streamer"] = PostingStreamer(self.processor.tokenizer, batch[0].post, self.stream_interval_s)
-        with torch.no_grad():
-            sequences = self.model.generate(**inputs, **settings)
-        reports = self.processor.batch_decode(sequences, prompt_length=inputs["input_ids"].shape[1])
+        reports = self.reporter([request.views for request in batch], batch_size=len(batch), return_evidence_maps=True,
+                                perception_callback=perceived, **settings)
         for request, report in zip(batch, reports):
             request.post(("report", report))
         LOG.info("batch of %d (%s): %.2f s, %d waiting", len(batch), batch[0].settings, time.perf_counter() - start,
@@ -382,46 +337,24 @@ def generation_error(error: BaseException) -> gr.Error:
 # ---------------------------------------------------------------------------------------------
 
 
-def perceive(views: list, inputs, model, processor) -> dict:
-    """The zero-shot perception of one study, kept (in a ``gr.State``) to draw the overlays from:
-    ``names``, ``probs`` and ``present`` (the clue injected per disease), ``views`` (each view
-    letterboxed into the square the model saw, at least ``OVERLAY_SIDE`` px), ``maps`` (views, diseases,
-    h, w) float32 or None for a model without evidence maps, and ``default`` (the disease shown first)."""
-    probs, states, maps = perception_of(model, inputs)
-    return evidence_of(views, probs[0], states[0], None if maps is None else maps[0], model, processor)
-
-
-def perception_of(model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``(probs, clue states, evidence maps or None)`` of a batch of studies, each (batch, ...). A model
-    whose remote code predates the evidence maps (``predict_clues`` without ``return_maps``) or the
-    clue decisions (no ``predict_clues``) gives what it has."""
-    pixel_values, view_mask = inputs["pixel_values"], inputs["view_mask"]
-    predict_clues = getattr(model, "predict_clues", None)
-    if predict_clues is not None:
-        if "return_maps" in inspect.signature(predict_clues).parameters:
-            out = predict_clues(pixel_values, view_mask, return_maps=True)
-        else:
-            out = predict_clues(pixel_values, view_mask)
-        return out["disease_probs"], out["clue_states"], out.get("evidence_maps")
-    probs = model.predict_diseases(pixel_values, view_mask)
-    return probs, (probs >= torch.tensor(clue_thresholds(model.config))).long(), None
-
-
-def evidence_of(views: list, probs: torch.Tensor, states: torch.Tensor, maps: torch.Tensor | None,
-                model, processor) -> dict:
-    """The evidence dict (see ``perceive``) of one study from its row of ``perception_of``."""
-    names = list(model.config.disease_names)
-    injects = bool(getattr(model.config.clue_config, "use_clue_injection", True))
-    present = [injects and bool(state) for state in states.tolist()]
+def evidence_of(views: list, perception, config, processor) -> dict:
+    """What a request keeps (in a ``gr.State``) to draw the overlays from, given its decoded views and
+    its ``TRRGStudyPerception``: ``names``, ``probs`` and ``present`` (the clue injected per disease),
+    ``views`` (each view letterboxed into the square the model saw, at least ``OVERLAY_SIDE`` px), ``maps``
+    (views, diseases, h, w) float32, and ``default`` (the disease shown first)."""
+    names = list(perception.disease_probs)
+    probs = [float(p) for p in perception.disease_probs.values()]
+    injects = bool(getattr(config.clue_config, "use_clue_injection", True))
+    present = [injects and perception.clues[name] for name in names]
     side = max(int(processor.image_processor.image_size), OVERLAY_SIDE)
     letterbox = _image_module(processor).letterbox
     return {
         "names": names,
-        "probs": [float(p) for p in probs],
+        "probs": probs,
         "present": present,
         "views": [letterbox(view, side) for view in views],
-        "maps": None if maps is None else maps[: len(views)].float().cpu().numpy(),
-        "default": default_disease(probs.tolist(), present, names),
+        "maps": perception.evidence_maps[: len(views)].float().numpy(),
+        "default": default_disease(probs, present, names),
     }
 
 
@@ -482,17 +415,13 @@ def evidence_views(evidence: dict | None, disease: str | None) -> tuple:
     index = evidence["names"].index(disease)
     views = evidence["views"]
     state = "present" if evidence["present"][index] else "absent"
-    caption = f"**{disease}**: probability {evidence['probs'][index]:.2f}, clue injected as *{state}*. "
-    if evidence["maps"] is None:
-        overlays = [view.convert("RGB") for view in views]
-        caption += "This model gives no evidence maps: the views are shown as the model saw them."
-    else:
-        maps = evidence["maps"][:, index]
-        low, high = float(maps.min()), float(maps.max())
-        overlays = [evidence_overlay(view, view_map, (low, high)) for view, view_map in zip(views, maps)]
-        caption += (f"Evidence map (per image patch, cosine to the finding's prompt minus cosine to its "
-                    f"negation): colours run from {low:+.3f} (clear) to {high:+.3f} (red)"
-                    + (", one scale for both views." if len(views) > 1 else "."))
+    maps = evidence["maps"][:, index]
+    low, high = float(maps.min()), float(maps.max())
+    overlays = [evidence_overlay(view, view_map, (low, high)) for view, view_map in zip(views, maps)]
+    caption = (f"**{disease}**: probability {evidence['probs'][index]:.2f}, clue injected as *{state}*. "
+               f"Evidence map (per image patch, cosine to the finding's prompt minus cosine to its negation): "
+               f"colours run from {low:+.3f} (clear) to {high:+.3f} (red)"
+               + (", one scale for both views." if len(views) > 1 else "."))
     lateral = overlays[1] if len(overlays) > 1 else None
     return overlays[0], gr.update(value=lateral, visible=lateral is not None), caption
 
@@ -588,18 +517,17 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
             lateral = {**lateral, "value": served.path(lateral["value"], OVERLAY_FORMAT)}
         return frontal, lateral, caption
 
-    def first_message(views, perceived) -> tuple:
+    def first_message(views, perception) -> tuple:
         """The probabilities, clues, overlays, dropdown and state of a request (drawn off the event loop)."""
-        evidence = evidence_of(views, *perceived, model, processor)
-        table, clues = probability_table(torch.tensor(evidence["probs"]), names), clues_markdown(evidence["probs"], model.config)
+        evidence = evidence_of(views, perception, model.config, processor)
+        table, clues = probability_table(perception), clues_markdown(perception, model.config)
         choices = gr.update(choices=disease_choices(evidence), value=evidence["default"], interactive=True)
         return table, clues, (*served_views(evidence_views(evidence, evidence["default"])), choices, evidence)
 
     async def generate_report(frontal, lateral, num_beams, max_new_tokens, request: gr.Request = None):
-        """Served ``predict()``: the same messages (first the probabilities, clues, overlays, dropdown and
-        state with an empty report; then only the report, growing when it streams), but the generation
-        is the batcher's, shared with the requests that arrived at the same time. A bad upload is refused
-        here, before it reaches a batch."""
+        """First the probabilities, clues, overlays, dropdown and state with an empty report; then only the
+        report, growing when it streams. The generation is the batcher's, shared with the requests that
+        arrived at the same time. A bad upload is refused here, before it reaches a batch."""
         views = await asyncio.to_thread(load_views, frontal, lateral, processor)
         loop, inbox = asyncio.get_running_loop(), asyncio.Queue()
 
@@ -622,7 +550,7 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
                     if inbox.empty():  # else a newer text (or the report) is already waiting
                         yield payload, gr.skip(), gr.skip(), *skip
                 else:
-                    yield payload, table, clues, *skip
+                    yield payload.report, table, clues, *skip
                     return
         finally:
             job.cancelled = True  # a page that left before its batch started is not generated

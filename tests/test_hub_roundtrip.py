@@ -25,7 +25,7 @@ REMOTE_LOAD = textwrap.dedent(
     except ImportError:
         pass
     import numpy as np
-    from transformers import AutoModel, AutoProcessor
+    from transformers import AutoModel, AutoProcessor, pipeline
     source, kind = sys.argv[1], sys.argv[2]
     model = AutoModel.from_pretrained(source, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
@@ -36,6 +36,14 @@ REMOTE_LOAD = textwrap.dedent(
         ids = model.generate(**inputs, max_new_tokens=5, num_beams=2)
         result["report"] = processor.batch_decode(ids, prompt_length=inputs["input_ids"].shape[1])[0]
         result["new_tokens"] = ids.shape[1] - inputs["input_ids"].shape[1]
+        # The pipeline the model card shows: by its task name, and found from the config alone.
+        for task in ("image-text-to-text", None):
+            reporter = pipeline(task, model=source, trust_remote_code=True)
+            out = reporter([image, image], max_new_tokens=5, num_beams=2, return_evidence_maps=True)
+            result[f"pipeline {task}"] = {"class": type(reporter).__name__, "module": type(reporter).__module__,
+                                          "report": out.report, "sentences": len(out.sentences),
+                                          "maps": list(out.perception.evidence_maps.shape),
+                                          "probs": len(out.perception.disease_probs)}
     else:
         pixels = processor.image_processor([[image]], return_tensors="pt")
         result["embed_shape"] = list(model.get_image_embeds(**pixels).shape)
@@ -100,12 +108,14 @@ def remote_loads(hub_folder, pretrain_folder, tmp_path_factory):
 
 def test_folder_holds_safetensors_remote_code_and_auto_map(hub_folder):
     names = {p.name for p in hub_folder.iterdir()}
-    assert {"model.safetensors", "config.json", "processor_config.json", "tokenizer.json",
-            "configuration_trrg.py", "modeling_trrg.py", "processing_trrg.py", "image_processing_trrg.py"} <= names
+    assert {"model.safetensors", "config.json", "processor_config.json", "tokenizer.json", "configuration_trrg.py",
+            "modeling_trrg.py", "processing_trrg.py", "image_processing_trrg.py", "pipeline_trrg.py",
+            "labeler_trrg.py"} <= names
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl"))]
     config = json.loads((hub_folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_trrg.TRRGForConditionalGeneration"
     assert config["auto_map"]["AutoConfig"] == "configuration_trrg.TRRGConfig"
+    assert config["custom_pipelines"]["image-text-to-text"]["impl"] == "pipeline_trrg.TRRGReportPipeline"
     for code in hub_folder.glob("*.py"):  # remote code must be flat and self-contained
         text = code.read_text()
         assert "import trrg" not in text and "from trrg" not in text and "from .." not in text, code.name
@@ -116,11 +126,22 @@ def test_remote_code_load_without_the_package_writes_a_report(remote_loads):
     assert result["model"] == "TRRGForConditionalGeneration" and result["processor"] == "TRRGProcessor"
     assert result["module"].startswith("transformers_modules.")  # the folder's copy, not the package
     assert result["new_tokens"] > 0 and result["report"].strip()
+    check_pipeline(result)
 
 
 def test_load_by_hub_id_from_an_offline_cache(remote_loads):
     result = remote_loads["hub_id"].result()
     assert result["model"] == "TRRGForConditionalGeneration" and result["new_tokens"] > 0
+    check_pipeline(result)
+
+
+def check_pipeline(result: dict) -> None:
+    """``pipeline(task, model=..., trust_remote_code=True)`` builds the folder's TRRGReportPipeline, with
+    the task named or read from config.json's custom_pipelines, and it writes what generate() writes."""
+    for task in ("image-text-to-text", None):
+        out = result[f"pipeline {task}"]
+        assert out["class"] == "TRRGReportPipeline" and out["module"].startswith("transformers_modules."), task
+        assert out["report"] == result["report"] and out["probs"] == 14 and out["maps"] == [2, 14, 4, 4], task
 
 
 def test_pretrain_model_round_trips_through_remote_code(remote_loads, pretrain_folder, tiny_pretrain_model):

@@ -1,11 +1,12 @@
-"""The Gradio Space: pure predict(), the evidence overlays and the view previews, a served demo called
-with gradio_client, bad inputs, file access."""
+"""The Gradio Space: its generation (``ReportBatcher``, through the model's report pipeline), the evidence
+overlays and the view previews, a served demo called with gradio_client, bad inputs, file access."""
 
 from __future__ import annotations
 
 import json
 import urllib.error
 import urllib.request
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,8 +16,17 @@ from PIL import Image
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-from space_helpers import EXAMPLES, GOOD_PNG, bad_inputs, running_demo, write_dicom  # noqa: E402
+from space_helpers import (  # noqa: E402
+    EXAMPLES,
+    GOOD_PNG,
+    bad_inputs,
+    running_demo,
+    space_messages,
+    space_report,
+    write_dicom,
+)
 
+from trrg.modeling.pipeline_trrg import TRRGStudyPerception  # noqa: E402
 from trrg.space import app  # noqa: E402
 
 NEW_TOKENS = 20
@@ -29,62 +39,69 @@ def greedy_report(model, processor, paths, **settings) -> str:
     return processor.batch_decode(sequences, prompt_length=inputs["input_ids"].shape[1])[0]
 
 
-# --- pure predict() -------------------------------------------------------------------------
+# --- the Space's generation -----------------------------------------------------------------
 
 
-def test_predict_streams_growing_prefixes_of_the_greedy_report(tiny_finetune_model):
+def test_a_lone_request_gets_its_perception_then_streams_the_greedy_report(tiny_finetune_model):
     model, processor = tiny_finetune_model
-    outputs = list(app.predict(str(GOOD_PNG), None, 1, NEW_TOKENS, model=model, processor=processor))
-    reports = [report for report, *_ in outputs]
-    assert reports[0] == "" and len(reports) > 3  # probabilities first, then the report token by token
-    for shorter, longer in zip(reports, reports[1:]):
-        assert longer.startswith(shorter)
-    assert reports[-1] == greedy_report(model, processor, [GOOD_PNG]) != ""
-    table = outputs[-1][1]
+    views = app.load_views(str(GOOD_PNG), None, processor)
+    batcher = app.ReportBatcher(model, processor, stream_interval_s=0.0)
+    messages = space_messages(batcher, views, app.generation_settings(1, NEW_TOKENS))
+    kinds = [kind for kind, _ in messages]
+    assert kinds[0] == "perceived" and kinds[-1] == "report" and "text" in kinds  # then word by word
+    texts = [payload for kind, payload in messages if kind == "text"]
+    assert all(longer.startswith(shorter) for shorter, longer in zip(texts, texts[1:]))
+    assert messages[-1][1].report == greedy_report(model, processor, [GOOD_PNG]) != ""
+    assert messages[-1][1].report.startswith(texts[0])
+    table = app.probability_table(messages[0][1])
     assert list(table["disease"]) == list(model.config.disease_names) and len(table) == 14
-    expected = model.predict_diseases(**{k: v for k, v in processor(images=[[app._image_module(processor).load_xray_image(GOOD_PNG)]]).items() if k in ("pixel_values", "view_mask")})[0]
+    inputs = processor(images=[views])
+    expected = model.predict_diseases(inputs["pixel_values"], inputs["view_mask"])[0]
     assert torch.allclose(torch.tensor(table["probability"].to_numpy(), dtype=torch.float32), expected, atol=1e-3)
 
 
-def test_predict_with_beams_gives_the_beam_search_report_in_one_piece(tiny_finetune_model):
+def test_beam_search_gives_the_beam_search_report_in_one_piece(tiny_finetune_model):
     model, processor = tiny_finetune_model
     frontal, lateral = EXAMPLES / "phantom_normal_frontal.png", EXAMPLES / "phantom_normal_lateral.png"
-    outputs = list(app.predict(str(frontal), str(lateral), 2, NEW_TOKENS, model=model, processor=processor))
-    assert [report for report, *_ in outputs][:1] == [""] and len(outputs) == 2
-    assert outputs[-1][0] == greedy_report(model, processor, [frontal, lateral], num_beams=2)
+    views = app.load_views(str(frontal), str(lateral), processor)
+    messages = space_messages(app.ReportBatcher(model, processor), views, app.generation_settings(2, NEW_TOKENS))
+    assert [kind for kind, _ in messages] == ["perceived", "report"]
+    assert messages[-1][1].report == greedy_report(model, processor, [frontal, lateral], num_beams=2)
 
 
-def test_predict_reads_dicom_and_jpeg(tiny_finetune_model, tmp_path):
+def test_the_space_reads_dicom_and_jpeg(tiny_finetune_model, tmp_path):
     model, processor = tiny_finetune_model
     pixels = np.asarray(Image.open(GOOD_PNG), dtype=np.uint16) * 16  # 12-bit
     dicom = write_dicom(tmp_path / "study.dcm", pixels)
     jpeg = tmp_path / "study.jpg"
     Image.open(GOOD_PNG).convert("L").save(jpeg, quality=95)
     for path in (dicom, jpeg):
-        report, table, *_ = list(app.predict(str(path), None, 1, 8, model=model, processor=processor))[-1]
-        assert len(table) == 14 and isinstance(report, str)
+        perception, report = space_report(model, processor, path, tokens=8)
+        assert len(perception.disease_probs) == 14 and isinstance(report.report, str)
 
 
-def test_predict_refuses_a_missing_frontal_view(tiny_finetune_model):
-    model, processor = tiny_finetune_model
+def test_a_missing_frontal_view_is_refused(tiny_finetune_model):
     with pytest.raises(gr.Error, match="frontal view"):
-        next(app.predict(None, None, 1, NEW_TOKENS, model=model, processor=processor))
+        app.load_views(None, None, tiny_finetune_model[1])
 
 
 def test_bad_files_raise_gr_error_with_the_loader_message_and_the_upload_name(tiny_finetune_model, tmp_path):
-    model, processor = tiny_finetune_model
+    processor = tiny_finetune_model[1]
     for path, fragment in bad_inputs(tmp_path / "bad").items():
         with pytest.raises(gr.Error) as error:
-            next(app.predict(str(path), None, 1, NEW_TOKENS, model=model, processor=processor))
+            app.load_views(str(path), None, processor)
         assert fragment in error.value.message and path.name in error.value.message
         assert str(tmp_path) not in error.value.message  # the server's folders are not shown
 
 
 def test_clue_text_lists_the_decisions_with_each_diseases_threshold(tiny_finetune_model):
-    config = tiny_finetune_model[0].config.__class__.from_dict(tiny_finetune_model[0].config.to_dict())
-    probs = torch.tensor([0.9] + [0.1] * 8 + [0.25] + [0.1] * 3 + [0.6])
-    config.clue_config.clue_thresholds = [0.5] * 9 + [0.2] + [0.5] * 4  # pneumothorax tuned low
-    text = app.clues_markdown(probs, config)
+    config = tiny_finetune_model[0].config
+    names = list(config.disease_names)
+    probs = [0.9] + [0.1] * 8 + [0.25] + [0.1] * 3 + [0.6]
+    thresholds = [0.5] * 9 + [0.2] + [0.5] * 4  # pneumothorax tuned low
+    perception = TRRGStudyPerception(dict(zip(names, probs)), {n: p >= t for n, p, t in zip(names, probs, thresholds)},
+                                     dict(zip(names, thresholds)))
+    text = app.clues_markdown(perception, config)
     assert "**No Finding**: 0.90" in text and "**Support Devices**: 0.60" in text
     assert "**Pneumothorax**: 0.25 (threshold 0.20)" in text and "Cardiomegaly" not in text
     assert "the other 11 are injected as *absent*" in text
@@ -103,35 +120,30 @@ def test_banner_states_intended_use_and_training_data():
     assert app.training_data_of(config) is False
 
 
-def test_load_model_reads_a_hub_folder_with_remote_code(tiny_finetune_model, tmp_path):
+def test_load_model_reads_a_hub_folder_with_remote_code(tiny_finetune_model, tmp_path, monkeypatch):
     from trrg.assembly.hub_folders import save_hub_folder
 
     model, processor = tiny_finetune_model
     save_hub_folder(model, processor, tmp_path / "model")
     loaded, loaded_processor = app.load_model(str(tmp_path / "model"))
     assert type(loaded).__name__ == "TRRGForConditionalGeneration" and not loaded.training
-    outputs = list(app.predict(str(GOOD_PNG), None, 1, 8, model=loaded, processor=loaded_processor))
-    local = list(app.predict(str(GOOD_PNG), None, 1, 8, model=model, processor=processor))[-1]
-    assert outputs[-1][0] == local[0]
+    perception, report = space_report(loaded, loaded_processor, GOOD_PNG, tokens=8)
+    local_perception, local_report = space_report(model, processor, GOOD_PNG, tokens=8)
+    assert report.report == local_report.report
     # The remote code brings the evidence maps and the letterbox the overlays are drawn on.
-    evidence = outputs[-1][3]
-    assert evidence["maps"].shape == local[3]["maps"].shape and np.allclose(evidence["maps"], local[3]["maps"], atol=1e-5)
-    assert evidence["views"][0].size == local[3]["views"][0].size and evidence["default"] == local[3]["default"]
+    views = app.load_views(str(GOOD_PNG), None, processor)
+    evidence = app.evidence_of(views, perception, loaded.config, loaded_processor)
+    local = app.evidence_of(views, local_perception, model.config, processor)
+    assert evidence["maps"].shape == local["maps"].shape and np.allclose(evidence["maps"], local["maps"], atol=1e-5)
+    assert evidence["views"][0].size == local["views"][0].size and evidence["default"] == local["default"]
+    # A model whose remote code predates the report pipeline is refused with what to do.
+    import transformers
 
-
-def test_a_model_whose_remote_code_has_no_evidence_maps_still_works(tiny_finetune_model, monkeypatch):
-    model, processor = tiny_finetune_model
-    expected = list(app.predict(str(GOOD_PNG), None, 1, 8, model=model, processor=processor))[-1]
-    real = model.predict_clues
-
-    def predict_clues(pixel_values, view_mask=None):  # as in remote code older than the evidence maps
-        return real(pixel_values, view_mask)
-
-    monkeypatch.setattr(model, "predict_clues", predict_clues)
-    report, table, _, evidence = list(app.predict(str(GOOD_PNG), None, 1, 8, model=model, processor=processor))[-1]
-    assert report == expected[0] and table.equals(expected[1]) and evidence["maps"] is None
-    overlay, _, caption = app.evidence_views(evidence, evidence["default"])
-    assert overlay.size == evidence["views"][0].size and "gives no evidence maps" in caption
+    older = SimpleNamespace(predict_diseases=loaded.predict_diseases, generate=loaded.generate)
+    older.eval = lambda: older
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", lambda *args, **kwargs: older)
+    with pytest.raises(SystemExit, match="trrg export"):
+        app.load_model(str(tmp_path / "model"))
 
 
 def test_space_command_checks_its_model_before_loading(monkeypatch, tmp_path, tiny_finetune_model, capsys):
@@ -235,10 +247,12 @@ def test_the_dropdown_defaults_to_the_most_probable_present_clue():
     assert app.default_disease([0.9, 0.6, 0.7, 0.2], [False] * 4, names) == "A"  # none present
 
 
-def test_predict_keeps_the_evidence_and_chooses_the_default_disease(tiny_finetune_model, monkeypatch):
+def test_the_evidence_keeps_the_maps_and_chooses_the_default_disease(tiny_finetune_model):
     model, processor = tiny_finetune_model
-    evidence = next(app.predict(str(GOOD_PNG), None, 1, 8, model=model, processor=processor))[3]
-    inputs = processor(images=[[app._image_module(processor).load_xray_image(GOOD_PNG)]], return_tensors="pt")
+    perception, _ = space_report(model, processor, GOOD_PNG, tokens=8)
+    views = app.load_views(str(GOOD_PNG), None, processor)
+    evidence = app.evidence_of(views, perception, model.config, processor)
+    inputs = processor(images=[views], return_tensors="pt")
     clues = model.predict_clues(inputs["pixel_values"], inputs["view_mask"], return_maps=True)
     probs, present = clues["disease_probs"][0], clues["clue_states"][0].bool()
     assert present.any()  # the fixture's prompt bank makes some clues present
@@ -253,16 +267,16 @@ def test_predict_keeps_the_evidence_and_chooses_the_default_disease(tiny_finetun
     # Without clue injection nothing is "present": the most probable disease is shown first.
     config = model.config.__class__.from_dict(model.config.to_dict())
     config.clue_config.use_clue_injection = False
-    monkeypatch.setattr(model, "config", config)
-    evidence = next(app.predict(str(GOOD_PNG), None, 1, 8, model=model, processor=processor))[3]
+    evidence = app.evidence_of(views, perception, config, processor)
     assert evidence["default"] == model.config.disease_names[int(probs.argmax())] and not any(evidence["present"])
 
 
 def test_changing_the_dropdown_redraws_the_overlays_without_the_model(tiny_finetune_model, monkeypatch):
     model, processor = tiny_finetune_model
     frontal, lateral = EXAMPLES / "phantom_normal_frontal.png", EXAMPLES / "phantom_normal_lateral.png"
-    evidence = next(app.predict(str(frontal), str(lateral), 1, 8, model=model, processor=processor))[3]
-    single = next(app.predict(str(frontal), None, 1, 8, model=model, processor=processor))[3]
+    both, one = app.load_views(str(frontal), str(lateral), processor), app.load_views(str(frontal), None, processor)
+    evidence = app.evidence_of(both, space_report(model, processor, frontal, lateral, tokens=8)[0], model.config, processor)
+    single = app.evidence_of(one, space_report(model, processor, frontal, tokens=8)[0], model.config, processor)
     demo = app.build_demo(model, processor, True)
     dropdown = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "evidence-disease")
     [listener] = [fn for fn in demo.fns.values() if (dropdown._id, "input") in fn.targets]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from space_helpers import EXAMPLES, GOOD_PNG, bad_inputs, running_demo
+from space_helpers import EXAMPLES, GOOD_PNG, bad_inputs, running_demo, space_report
 
 pytest.importorskip("gradio")
 from trrg.space import app  # noqa: E402
@@ -47,9 +47,9 @@ def served(tiny_finetune_model):
 
 
 def final_report(model, processor, path) -> str:
-    """What the page must show in the end: predict()'s last report with the page's default settings."""
+    """What the page must show in the end: the Space's report with the page's default settings."""
     tokens = min(max(int(model.generation_config.max_new_tokens or 96), 16), 256)
-    return list(app.predict(str(path), None, 1, tokens, model=model, processor=processor))[-1][0]
+    return space_report(model, processor, path, tokens=tokens)[1].report
 
 
 def open_page(browser, url):
@@ -121,8 +121,9 @@ def test_page_streams_a_report_shows_the_chart_and_errors(browser, served, tiny_
     side = max(tiny_finetune_model[1].image_processor.image_size, app.OVERLAY_SIDE)
     assert natural_size(overlay) == (side, side) and overlay.is_visible() and uploaded.is_visible()
     assert not page.locator("#overlay-lateral").is_visible()  # no lateral view uploaded
-    evidence = next(app.predict(str(GOOD_PNG), None, 1, 8, model=tiny_finetune_model[0],
-                                processor=tiny_finetune_model[1]))[3]
+    model, processor = tiny_finetune_model
+    evidence = app.evidence_of(app.load_views(str(GOOD_PNG), None, processor),
+                               space_report(model, processor, GOOD_PNG, tokens=8)[0], model.config, processor)
     dropdown = page.locator("#evidence-disease input")
     assert dropdown.input_value().startswith(evidence["default"])
     page.get_by_text(f"{evidence['default']}: probability").wait_for(state="visible")

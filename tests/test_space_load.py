@@ -14,7 +14,7 @@ import torch
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-from space_helpers import EXAMPLES, bad_inputs, served_demo  # noqa: E402
+from space_helpers import EXAMPLES, bad_inputs, served_demo, space_report  # noqa: E402
 
 from trrg.space import app  # noqa: E402
 
@@ -32,10 +32,9 @@ def studies() -> list[tuple]:
 
 
 def alone(model, processor, frontal, lateral, beams=1) -> tuple[str, list[float]]:
-    """The report and probabilities of one study run by itself (the pure predict())."""
-    report, table, *_ = list(app.predict(str(frontal), None if lateral is None else str(lateral), beams, NEW_TOKENS,
-                                         model=model, processor=processor))[-1]
-    return report, list(table["probability"])
+    """The report and probabilities of one study run by itself (a batcher of its own)."""
+    perception, report = space_report(model, processor, frontal, lateral, beams=beams, tokens=NEW_TOKENS)
+    return report.report, list(app.probability_table(perception)["probability"])
 
 
 def wait_until(condition, what: str) -> None:
@@ -102,11 +101,11 @@ def test_a_study_that_breaks_the_model_fails_alone(tiny_finetune_model, monkeypa
     load = app._image_module(processor).load_xray_image
     pairs = studies()[:3]
     good = [[load(frontal)] for frontal, _ in pairs]
-    poison = [load(pairs[0][0]).point(lambda _: 0)]  # a valid, all-black image; this model "fails" on it
+    poison = [load(pairs[0][0]), load(pairs[0][0]).point(lambda _: 0)]  # the one two-view study; it "breaks" the model
     real_generate = model.generate
 
     def generate(**inputs):
-        if bool((inputs["pixel_values"].flatten(2).std(dim=2) == 0).any()):
+        if bool((inputs["view_mask"].sum(dim=1) == 2).any()):
             raise RuntimeError("cannot write a report for a blank image")
         return real_generate(**inputs)
 
@@ -123,7 +122,7 @@ def test_a_study_that_breaks_the_model_fails_alone(tiny_finetune_model, monkeypa
     for (messages, _), (frontal, lateral) in zip(requests, pairs):
         assert [kind for kind, _ in messages][0] == "perceived"  # once, though the study ran twice
         assert [kind for kind, _ in messages].count("perceived") == 1
-        assert messages[-1] == ("report", alone(model, processor, frontal, lateral)[0])
+        assert messages[-1][0] == "report" and messages[-1][1].report == alone(model, processor, frontal, lateral)[0]
     kind, error = requests[-1][0][-1]
     assert kind == "error" and "blank image" in str(error)
     message = app.generation_error(error).message
@@ -167,7 +166,7 @@ def test_a_lone_request_streams_and_different_settings_are_not_batched_together(
     messages, finished = collect(batcher, [load(frontal)], app.generation_settings(1, NEW_TOKENS))
     assert finished.wait(WAIT_S)
     kinds = [kind for kind, _ in messages]
-    assert streamed == [True] and kinds[0] == "perceived" and messages[-1] == ("report", expected)
+    assert streamed == [True] and kinds[0] == "perceived" and messages[-1][1].report == expected
     assert set(kinds[1:-1]) <= {"text"}
     # Greedy and beam-search requests waiting together run as two batches, each with its own settings;
     # neither streams (a batch does not, beam search cannot).
@@ -177,6 +176,6 @@ def test_a_lone_request_streams_and_different_settings_are_not_batched_together(
     for _, done in greedy + [beams]:
         assert done.wait(WAIT_S)
     assert batcher.batch_sizes == {1: 2, 2: 1} and streamed[1:] == [False, False]
-    assert greedy[0][0][-1] == greedy[1][0][-1] == ("report", expected)
+    assert greedy[0][0][-1][1].report == greedy[1][0][-1][1].report == expected
     assert [kind for kind, _ in beams[0]] == ["perceived", "report"]
-    assert beams[0][-1] == ("report", expected_beams)
+    assert beams[0][-1][1].report == expected_beams
