@@ -82,13 +82,14 @@ def start_server(model: Path, port: int, log, settings: dict[str, float] | None 
                  threads: int | None = None, app_file: Path = APP) -> subprocess.Popen:
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     # `trrg space --model DIR --port P` (the app's main), with the app's INFO log (one line per batch) switched on and
-    # any --set NAME=VALUE applied to the app's constants first.
+    # any --set NAME=VALUE applied first to the app's constants, in whichever of its modules (app.PARTS) holds them.
     code = ("import logging, sys; logging.basicConfig(format='%(asctime)s %(message)s'); "
             "logging.getLogger('trrg.space').setLevel(logging.INFO); "
             "import importlib.util; "
             f"spec = importlib.util.spec_from_file_location('trrg_space_app', {str(app_file)!r}); "
             "app = sys.modules['trrg_space_app'] = importlib.util.module_from_spec(spec); spec.loader.exec_module(app); "
-            f"[setattr(app, name, value) for name, value in {dict(settings or {})!r}.items()]; "
+            f"[setattr(part, name, value) for name, value in {dict(settings or {})!r}.items() "
+            "for part in (app, *getattr(app, 'PARTS', ())) if hasattr(part, name)]; "
             "sys.exit(app.main(sys.argv[1:]))")
     command = ["--model", str(model), "--port", str(port)] + ([] if threads is None else ["--threads", str(threads)])
     server = subprocess.Popen([sys.executable, "-c", code, *command],
@@ -244,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the summary here too")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override an app constant for this run (MAX_BATCH_SIZE, QUEUE_SIZE, CONCURRENCY_LIMIT, ...)")
-    parser.add_argument("--app", type=Path, default=APP, help="the app file to serve (default space/app.py; e.g. "
-                        "an older version from `git show REV:space/app.py`, to compare)")
+    parser.add_argument("--app", type=Path, default=APP, help="the app file to serve (default space/app.py; its sibling modules "
+                        "are imported from its folder. To compare an older version: `git show REV:space/app.py` for one "
+                        "up to the split into modules, else `git archive REV space | tar -x -C DIR` and DIR/space/app.py)")
     parser.add_argument("--threads", type=int, help="the server's torch threads (default: the app's)")
     parser.add_argument("--verbose", action="store_true", help="print the server's batch lines and the latencies")
     args = parser.parse_args(argv)

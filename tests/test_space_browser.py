@@ -17,7 +17,8 @@ from PIL import Image
 from space_helpers import EXAMPLES, GOOD_PNG, bad_inputs, running_demo, space_report
 
 pytest.importorskip("gradio")
-from trrg.space import app  # noqa: E402
+from trrg.space import loading  # noqa: E402
+from trrg.space import evidence as shown  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = Path(__file__).resolve().parents[1] / "test-artifacts" / "space.png"
@@ -118,11 +119,11 @@ def test_page_streams_a_report_shows_the_chart_and_errors(browser, served, tiny_
 
     # Next to the chart: the frontal view with the default disease's evidence map.
     overlay = loaded_image(page, "#overlay")
-    side = max(tiny_finetune_model[1].image_processor.image_size, app.OVERLAY_SIDE)
+    side = max(tiny_finetune_model[1].image_processor.image_size, shown.OVERLAY_SIDE)
     assert natural_size(overlay) == (side, side) and overlay.is_visible() and uploaded.is_visible()
     assert not page.locator("#overlay-lateral").is_visible()  # no lateral view uploaded
     model, processor = tiny_finetune_model
-    evidence = app.evidence_of(app.load_views(str(GOOD_PNG), None, processor),
+    evidence = shown.evidence_of(loading.load_views(str(GOOD_PNG), None, processor),
                                space_report(model, processor, GOOD_PNG, tokens=8)[0], model.config, processor)
     dropdown = page.locator("#evidence-disease input")
     assert dropdown.input_value().startswith(evidence["default"])

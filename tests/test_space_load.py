@@ -16,7 +16,8 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from space_helpers import EXAMPLES, bad_inputs, served_demo, space_report  # noqa: E402
 
-from trrg.space import app  # noqa: E402
+from trrg.space import batching, loading  # noqa: E402
+from trrg.space import evidence as shown  # noqa: E402
 
 NEW_TOKENS = 20
 WAIT_S = 120  # generous: a shared 2-core machine; only a hang reaches it
@@ -34,7 +35,7 @@ def studies() -> list[tuple]:
 def alone(model, processor, frontal, lateral, beams=1) -> tuple[str, list[float]]:
     """The report and probabilities of one study run by itself (a batcher of its own)."""
     perception, report = space_report(model, processor, frontal, lateral, beams=beams, tokens=NEW_TOKENS)
-    return report.report, list(app.probability_table(perception)["probability"])
+    return report.report, list(shown.probability_table(perception)["probability"])
 
 
 def wait_until(condition, what: str) -> None:
@@ -83,7 +84,7 @@ def test_a_burst_is_one_batch_each_user_gets_their_own_report_and_a_bad_upload_i
         assert "Clues injected as *present*" in clues
 
 
-def collect(batcher: app.ReportBatcher, views: list, settings: dict) -> tuple[list[tuple], threading.Event]:
+def collect(batcher: batching.ReportBatcher, views: list, settings: dict) -> tuple[list[tuple], threading.Event]:
     """Submit one request straight to the batcher; its messages land in the returned list."""
     messages, finished = [], threading.Event()
 
@@ -92,13 +93,13 @@ def collect(batcher: app.ReportBatcher, views: list, settings: dict) -> tuple[li
         if message[0] in ("report", "error"):
             finished.set()
 
-    batcher.submit(app.ReportRequest(views, settings, post))
+    batcher.submit(batching.ReportRequest(views, settings, post))
     return messages, finished
 
 
 def test_a_study_that_breaks_the_model_fails_alone(tiny_finetune_model, monkeypatch):
     model, processor = tiny_finetune_model
-    load = app._image_module(processor).load_xray_image
+    load = loading.image_module(processor).load_xray_image
     pairs = studies()[:3]
     good = [[load(frontal)] for frontal, _ in pairs]
     poison = [load(pairs[0][0]), load(pairs[0][0]).point(lambda _: 0)]  # the one two-view study; it "breaks" the model
@@ -110,8 +111,8 @@ def test_a_study_that_breaks_the_model_fails_alone(tiny_finetune_model, monkeypa
         return real_generate(**inputs)
 
     monkeypatch.setattr(model, "generate", generate)
-    batcher = app.ReportBatcher(model, processor)
-    settings = app.generation_settings(1, NEW_TOKENS)
+    batcher = batching.ReportBatcher(model, processor)
+    settings = batching.generation_settings(1, NEW_TOKENS)
     with batcher.held():
         requests = [collect(batcher, views, settings) for views in good + [poison]]
     for _, finished in requests:
@@ -125,14 +126,14 @@ def test_a_study_that_breaks_the_model_fails_alone(tiny_finetune_model, monkeypa
         assert messages[-1][0] == "report" and messages[-1][1].report == alone(model, processor, frontal, lateral)[0]
     kind, error = requests[-1][0][-1]
     assert kind == "error" and "blank image" in str(error)
-    message = app.generation_error(error).message
+    message = batching.generation_error(error).message
     assert "could not be generated for this study" in message and "RuntimeError" in message
 
 
 def test_the_streamer_posts_the_growing_report(tiny_finetune_model):
     _, processor = tiny_finetune_model
     tokenizer, posted = processor.tokenizer, []
-    streamer = app.PostingStreamer(tokenizer, posted.append, interval_s=0.0)
+    streamer = batching.PostingStreamer(tokenizer, posted.append, interval_s=0.0)
     ids = tokenizer.encode("the heart size is normal . there is no pleural effusion .", add_special_tokens=False)
     streamer.put(torch.tensor([[tokenizer.bos_token_id, 7, 8]]))  # the prompt: skipped
     for token in ids:
@@ -143,7 +144,7 @@ def test_the_streamer_posts_the_growing_report(tiny_finetune_model):
     assert texts[-1] == tokenizer.decode(ids, skip_special_tokens=True).strip()
     # At most one message per interval: a fast model shows a few words at a time.
     slow = []
-    streamer = app.PostingStreamer(tokenizer, slow.append, interval_s=3600)
+    streamer = batching.PostingStreamer(tokenizer, slow.append, interval_s=3600)
     streamer.put(torch.tensor([[tokenizer.bos_token_id]]))
     for token in ids:
         streamer.put(torch.tensor([token]))
@@ -152,7 +153,7 @@ def test_the_streamer_posts_the_growing_report(tiny_finetune_model):
 
 def test_a_lone_request_streams_and_different_settings_are_not_batched_together(tiny_finetune_model, monkeypatch):
     model, processor = tiny_finetune_model
-    load = app._image_module(processor).load_xray_image
+    load = loading.image_module(processor).load_xray_image
     frontal = EXAMPLES / "phantom_effusion_frontal.png"
     expected, expected_beams = alone(model, processor, frontal, None)[0], alone(model, processor, frontal, None, beams=2)[0]
     streamed, real_generate = [], model.generate
@@ -162,8 +163,8 @@ def test_a_lone_request_streams_and_different_settings_are_not_batched_together(
         return real_generate(**kwargs)
 
     monkeypatch.setattr(model, "generate", generate)
-    batcher = app.ReportBatcher(model, processor, stream_interval_s=0.0)
-    messages, finished = collect(batcher, [load(frontal)], app.generation_settings(1, NEW_TOKENS))
+    batcher = batching.ReportBatcher(model, processor, stream_interval_s=0.0)
+    messages, finished = collect(batcher, [load(frontal)], batching.generation_settings(1, NEW_TOKENS))
     assert finished.wait(WAIT_S)
     kinds = [kind for kind, _ in messages]
     assert streamed == [True] and kinds[0] == "perceived" and messages[-1][1].report == expected
@@ -171,8 +172,8 @@ def test_a_lone_request_streams_and_different_settings_are_not_batched_together(
     # Greedy and beam-search requests waiting together run as two batches, each with its own settings;
     # neither streams (a batch does not, beam search cannot).
     with batcher.held():
-        greedy = [collect(batcher, [load(frontal)], app.generation_settings(1, NEW_TOKENS)) for _ in range(2)]
-        beams = collect(batcher, [load(frontal)], app.generation_settings(2, NEW_TOKENS))
+        greedy = [collect(batcher, [load(frontal)], batching.generation_settings(1, NEW_TOKENS)) for _ in range(2)]
+        beams = collect(batcher, [load(frontal)], batching.generation_settings(2, NEW_TOKENS))
     for _, done in greedy + [beams]:
         assert done.wait(WAIT_S)
     assert batcher.batch_sizes == {1: 2, 2: 1} and streamed[1:] == [False, False]
