@@ -127,14 +127,12 @@ class TRRGReportPipeline(Pipeline):
         studies = as_studies(images)
         if clue_probs is not None and len(clue_probs) != len(studies):
             raise ValueError(f"clue_probs has {len(clue_probs)} rows for {len(studies)} studies: give one per study")
-        preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
-        forward_params = {**self._forward_params, **forward_params}
+        forward_params = {**self._forward_params, **self._sanitize_parameters(**kwargs)[1]}
         size = batch_size or self._batch_size or DEFAULT_BATCH_SIZE
         reports = []
         for start in range(0, len(studies), size):
             batch_probs = None if clue_probs is None else clue_probs[start : start + size]
-            reports += self.run_single(studies[start : start + size], {"clue_probs": batch_probs}, forward_params,
-                                       postprocess_params)
+            reports += self.run_single(studies[start : start + size], {"clue_probs": batch_probs}, forward_params, {})
         one_study = not isinstance(images, (list, tuple)) or not any(isinstance(view, (list, tuple)) for view in images)
         return reports[0] if one_study else reports
 
