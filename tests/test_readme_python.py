@@ -1,6 +1,7 @@
-"""The Python fine-tuning example of the README (and the model card, which carries the same block)
-runs as written (paths replaced by a tiny model, a JSONL of phantom studies with a split column, and a
-temporary output folder)."""
+"""The Python examples of the README (and the model card, which carries the same blocks) run as written:
+"Using a model" (the report pipeline, then the raw calls; paths replaced by a tiny model folder and two
+phantom views, the lateral one as DICOM) and "Fine-tuning in Python" (paths replaced by a tiny model, a
+JSONL of phantom studies with a split column, and a temporary output folder)."""
 
 import json
 import re
@@ -17,8 +18,40 @@ def _example(path: Path = README, heading: str = "## Fine-tuning in Python") -> 
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+def _examples(path: Path, heading: str) -> list[str]:
+    """Every python block of a section."""
+    section = path.read_text().split(heading, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
 def test_the_model_card_shows_the_same_example():
     assert _example(ROOT / "MODEL_CARD.md", "## Fine-tuning on private data") == _example()
+    assert _examples(ROOT / "MODEL_CARD.md", "## How to load") == _examples(README, "## Using a model")
+
+
+def test_readme_using_a_model_runs_and_the_pipeline_writes_what_the_raw_calls_write(tiny_finetune_model, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from space_helpers import EXAMPLES, write_dicom
+
+    from trrg.assembly.hub_folders import save_hub_folder
+
+    folder = save_hub_folder(*tiny_finetune_model, tmp_path / "model")
+    frontal = EXAMPLES / "phantom_normal_frontal.png"
+    lateral = np.asarray(Image.open(EXAMPLES / "phantom_normal_lateral.png").convert("L"), dtype=np.uint16) * 16
+    dicom = write_dicom(tmp_path / "lateral.dcm", lateral)
+    namespaces = []
+    for code in _examples(README, "## Using a model"):
+        for placeholder, value in (("path/or/org-name", folder), ("frontal.png", frontal), ("lateral.dcm", dicom)):
+            assert f'"{placeholder}"' in code, f"the README example no longer names {placeholder}: update this test"
+            code = code.replace(f'"{placeholder}"', repr(str(value)))
+        namespaces.append({})
+        exec(compile(code, str(README), "exec"), namespaces[-1])  # noqa: S102 - the project's own README
+    pipeline_run, raw = namespaces
+    result, processor = pipeline_run["result"], raw["processor"]
+    assert result.report == processor.batch_decode(raw["ids"], prompt_length=raw["inputs"]["input_ids"].shape[1])[0]
+    assert list(result.perception.disease_probs.values()) == raw["clues"].disease_probs[0].tolist()
+    assert tuple(result.perception.evidence_maps.shape[:2]) == (2, 14)  # frontal and lateral (DICOM) views
 
 
 @pytest.mark.slow
