@@ -1,5 +1,6 @@
 """The Space in a real browser (Debian chromium + Playwright): upload (shown as an image), stream, chart,
-evidence overlay and its dropdown, example thumbnails, error, concurrency.
+evidence overlay and its dropdown, example thumbnails, error, concurrency; the report's sentences pointing
+at their observation's evidence, an extension-less DICOM upload, the out-of-distribution note.
 
 Needs ``apt-get install -y chromium`` and the ``playwright`` Python package (never ``playwright install``).
 Leaves a screenshot in the test's tmp folder (its path is printed; run with -s) and at test-artifacts/space.png.
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from space_helpers import EXAMPLES, GOOD_PNG, bad_inputs, running_demo, space_report
+import numpy as np
+
+from space_helpers import EXAMPLES, GOOD_PNG, bad_inputs, running_demo, served_demo, space_report, write_dicom
 
 pytest.importorskip("gradio")
 from trrg.space import loading  # noqa: E402
@@ -181,4 +184,117 @@ def test_examples_are_thumbnails_that_fill_the_views(browser, served):
     assert natural_size(loaded_image(page, "#lateral-view"))[0] > 0
     page.locator("#frontal").get_by_text("phantom_normal").first.wait_for()
     page.locator("#lateral").get_by_text("phantom_normal").first.wait_for()
+    page.close()
+
+
+# --- sentences, extension-less DICOM, the out-of-distribution note ----------------------------
+
+
+class SteeredReporter:
+    """The batcher's report pipeline, with the study's ``in_distribution`` set (what a model with
+    training statistics decides; the tiny fixture has none) and, when given, the report's sentences
+    replaced by sentences stating chosen observations (the tiny model's words are random)."""
+
+    def __init__(self, reporter, in_distribution=None, sentences=None):
+        self.reporter, self.in_distribution, self.sentences = reporter, in_distribution, sentences
+
+    def __call__(self, studies, perception_callback=None, **kwargs):
+        def perceived(perceptions):
+            for perception in perceptions:
+                perception.in_distribution = self.in_distribution
+            if perception_callback is not None:
+                perception_callback(perceptions)
+
+        reports = self.reporter(studies, perception_callback=perceived, **kwargs)
+        for report in reports if self.sentences else []:
+            report.sentences = list(self.sentences)
+        return reports
+
+
+@pytest.fixture(scope="module")
+def steered(tiny_finetune_model):
+    """A demo of its own whose batcher's pipeline the tests steer (``SteeredReporter``)."""
+    with served_demo(*tiny_finetune_model, is_phantom=True) as (url, demo):
+        original = demo.trrg_batcher.reporter
+        yield url, demo, original
+        demo.trrg_batcher.reporter = original
+
+
+def test_choosing_a_sentence_shows_the_evidence_of_the_observation_it_states(browser, steered, tiny_finetune_model):
+    from trrg.modeling.pipeline_trrg import TRRGSentence
+
+    url, demo, original = steered
+    names = list(tiny_finetune_model[0].config.disease_names)
+    stated = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax"]
+    assert set(stated) <= set(names)
+    sentences = [TRRGSentence(f"Sentence about {name.lower()}.", {name: "positive"}) for name in stated]
+    sentences.append(TRRGSentence("The study is otherwise unremarkable.", {}))
+    demo.trrg_batcher.reporter = SteeredReporter(original, True, sentences)
+    page = open_page(browser, url)
+    page.locator("#frontal input[type=file]").set_input_files(str(EXAMPLES / "phantom_normal_frontal.png"))
+    page.locator("#frontal").get_by_text("phantom_norm").first.wait_for()
+    page.locator("#lateral input[type=file]").set_input_files(str(EXAMPLES / "phantom_normal_lateral.png"))
+    page.locator("#lateral").get_by_text("phantom_norm").first.wait_for()
+    page.get_by_role("button", name="Generate report").click()
+    listed = page.locator("#sentences")
+    listed.get_by_text(sentences[0].text).wait_for(state="visible")  # the list comes with the finished report
+    assert "Cardiomegaly: positive" in listed.inner_text()
+    overlay = loaded_image(page, "#overlay")
+    dropdown = page.locator("#evidence-disease input")
+    caption = page.locator("#evidence-caption")
+    shown_first = dropdown.input_value()
+    for sentence, name in zip(sentences, stated):
+        if shown_first.startswith(name):
+            continue  # already shown: choose the others
+        before = overlay.get_attribute("src")
+        listed.get_by_text(sentence.text).click()
+        page.get_by_text(f"states {name} (positive)").wait_for(state="visible")
+        page.wait_for_function("([el, src]) => el.getAttribute('src') !== src && el.complete && el.naturalWidth > 0",
+                               arg=[overlay.element_handle(), before])
+        text = caption.inner_text()
+        assert text.startswith(f"{name}: probability") and "strongest on the" in text, text
+        assert dropdown.input_value().startswith(name)
+    # A sentence that states nothing says so and leaves the overlay as it is.
+    before = overlay.get_attribute("src")
+    listed.get_by_text(sentences[-1].text).click()
+    page.get_by_text("no evidence map to show").wait_for(state="visible")
+    assert overlay.get_attribute("src") == before
+    page.close()
+
+
+def test_an_extensionless_dicom_upload_gets_a_report(browser, served, tiny_finetune_model, tmp_path):
+    pixels = np.asarray(Image.open(GOOD_PNG), dtype=np.uint16) * 16  # 12-bit
+    dicom = write_dicom(tmp_path / "IM000123", pixels)  # as PACS exports name them: no extension
+    assert dicom.suffix == ""
+    expected = final_report(*tiny_finetune_model, dicom)
+    page = open_page(browser, served)
+    upload_and_generate(page, dicom)
+    assert natural_size(loaded_image(page, "#frontal-view")) == (pixels.shape[1], pixels.shape[0])
+    assert wait_for_report(page, expected) == expected
+    assert "Invalid file type" not in page.inner_text("body")
+    page.close()
+
+
+def test_the_out_of_distribution_note_follows_the_perception(browser, steered, tiny_finetune_model):
+    url, demo, original = steered
+    page = open_page(browser, url)
+    page.locator("#frontal input[type=file]").set_input_files(str(GOOD_PNG))
+    page.locator("#frontal").get_by_text(GOOD_PNG.stem[:12]).first.wait_for()
+    note = page.locator("#distribution-note")
+    expected = final_report(*tiny_finetune_model, GOOD_PNG)
+    warning = "does not resemble the images this model was trained on"
+    for in_distribution in (False, True, None, False):
+        demo.trrg_batcher.reporter = SteeredReporter(original, in_distribution)
+        page.get_by_label("Report", exact=True).evaluate("el => { el.value = ''; }")
+        page.get_by_role("button", name="Generate report").click()
+        wait_for_report(page, expected)
+        if in_distribution is False:
+            page.get_by_text(warning).wait_for(state="visible")
+            assert "unreliable" in note.inner_text()
+        elif in_distribution is None:
+            page.get_by_text("cannot tell whether this image resembles").wait_for(state="visible")
+            assert warning not in page.inner_text("body")
+        else:
+            note.wait_for(state="hidden")
+            assert warning not in page.inner_text("body") and "cannot tell" not in page.inner_text("body")
     page.close()
