@@ -48,6 +48,10 @@ def bridge(pretrain_dir: str | Path | None, llm: str | None = None, preset: str 
 def _copy_perception(pretrain_model, model, prompt_bank: torch.Tensor) -> None:
     if list(pretrain_model.config.disease_names) != list(model.config.disease_names):
         raise ValueError("stage-1 and stage-2 disease vocabularies differ: pass the same disease_names to both")
+    layout = pretrain_model.perception.distribution_layout
+    if layout["sizes"]:  # stage 1's training-distribution statistics come along (sized by its config)
+        model.perception.reset_training_distribution(layout["layers"], layout["sizes"])
+        model.config.training_distribution = dict(layout)
     model.perception.load_state_dict(pretrain_model.perception.state_dict())
     model.config.local_pool_sharpness = pretrain_model.config.local_pool_sharpness
     model.prompt_bank.copy_(prompt_bank)

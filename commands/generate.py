@@ -42,11 +42,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     perception = result.perception
     present = [name for name, injected in perception.clues.items() if injected]
+    print(distribution_note(perception.in_distribution, perception.familiarity, model.config))
     print(result.report)
     print("\ndisease clues injected as present (zero-shot p >= the disease's threshold):")
     print("\n".join(f"  {name}: {perception.disease_probs[name]:.2f} (threshold {perception.clue_thresholds[name]:.2f})"
                     for name in present) or "  none")
     return 0
+
+
+def distribution_note(in_distribution: bool | None, familiarity: float | None, config) -> str:
+    """One line above the report: whether this image resembles the model's training images."""
+    trained_on = getattr(config, "trrg_training_data", None) or "its training data"
+    if in_distribution is None:
+        return (f"NOTE: this model carries no statistics of its training images ({trained_on}): it cannot tell "
+                "whether this image resembles them. Read the report with that in mind.")
+    if not in_distribution:
+        return (f"WARNING: this image does not resemble the images this model was trained on ({trained_on}; "
+                f"familiarity {familiarity:.2f}, above 1 is unlike them). The findings below are unreliable for it.")
+    return f"in distribution: this image resembles the model's training images ({trained_on}; familiarity {familiarity:.2f})"
 
 
 def _is_folder(name: str) -> bool:

@@ -51,9 +51,22 @@ def prediction_row(study_id, report) -> dict:
     """A line of predictions.jsonl from a ``TRRGReport``: probabilities and decisions in the model's
     disease order, probabilities rounded to 4 decimals."""
     perception = report.perception
-    return {"id": study_id, "report": report.report,
-            "disease_probs": [round(p, 4) for p in perception.disease_probs.values()],
-            "clues": [int(present) for present in perception.clues.values()]}
+    row = {"id": study_id, "report": report.report,
+           "disease_probs": [round(p, 4) for p in perception.disease_probs.values()],
+           "clues": [int(present) for present in perception.clues.values()]}
+    if perception.familiarity is not None:  # the model carries statistics of its training images
+        row["familiarity"] = round(perception.familiarity, 4)
+    return row
+
+
+def out_of_distribution(predictions: Sequence[Mapping]) -> dict:
+    """``out_of_distribution_rate``: the share of studies whose familiarity is above 1 (unlike the
+    model's training images), with the count; ``None`` (unknown) when the model holds no statistics."""
+    scores = [p["familiarity"] for p in predictions if p.get("familiarity") is not None]
+    if not scores or len(scores) < len(predictions):
+        return {"out_of_distribution_rate": None, "out_of_distribution_count": None}
+    flagged = sum(score > 1.0 for score in scores)
+    return {"out_of_distribution_rate": flagged / len(scores), "out_of_distribution_count": flagged}
 
 
 def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int = 16, max_new_tokens: int = 96,
@@ -77,6 +90,7 @@ def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int 
     metrics.update({"generation": {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False,
                                    "clues": "zero-shot perception" if clue_probs_for is None else "given"},
                     "skipped_studies": len(rows) - len(predictions), **versions(), **(protocol or {}),
+                    **out_of_distribution(predictions),
                     "self_contradiction_examples": contradiction_examples([p["report"] for p in predictions],
                                                                           [p["id"] for p in predictions])})
     write_json_atomically(out / "metrics.json", metrics)

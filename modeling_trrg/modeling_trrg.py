@@ -14,7 +14,7 @@ Layout of this file:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +27,7 @@ from transformers.core_model_loading import WeightRenaming
 from transformers.utils import ModelOutput
 
 from .configuration_trrg import TRRGClueConfig, TRRGConfig, TRRGContrastiveConfig
+from .distribution_trrg import TRRGTrainingDistribution, layer_statistics
 
 # ---------------------------------------------------------------------------------------------
 # 1. Outputs
@@ -55,6 +56,9 @@ class TRRGDiseasePerception(ModelOutput):
     # prompt), in [-2, 2]; where the disease's evidence lies. Padded views are 0. The grid covers the
     # processor's square (letterboxed) input image.
     evidence_maps: torch.Tensor | None = None
+    # (batch,) how unlike the training images a study is (``TRRGTrainingDistribution``): above 1, out of
+    # distribution; None when the model holds no statistics of its training images (unknown).
+    familiarity: torch.Tensor | None = None
 
 
 @dataclass
@@ -64,6 +68,9 @@ class VisionFeatures(ModelOutput):
     patch_tokens: torch.Tensor | None = None  # (batch, views, tokens, width); padded views are zero
     view_embeds: torch.Tensor | None = None  # (batch, views, 2 * width): per-view [average ; max] pool
     study_embeds: torch.Tensor | None = None  # (batch, 2 * width): masked mean over the study's views
+    # With ``statistics_layers``: per chosen backbone layer, (batch, views, size) per-channel mean and std
+    # over the image (``layer_statistics``): what ``TRRGTrainingDistribution`` compares with training.
+    layer_statistics: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -85,6 +92,12 @@ class TRRGCluePrediction(ModelOutput):
     # The vision encoder's output the perception was computed from: give it to ``generate(vision_features=...,
     # clue_probs=disease_probs)`` and the images are not encoded a second time.
     vision_features: VisionFeatures | None = None
+    familiarity: torch.Tensor | None = None  # (batch,): as in TRRGDiseasePerception; None: unknown
+
+    @property
+    def in_distribution(self) -> torch.Tensor | None:
+        """(batch,) bool: the study resembles the training images; None when the model cannot tell."""
+        return None if self.familiarity is None else self.familiarity <= 1.0
 
 
 @dataclass
@@ -400,8 +413,21 @@ class TRRGVisionEncoder(nn.Module):
 
     def _feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(n, 3, H, W) -> (n, width, h, w), whether the backbone is convolutional or a transformer."""
+        return self._encode(pixel_values)[0]
+
+    def _encode(self, pixel_values: torch.Tensor, statistics_layers: Sequence[int] | None = None):
+        """The feature map of ``_feature_map``, and the ``layer_statistics`` of the ``statistics_layers``
+        hidden states (None when not asked)."""
         # The processor gives fp32 pixels; a model loaded in bf16 has a bf16 backbone.
-        hidden = self.backbone(pixel_values=pixel_values.to(self.backbone.dtype)).last_hidden_state
+        output = self.backbone(pixel_values=pixel_values.to(self.backbone.dtype),
+                               output_hidden_states=statistics_layers is not None)
+        statistics = None
+        if statistics_layers is not None:
+            statistics = [layer_statistics(output.hidden_states[index]) for index in statistics_layers]
+        return self._as_grid(output.last_hidden_state), statistics
+
+    @staticmethod
+    def _as_grid(hidden: torch.Tensor) -> torch.Tensor:
         if hidden.dim() == 4:
             return hidden
         tokens = hidden.shape[1]
@@ -410,10 +436,12 @@ class TRRGVisionEncoder(nn.Module):
             hidden, side = hidden[:, 1:], math.isqrt(tokens - 1)
         return hidden.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[2], side, side)
 
-    def forward(self, pixel_values: torch.Tensor, view_mask: torch.Tensor) -> VisionFeatures:
+    def forward(self, pixel_values: torch.Tensor, view_mask: torch.Tensor,
+                statistics_layers: Sequence[int] | None = None) -> VisionFeatures:
         batch, views = pixel_values.shape[:2]
         real = view_mask.reshape(-1).bool()
-        feature_map = self._feature_map(pixel_values.reshape(batch * views, *pixel_values.shape[2:])[real])
+        feature_map, statistics = self._encode(pixel_values.reshape(batch * views, *pixel_values.shape[2:])[real],
+                                               statistics_layers)
         view_global = torch.cat([feature_map.mean(dim=(2, 3)), feature_map.amax(dim=(2, 3))], dim=-1)  # (n_real, 2*width)
         if self.token_grid:
             feature_map = F.adaptive_avg_pool2d(feature_map, self.token_grid)
@@ -428,7 +456,20 @@ class TRRGVisionEncoder(nn.Module):
             patch_tokens=patch_tokens.reshape(batch, views, *tokens.shape[1:]),
             view_embeds=view_embeds,
             study_embeds=masked_mean(view_embeds, view_mask, dim=1),
+            layer_statistics=None if statistics is None else tuple(
+                _per_view(values, real, batch, views) for values in statistics),
         )
+
+
+def _max_views(config) -> int:
+    return getattr(config, "max_views", 2)
+
+
+def _per_view(values: torch.Tensor, real: torch.Tensor, batch: int, views: int) -> torch.Tensor:
+    """(real views, size) -> (batch, views, size), padded views zero."""
+    out = values.new_zeros(batch * views, values.shape[-1])
+    out[real] = values
+    return out.reshape(batch, views, -1)
 
 
 class TRRGPerception(nn.Module):
@@ -465,6 +506,24 @@ class TRRGPerception(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor([math.log(getattr(config, "logit_scale_init", 1 / 0.07))]))
         # Set by the stage-1 trainer from the training labels (positive_class_weight); saved with the weights.
         self.register_buffer("disease_pos_weight", torch.ones(config.num_diseases))
+        # What the training images look like (fitted at the end of training; sized by the config).
+        self.training_distribution = TRRGTrainingDistribution(self.distribution_layout["sizes"], _max_views(config))
+
+    @property
+    def distribution_layout(self) -> dict:
+        """``config.training_distribution``: the backbone layers compared and their statistics' sizes."""
+        return getattr(self.config, "training_distribution", None) or {"layers": [], "sizes": []}
+
+    @property
+    def statistics_layers(self) -> list[int] | None:
+        """The layers whose statistics the vision encoder must return; None when nothing is fitted."""
+        return self.distribution_layout["layers"] if self.training_distribution.fitted else None
+
+    def reset_training_distribution(self, layers: list[int], sizes: list[int]) -> TRRGTrainingDistribution:
+        """An empty ``TRRGTrainingDistribution`` for these layers, recorded in the config, to be fitted."""
+        self.config.training_distribution = {"layers": list(layers), "sizes": list(sizes)}
+        self.training_distribution = TRRGTrainingDistribution(sizes, _max_views(self.config)).to(self.disease_pos_weight.device)
+        return self.training_distribution
 
     def embed(self, features: VisionFeatures, view_mask: torch.Tensor) -> TRRGJointEmbeddings:
         """The study embedding and the patch embeddings of the vision encoder's ``features``."""
@@ -493,7 +552,14 @@ class TRRGPerception(nn.Module):
         embeddings = self.embed(features, view_mask)
         probs = torch.sigmoid(self.disease_logits(embeddings, prompt_bank))
         maps = self.evidence_maps(embeddings, prompt_bank, view_mask.shape[1]) if return_maps else None
-        return TRRGDiseasePerception(disease_probs=probs, evidence_maps=maps)
+        return TRRGDiseasePerception(disease_probs=probs, evidence_maps=maps, familiarity=self.familiarity(features, view_mask))
+
+    def familiarity(self, features: VisionFeatures, view_mask: torch.Tensor) -> torch.Tensor | None:
+        """(batch,) familiarity scores of the encoded studies; None without fitted statistics (or when the
+        features were computed without the layer statistics)."""
+        if features.layer_statistics is None:
+            return None
+        return self.training_distribution.familiarity(list(features.layer_statistics), view_mask)
 
     def clamp_logit_scale(self, maximum: float) -> None:
         """Keep the temperature sane (open_clip clamps after each optimizer step too)."""
@@ -668,6 +734,8 @@ class TRRGPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # A folder saved before the training-distribution statistics existed: not fitted ("unknown"), not an error.
+    _keys_to_ignore_on_load_missing = [r"perception\.training_distribution\."]
     # Losses are per-batch means (LM tokens, diseases, contrastive pairs); the Trainer scales them
     # for gradient accumulation instead of passing num_items_in_batch.
     accepts_loss_kwargs = False
@@ -717,6 +785,9 @@ class TRRGPreTrainedModel(PreTrainedModel):
         elif isinstance(module, TRRGPerception):
             init.constant_(module.logit_scale, math.log(getattr(self.config, "logit_scale_init", 1 / 0.07)))
             init.ones_(module.disease_pos_weight)
+        elif isinstance(module, TRRGTrainingDistribution):  # missing from a folder: not fitted
+            for buffer in module.buffers():
+                init.zeros_(buffer)
         elif isinstance(module, TRRGForConditionalGeneration):
             init.zeros_(module.prompt_bank)
             init.normal_(module.consistency_weight, std=getattr(self.config.text_config, "initializer_range", 0.02))
@@ -776,7 +847,7 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
         """(batch, diseases) zero-shot probabilities from positive vs negated prompts; with
         ``return_maps`` a ``TRRGDiseasePerception`` with the per-view evidence maps too."""
         view_mask = _default_view_mask(pixel_values, view_mask)
-        features = self.perception.vision_model(pixel_values, view_mask)
+        features = self.perception.vision_model(pixel_values, view_mask, self.perception.statistics_layers)
         perception = self.perception(features, view_mask, prompt_bank, return_maps)
         return perception if return_maps else perception.disease_probs
 
@@ -888,7 +959,7 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
     # ~3 significant digits. "_strict": transformers 5 upcasts the plain list for fp16 only; the plain
     # list is what quantizers leave unquantized.
     _keep_in_fp32_modules_strict = ["clue_injector", "prompt_bank", "visual_projection", "patch_projection",
-                                    "logit_scale", "disease_pos_weight"]
+                                    "logit_scale", "disease_pos_weight", "training_distribution"]
     _keep_in_fp32_modules = _keep_in_fp32_modules_strict
 
     def __init__(self, config: TRRGConfig):
@@ -973,7 +1044,7 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         """(batch, diseases) zero-shot probabilities (the perception the clues are decided from); with
         ``return_maps`` a ``TRRGDiseasePerception`` with the per-view evidence maps too."""
         view_mask = _default_view_mask(pixel_values, view_mask)
-        features = self.perception.vision_model(pixel_values, view_mask)
+        features = self.perception.vision_model(pixel_values, view_mask, self.perception.statistics_layers)
         perception = self.perception_from_features(features, view_mask, return_maps)
         return perception if return_maps else perception.disease_probs
 
@@ -985,11 +1056,12 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         from, for ``generate``. ``clue_probs`` (batch, diseases) replace the zero-shot probabilities, as in
         ``forward``: the decisions are then taken from them with the same thresholds."""
         view_mask = _default_view_mask(pixel_values, view_mask)
-        features = self.perception.vision_model(pixel_values, view_mask)
+        features = self.perception.vision_model(pixel_values, view_mask, self.perception.statistics_layers)
         perception = self.perception_from_features(features, view_mask, return_maps)
         probs = perception.disease_probs if clue_probs is None else clue_probs.to(perception.disease_probs)
         return TRRGCluePrediction(disease_probs=probs, clue_states=clue_states_from_probs(probs, self.clue_thresholds),
-                                  evidence_maps=perception.evidence_maps, vision_features=features)
+                                  evidence_maps=perception.evidence_maps, vision_features=features,
+                                  familiarity=perception.familiarity)
 
     def report_pipeline(self, processor, **kwargs):
         """This model's ``TRRGReportPipeline`` (studies in, one ``TRRGReport`` per study out), for a model

@@ -52,8 +52,10 @@ class TRRGStudyPerception:
     # positive prompt) - cos(patch, negated prompt), diseases in the order of the dicts above.
     evidence_maps: torch.Tensor | None = None
     # Whether the study resembles what the model was trained on; None: unknown (this model carries no
-    # statistics of its training images to compare with).
+    # statistics of its training images to compare with). ``familiarity``: the score it is decided from
+    # (TRRGTrainingDistribution; above 1: unlike the training images).
     in_distribution: bool | None = None
+    familiarity: float | None = None
 
 
 @dataclass
@@ -81,6 +83,7 @@ class TRRGReport:
                            for index, name in enumerate(perception.disease_probs)} for view in maps],
             },
             "in_distribution": perception.in_distribution,
+            "familiarity": None if perception.familiarity is None else round(perception.familiarity, 4),
         }
 
 
@@ -181,9 +184,12 @@ class TRRGReportPipeline(Pipeline):
         names = list(self.model.config.disease_names)
         thresholds = dict(zip(names, self.model.clue_thresholds.tolist()))
         maps, views = clues.evidence_maps, view_mask.sum(dim=1).tolist()
+        familiarity = [None] * len(views) if clues.familiarity is None else clues.familiarity.float().tolist()
         return [TRRGStudyPerception(disease_probs=dict(zip(names, probs)), clues=dict(zip(names, map(bool, states))),
                                     clue_thresholds=thresholds,
-                                    evidence_maps=None if maps is None else maps[row, : views[row]].float().cpu())
+                                    evidence_maps=None if maps is None else maps[row, : views[row]].float().cpu(),
+                                    in_distribution=None if familiarity[row] is None else familiarity[row] <= 1.0,
+                                    familiarity=familiarity[row])
                 for row, (probs, states) in enumerate(zip(clues.disease_probs.tolist(), clues.clue_states.tolist()))]
 
 

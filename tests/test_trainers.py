@@ -434,7 +434,8 @@ def test_evaluating_without_the_evaluation_split_names_eval_split(tiny_phantom, 
 
 
 def test_frozen_features_are_computed_once_in_the_trainer_process_with_dataloader_workers(tiny_phantom,
-                                                                                          tiny_finetune_model, tmp_path):
+                                                                                          tiny_finetune_model, tmp_path,
+                                                                                          monkeypatch):
     """With DataLoader workers (what GPU users set) the encoder runs in the trainer's process only, once per
     study: the collator the workers receive holds no model and no features, only the id -> slot index."""
     import copy
@@ -447,8 +448,11 @@ def test_frozen_features_are_computed_once_in_the_trainer_process_with_dataloade
                  per_device_train_batch_size=16, calibrate_clue_thresholds=False)
     trainer = TRRGFinetuneTrainer(model=copy.deepcopy(tiny_finetune_model[0]), args=args, train_dataset=studies["train"],
                                   eval_dataset=studies["val"], processing_class=tiny_finetune_model[1])
+    import trrg.trainers.finetune_trainer as finetune_trainer
+
+    monkeypatch.setattr(finetune_trainer, "record_training_distribution", lambda trainer: None)  # its own pass
     calls = []
-    trainer.model.vision_model.register_forward_hook(lambda *_: calls.append(1))
+    trainer.model.perception.vision_model.register_forward_hook(lambda *_: calls.append(1))
     trainer.train()
     cache = trainer.vision_cache
     assert cache.encoded_studies == len(studies["train"]) + len(studies["val"]) == len(cache.index)

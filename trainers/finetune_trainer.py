@@ -39,6 +39,7 @@ from trrg.trainers.distributed import (
     world_size,
 )
 from trrg.trainers.loss_parts import LossPartsMixin
+from trrg.trainers.training_distribution import record_training_distribution
 from trrg.trainers.training_data import evaluation_split, load_training_studies, training_data_label
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,9 @@ class TRRGFinetuneTrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
 
     def train(self, *args, **kwargs):
         self.prepare_perception()
-        return super().train(*args, **kwargs)
+        result = super().train(*args, **kwargs)
+        record_training_distribution(self)
+        return result
 
     def prepare_perception(self) -> None:
         """Once, before training, in this process and on the training device: cache the frozen encoder's

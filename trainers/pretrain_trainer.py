@@ -19,6 +19,7 @@ from trrg.trainers.arguments import TRRGDataArguments, TRRGPretrainArguments, st
 from trrg.trainers.collators import PretrainCollator, StudyCollatorMixin, label_prevalence, study_columns_kept
 from trrg.trainers.distributed import gather_for_global_loss, world_size
 from trrg.trainers.loss_parts import LossPartsMixin
+from trrg.trainers.training_distribution import record_training_distribution
 from trrg.trainers.training_data import evaluation_split, load_training_studies
 
 
@@ -60,6 +61,11 @@ class TRRGPretrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
             with torch.no_grad():
                 model.disease_pos_weight.copy_(positive_class_weight(prevalence, self.options.prompt_pos_weight_power))
         super().__init__(model, args, data_collator, train_dataset, eval_dataset, processing_class, *more, **kwargs)
+
+    def train(self, *args, **kwargs):
+        result = super().train(*args, **kwargs)
+        record_training_distribution(self)
+        return result
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if world_size() > 1:  # the sentence loss over the global batch (model.forward's ``gather``)
