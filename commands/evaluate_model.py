@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_views", type=int, default=None,
                         help="read each study from its first N views only (1: frontal alone, as a one-view site)")
     parser.add_argument("--no_meteor", action="store_true", help="skip METEOR (needs java)")
+    parser.add_argument("--no_verify", action="store_true",
+                        help="keep every generated sentence (default: drop those that contradict the clues or each other)")
     args = parser.parse_args(argv)
     from trrg.assembly.hub_folders import load_model_folder
     from trrg.evaluation.generation import evaluate_model
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     studies = [{**row, "images": row["images"][: args.max_views]} for row in rows]  # [:None] keeps all
     model, processor = load_model_folder(args.model, expected="trrg")
     metrics = evaluate_model(model, processor, studies, args.out, args.batch_size, args.max_new_tokens,
-                             args.num_beams, meteor=not args.no_meteor,
+                             args.num_beams, meteor=not args.no_meteor, verify=not args.no_verify,
                              protocol={"model": args.model, "data": args.data, "split": args.split,
                                        "max_views": args.max_views})
     print(metrics_table(metrics))

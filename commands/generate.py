@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_new_tokens", type=int, default=96)
     parser.add_argument("--num_beams", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--no_verify", action="store_true",
+                        help="keep every generated sentence (default: drop those that contradict the clues or each other)")
     return parser
 
 
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     reporter = model.eval().report_pipeline(processor)
     try:
         result = reporter(args.images, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                          return_evidence_maps=True)
+                          return_evidence_maps=True, verify=not args.no_verify)
     except XRayImageError as error:
         raise SystemExit(f"trrg generate: {error}") from error
     if args.json:
@@ -47,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\ndisease clues injected as present (zero-shot p >= the disease's threshold):")
     print("\n".join(f"  {name}: {perception.disease_probs[name]:.2f} (threshold {perception.clue_thresholds[name]:.2f})"
                     for name in present) or "  none")
+    if result.rejected:
+        print("\nsentences left out (they contradicted the clues or an earlier sentence):")
+        print("\n".join(f"  {r.text} ({r.reason}: {r.observation})" for r in result.rejected))
     return 0
 
 

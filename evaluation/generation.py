@@ -18,13 +18,14 @@ from trrg.processing.studies.schema import CachedStudyReader
 
 def generate_reports(model, processor, rows: Sequence[Mapping], batch_size: int = 16, max_new_tokens: int = 96,
                      num_beams: int = 1, clue_probs_for: Callable[[list[Mapping]], torch.Tensor] | None = None,
-                     reader: CachedStudyReader | None = None, progress: bool = False) -> list[dict]:
+                     reader: CachedStudyReader | None = None, progress: bool = False, verify: bool = True) -> list[dict]:
     """One ``{"id", "report", "disease_probs", "clues"}`` per readable study (unreadable ones are
     skipped and counted by the reader): the report, the model's zero-shot probabilities and the clue
     decisions it injected (1 present, 0 absent), from the model's report pipeline.
 
     ``clue_probs_for(rows)`` replaces the zero-shot perception (benchmarks use it to feed reference
     labels as clues, an upper bound); the clue decisions are then taken from those probabilities.
+    ``verify``: the pipeline's verified decoding (sentences that contradict the clues or each other dropped).
     """
     reader = reader or CachedStudyReader()
     was_training = model.training
@@ -41,7 +42,7 @@ def generate_reports(model, processor, rows: Sequence[Mapping], batch_size: int 
             continue
         clue_probs = None if clue_probs_for is None else clue_probs_for(kept)
         reports = reporter(views, batch_size=len(views), clue_probs=clue_probs, max_new_tokens=max_new_tokens,
-                           num_beams=num_beams, do_sample=False)
+                           num_beams=num_beams, do_sample=False, verify=verify)
         outputs += [prediction_row(row["id"], report) for row, report in zip(kept, reports)]
     model.train(was_training)
     return outputs
@@ -71,7 +72,7 @@ def out_of_distribution(predictions: Sequence[Mapping]) -> dict:
 
 def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int = 16, max_new_tokens: int = 96,
                    num_beams: int = 1, meteor: bool = True, clue_probs_for=None, protocol: dict | None = None,
-                   progress: bool = True, perception_threshold: float = 0.5) -> dict:
+                   progress: bool = True, perception_threshold: float = 0.5, verify: bool = True) -> dict:
     """Generate for ``rows``, write predictions/references, score, and write metrics.json.
 
     Scored as ``trrg score`` scores the written files: when the predictions carry ``clues`` (or only
@@ -79,7 +80,7 @@ def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     predictions = generate_reports(model, processor, rows, batch_size, max_new_tokens, num_beams,
-                                   clue_probs_for=clue_probs_for, progress=progress)
+                                   clue_probs_for=clue_probs_for, progress=progress, verify=verify)
     references = {row["id"]: row["report"] for row in rows}
     write_jsonl_atomically(out / "predictions.jsonl", predictions)
     write_jsonl_atomically(out / "references.jsonl", [{"id": p["id"], "report": references[p["id"]]} for p in predictions])
@@ -88,7 +89,8 @@ def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int 
                             meteor=meteor, clues=clues, disease_probs=disease_probs,
                             perception_threshold=perception_threshold)
     metrics.update({"generation": {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False,
-                                   "clues": "zero-shot perception" if clue_probs_for is None else "given"},
+                                   "clues": "zero-shot perception" if clue_probs_for is None else "given",
+                                   "verified": verify},
                     "skipped_studies": len(rows) - len(predictions), **versions(), **(protocol or {}),
                     **out_of_distribution(predictions),
                     "self_contradiction_examples": contradiction_examples([p["report"] for p in predictions],

@@ -26,6 +26,7 @@ from transformers import Pipeline
 
 from .image_processing_trrg import as_studies
 from .labeler_trrg import NEGATIVE, NO_FINDING, POSITIVE, UNCERTAIN, label_sentences
+from .verification_trrg import RejectedSentence, verify_sentences
 
 STATE_NAMES = {POSITIVE: "positive", NEGATIVE: "negative", UNCERTAIN: "uncertain"}
 DEFAULT_BATCH_SIZE = 16  # studies generated together (trrg evaluate's default)
@@ -65,6 +66,8 @@ class TRRGReport:
     report: str
     sentences: list[TRRGSentence]
     perception: TRRGStudyPerception
+    # With verify: the generated sentences left out, each with why (``verification_trrg``).
+    rejected: list[RejectedSentence] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready (``trrg generate --json``): probabilities and thresholds rounded to 4 decimals,
@@ -84,6 +87,8 @@ class TRRGReport:
             },
             "in_distribution": perception.in_distribution,
             "familiarity": None if perception.familiarity is None else round(perception.familiarity, 4),
+            "rejected_sentences": [{"text": r.text, "reason": r.reason, "observation": r.observation}
+                                   for r in self.rejected],
         }
 
 
@@ -92,6 +97,15 @@ def sentences_of(report: str) -> list[TRRGSentence]:
     return [TRRGSentence(text, {name: STATE_NAMES[label] for name, label in labels.items()
                                 if label is not None and name != NO_FINDING})
             for text, labels in label_sentences(report)]
+
+
+def verified_report(text: str, perception: TRRGStudyPerception) -> TRRGReport:
+    """The report without its sentences that contradict the clues or an earlier sentence (``verify_sentences``)."""
+    kept, rejected = verify_sentences(label_sentences(text), perception.clues)
+    if not rejected:
+        return TRRGReport(text, sentences_of(text), perception)
+    text = " ".join(f"{sentence} ." for sentence in kept)
+    return TRRGReport(text, sentences_of(text), perception, rejected)
 
 
 class TRRGReportPipeline(Pipeline):
@@ -121,6 +135,8 @@ class TRRGReportPipeline(Pipeline):
             perception_callback: called with each batch's list of ``TRRGStudyPerception`` as soon as the
                 perception is done, before the reports are written (a page shows it while a report streams).
             streamer: a ``transformers.TextStreamer`` (one study, greedy or sampling).
+            verify: keep only the sentences that agree with the clue decisions and with the sentences before
+                them (default True; ``verification_trrg``); the others are listed in ``TRRGReport.rejected``.
             **generate_kwargs: ``generate()`` settings (``max_new_tokens``, ``num_beams``, ``do_sample``,
                 ...); the rest come from the model's generation config.
 
@@ -130,18 +146,21 @@ class TRRGReportPipeline(Pipeline):
         studies = as_studies(images)
         if clue_probs is not None and len(clue_probs) != len(studies):
             raise ValueError(f"clue_probs has {len(clue_probs)} rows for {len(studies)} studies: give one per study")
-        forward_params = {**self._forward_params, **self._sanitize_parameters(**kwargs)[1]}
+        _, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
+        forward_params = {**self._forward_params, **forward_params}
+        postprocess_params = {**self._postprocess_params, **postprocess_params}
         size = batch_size or self._batch_size or DEFAULT_BATCH_SIZE
         reports = []
         for start in range(0, len(studies), size):
             batch_probs = None if clue_probs is None else clue_probs[start : start + size]
-            reports += self.run_single(studies[start : start + size], {"clue_probs": batch_probs}, forward_params, {})
+            reports += self.run_single(studies[start : start + size], {"clue_probs": batch_probs}, forward_params,
+                                       postprocess_params)
         one_study = not isinstance(images, (list, tuple)) or not any(isinstance(view, (list, tuple)) for view in images)
         return reports[0] if one_study else reports
 
     def _sanitize_parameters(self, return_evidence_maps: bool | None = None,
                              perception_callback: Callable[[list[TRRGStudyPerception]], None] | None = None,
-                             **generate_kwargs):
+                             verify: bool | None = None, **generate_kwargs):
         if generate_kwargs.get("num_return_sequences", 1) != 1:
             raise ValueError("TRRGReportPipeline writes one report per study: num_return_sequences must be 1")
         forward_params = {"generate_kwargs": generate_kwargs} if generate_kwargs else {}
@@ -149,7 +168,7 @@ class TRRGReportPipeline(Pipeline):
             forward_params["return_evidence_maps"] = return_evidence_maps
         if perception_callback is not None:
             forward_params["perception_callback"] = perception_callback
-        return {}, forward_params, {}
+        return {}, forward_params, {} if verify is None else {"verify": verify}
 
     def preprocess(self, studies: list[list], clue_probs: torch.Tensor | None = None) -> dict:
         inputs = dict(self.processor(images=studies, return_tensors="pt"))
@@ -174,8 +193,10 @@ class TRRGReportPipeline(Pipeline):
         )
         return {"generated": sequences[:, prompts.shape[1]:], "perceptions": perceptions}
 
-    def postprocess(self, model_outputs: dict) -> list[TRRGReport]:
+    def postprocess(self, model_outputs: dict, verify: bool = True) -> list[TRRGReport]:
         texts = self.processor.batch_decode(model_outputs["generated"])
+        if verify:
+            return [verified_report(text, perception) for text, perception in zip(texts, model_outputs["perceptions"])]
         return [TRRGReport(text, sentences_of(text), perception)
                 for text, perception in zip(texts, model_outputs["perceptions"])]
 
