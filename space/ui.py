@@ -168,7 +168,7 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
                 with gr.Row():
                     chart = gr.BarPlot(
                         x="disease", y="probability", y_lim=[0, 1], sort=names, color="highlight",
-                        color_map=shown.CHART_COLOURS, color_title="bar",
+                        color_map=shown.CHART_COLOURS, color_title="red: the evidence map shown",
                         x_label_angle=-45, height=360,
                         label="Zero-shot disease probabilities", elem_id="probabilities",
                     )
