@@ -118,11 +118,10 @@ def contradiction_examples(predictions: Sequence[str], ids: Sequence, limit: int
 
 
 def labelled_sentences(report: str) -> list[tuple[str, dict]]:
-    """The report's sentences, each with its own labels (``label_report`` of the sentence alone)."""
-    from trrg.processing.labeler import label_report
-    from trrg.processing.text import split_sentences
+    """The report's sentences, each with its own labels (the labeler's ``label_sentences``)."""
+    from trrg.processing.labeler import label_sentences
 
-    return [(sentence, label_report(sentence)) for sentence in split_sentences(report.lower()) if sentence.strip()]
+    return label_sentences(report)
 
 
 def _clue_decisions(count: int, clues, disease_probs, threshold: float):

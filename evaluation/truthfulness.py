@@ -32,7 +32,6 @@ Definitions in docs/METRICS.md.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,6 +44,7 @@ from trrg.evaluation.clinical import class_scores
 from trrg.evaluation.clinical import confusion_cells
 from trrg.evaluation.clinical import label_matrix
 from trrg.evaluation.clinical import per_observation_scores
+from trrg.modeling.verification_trrg import QUALIFIED_NEGATION
 
 # The observations of clue_drop_rate / clue_unsupported_rate: the 13 findings (No Finding excluded).
 CLUE_OBSERVATIONS: tuple[str, ...] = tuple(name for name in CHEXPERT_OBSERVATIONS if name != "No Finding")
@@ -223,12 +223,6 @@ def truthfulness_scores(
         **perception_efficacy(decisions, reference_labels, uncertain),
         **clue_faithfulness(decisions, report_labels, uncertain),
     }
-
-
-# A negation qualified like this leaves room for what another sentence affirms ("a 6 mm nodule ... no
-# other nodules", "healed rib fractures ... no acute osseous abnormality", "scarring ... no focal
-# airspace disease"): radiology's idioms for "nothing beyond what was said", not contradictions.
-QUALIFIED_NEGATION = re.compile(r"\b(other|otherwise|additional|further|acute|new|focal|elsewhere)\b")
 
 
 def contradicted_findings(sentences: Sequence[tuple[str, LabelDict]]) -> list[tuple[str, str, str]]:
