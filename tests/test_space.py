@@ -440,3 +440,13 @@ def test_the_space_folder_runs_as_a_hub_space_without_trrg(tmp_path):
                             env={**__import__("os").environ, "PYTHONPATH": "", "GRADIO_ANALYTICS_ENABLED": "False"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "TRRG_MODEL" in result.stdout and "modules: ['batching', 'evidence', 'loading', 'ui']" in result.stdout
+
+
+def test_the_out_of_distribution_note_is_worded_for_a_clinician():
+    unfamiliar = SimpleNamespace(in_distribution=False, familiarity=2.314)
+    text, visible = shown.distribution_note(unfamiliar)
+    assert visible and "does not resemble the images this model was trained on" in text
+    assert "2.31" in text and "unreliable" in text
+    assert shown.distribution_note(SimpleNamespace(in_distribution=True, familiarity=0.5)) == ("", False)
+    quiet, visible = shown.distribution_note(SimpleNamespace(in_distribution=None, familiarity=None))
+    assert visible and "cannot tell" in quiet and "does not resemble" not in quiet
