@@ -87,6 +87,12 @@ RECIPES: dict[str, dict[str, dict]] = {
             "num_train_epochs": 5, "warmup_steps": 0.1, "lr_scheduler_type": "cosine", "weight_decay": 0.01,
             "calibrate_clue_thresholds": False,
             "max_grad_norm": 1.0},
+        # A new site the model reads badly (docs/site_adaptation): --adapt_perception trains the perception
+        # alone under its prompt loss, at stage 1's scale of rate (the writer is frozen), then re-tunes
+        # the clue thresholds.
+        "adapt": {"learning_rate": 5e-4, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
+            "num_train_epochs": 6, "warmup_steps": 0.1, "lr_scheduler_type": "cosine", "weight_decay": 0.01,
+            "max_grad_norm": 1.0},
     },
     "base": {
         "pretrain": {"learning_rate": 1e-4, "per_device_train_batch_size": 32, "per_device_eval_batch_size": 32,
@@ -100,6 +106,10 @@ RECIPES: dict[str, dict[str, dict]] = {
         "continue": {"learning_rate": 2e-5, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8,
             "num_train_epochs": 2, "warmup_steps": 0.1, "lr_scheduler_type": "cosine", "weight_decay": 0.0,
             "calibrate_clue_thresholds": False, "max_grad_norm": 1.0, "lora_r": 16},
+        # Not measured (no GPU): a tenth of the tiny rate, the usual scale for a pretrained ViT/Swin.
+        "adapt": {"learning_rate": 5e-5, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 16,
+            "num_train_epochs": 5, "warmup_steps": 0.1, "lr_scheduler_type": "cosine", "weight_decay": 0.05,
+            "max_grad_norm": 1.0},
     },
 }
 

@@ -21,7 +21,9 @@ def recipe_argv(argv: list[str], stage: str) -> list[str]:
         value = _flag_value(argv, flag)
         if value in RECIPES:
             preset = value
-    if stage == "finetune" and (trained_on := fine_tuned_on(_flag_value(argv, "--model"))) is not None:
+    if stage == "finetune" and str(_flag_value(argv, "--adapt_perception")).lower() in ("true", "1", "yes"):
+        stage = "adapt"
+    elif stage == "finetune" and (trained_on := fine_tuned_on(_flag_value(argv, "--model"))) is not None:
         stage = "continue"
         applied = {**recipe_options(preset, stage), **{key: value for key in recipe_options(preset, stage)
                                                         if (value := _flag_value(argv, f"--{key}")) is not None}}

@@ -34,6 +34,7 @@ FINETUNE_SETTINGS = [
     {"freeze_vision": False, "lora_r": 0, "reference_clue_rate": 0.0, "calibrate_clue_thresholds": False,
      "finding_token_weight": 1.0, "oversample_rare_findings": False, "single_view_rate": 0.0,
      "cache_vision_features": False, "greater_is_better": False},
+    {"adapt_perception": True, "calibrate_clue_thresholds": True, "cache_vision_features": False},
 ]
 # lora_vision needs a ViT (the tiny preset's encoder is a ResNet): tests/test_real_backbones.py checks it
 # through prepare_for_training, the one place both routes apply it.
@@ -114,7 +115,9 @@ def test_finetune_python_route_trains_what_the_cli_trains(setting, tiny_finetune
     assert cli["cached"] == settings["cache_vision_features"] and cli["batch"].get("vision_features") is None
     assert cli["generation"] == {"max_new_tokens": args.generation_max_new_tokens,
                                  "num_beams": args.generation_num_beams}
-    if settings["calibrate_clue_thresholds"]:
+    if settings.get("adapt_perception"):  # only the perception trains; its thresholds are tuned after training
+        assert cli["trainable"] and all(name.startswith("perception.") for name in cli["trainable"])
+    elif settings["calibrate_clue_thresholds"]:
         assert cli["thresholds"]  # tuned (the saved model has none)
     _assert_same(cli, python)
 

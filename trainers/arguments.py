@@ -248,6 +248,11 @@ class TRRGFinetuneArguments(TrainingArguments):
             (`"tiny"`, `"base"`).
         freeze_vision (`bool`, *optional*, defaults to `True`):
             Keep the stage-1 perception (vision encoder and zero-shot head) frozen, in eval mode.
+        adapt_perception (`bool`, *optional*, defaults to `False`):
+            Train only the zero-shot perception (vision encoder and projections, batch norm included), under its
+            disease-prompt loss against the data's report labels, the report writer frozen; the clue thresholds
+            are re-tuned on the training split afterwards. For a new site whose images the model reads badly
+            (docs/site_adaptation); ``trrg finetune`` then takes the preset's "adapt" recipe.
 
         > Parameters that control LoRA
 
@@ -337,6 +342,11 @@ class TRRGFinetuneArguments(TrainingArguments):
     )
     freeze_vision: bool = field(
         default=True, metadata={"help": "keep the stage-1 vision encoder and zero-shot head frozen"}
+    )
+    adapt_perception: bool = field(
+        default=False,
+        metadata={"help": "train only the zero-shot perception on the data's report labels (its prompt loss), the "
+                  "writer frozen; thresholds re-tuned after (a new site)"},
     )
 
     # Parameters that control LoRA

@@ -19,6 +19,7 @@ from trrg.assembly.bridge import bridge
 from trrg.assembly.hub_folders import load_model_folder
 from trrg.evaluation.generation import generate_reports
 from trrg.evaluation.score import score_reports
+from trrg.modeling.modeling_trrg import weighted_disease_bce
 from trrg.processing.studies.schema import CachedStudyReader
 from trrg.trainers.arguments import TRRGDataArguments, TRRGFinetuneArguments, stage_options
 from trrg.trainers.clue_calibration import calibrate_clue_thresholds
@@ -88,6 +89,11 @@ class TRRGFinetuneTrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
     def train(self, *args, **kwargs):
         self.prepare_perception()
         result = super().train(*args, **kwargs)
+        if self.options.adapt_perception and self.options.calibrate_clue_thresholds:
+            # The perception changed: its thresholds are tuned again, on the same training split.
+            model = self.accelerator.unwrap_model(self.model)
+            thresholds = calibrate_clue_thresholds(model, self.processing_class, self.train_dataset, self.data_args.uncertain)
+            logger.info("clue thresholds re-tuned after adapting the perception: %s", thresholds)
         record_training_distribution(self)
         return result
 
@@ -134,6 +140,10 @@ class TRRGFinetuneTrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
+        if self.options.adapt_perception:  # the perception's own prompt loss; the writer is frozen
+            outputs.loss = perception_loss(outputs.disease_probs, inputs["disease_labels"],
+                                           _unwrap(model).perception.disease_pos_weight)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
         if world_size() > 1 and outputs.lm_loss is not None:
             outputs = self._global_token_mean(model, inputs, outputs)
         self.record_loss_parts(outputs)
@@ -198,6 +208,13 @@ def generate_on_every_process(model, processor, dataset, batch_size: int, **gene
     return unique_by_id(gather_objects(predictions))
 
 
+def perception_loss(disease_probs: torch.Tensor, disease_labels: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
+    """Stage 1's disease-prompt loss on stage 2's zero-shot probabilities (the forward's ``disease_probs``:
+    through the model's forward, so DDP sees the step). logit(sigmoid(z)) = z, clamped away from 0 and 1."""
+    logits = torch.logit(disease_probs.float().clamp(1e-6, 1 - 1e-6))
+    return weighted_disease_bce(logits, disease_labels.to(logits), pos_weight.to(logits))
+
+
 def _evaluation_settings(args, eval_dataset) -> None:
     """The forward also takes disease_labels/disease_label_mask (optional): only ``labels`` are labels;
     without an evaluation split there is no best checkpoint to load."""
@@ -217,6 +234,11 @@ def prepare_for_training(model, args: TRRGFinetuneArguments):
     model._trrg_prepared_for_training = True
     if args.consistency_loss_weight is not None:
         model.config.clue_config.consistency_loss_weight = args.consistency_loss_weight
+    if args.adapt_perception:  # only the perception trains (the temperature stays: the prompt bank is fixed)
+        model.requires_grad_(False)
+        model.perception.requires_grad_(True)
+        model.perception.logit_scale.requires_grad_(False)
+        return model
     if args.freeze_vision:
         model.freeze_perception()
     if args.lora_r > 0:
@@ -287,4 +309,4 @@ def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, m
 
 
 def _features_are_frozen(model, args) -> bool:
-    return model.perception_frozen and not args.lora_vision
+    return model.perception_frozen and not args.lora_vision and not args.adapt_perception
