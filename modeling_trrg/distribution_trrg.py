@@ -10,8 +10,8 @@ divided by the median distance of held-out in-distribution views; a study's scor
 view score, divided by the threshold that flags ``false_alarm_rate`` of held-out in-distribution
 studies. ``familiarity`` above 1: unlike the training images.
 
-Why several layers: on the demo's phantom-trained model, the last pooled layer alone left 4 of 10 real
-NIH chest X-rays within its threshold; the first layers put every one at twice the threshold or more.
+Why several layers: on the demo's phantom-trained model, the last pooled layer alone left 3 of 10 real
+NIH chest X-rays within its threshold; with the first layers the smallest score was about twice the threshold.
 
 Limits: the check knows only what the encoder's features separate. An image that the encoder renders
 like its training images (a new kind of finding drawn in the same style, a subtle scanner change)

@@ -117,3 +117,14 @@ def test_finetune_guide_tables_rebuild_byte_for_byte(tmp_path, folder, stem):
     _run(command, tmp_path)
     for name in (f"{stem}.md", f"{stem}.json"):
         assert (tmp_path / "docs" / folder / name).read_bytes() == (committed / name).read_bytes(), name
+
+
+def test_truthful_checks_table_rebuilds_byte_for_byte(tmp_path):
+    """docs/truthful: the out-of-distribution flag and verified decoding, rebuilt from their JSON."""
+    committed = DOCS / "truthful"
+    command = (committed / "truthful_checks.md").read_text().splitlines()[0].removeprefix("Command: `").removesuffix("`")
+    assert "--summary-only" in command and command in RESULTS.replace("\n", " ")
+    (tmp_path / "docs" / "truthful").mkdir(parents=True)
+    shutil.copy(committed / "truthful_checks.json", tmp_path / "docs" / "truthful")
+    _run(command, tmp_path)
+    assert (tmp_path / "docs" / "truthful" / "truthful_checks.md").read_bytes() == (committed / "truthful_checks.md").read_bytes()
