@@ -493,7 +493,8 @@ class TRRGPerception(nn.Module):
     """
 
     # The parts the checkpoints of both stages name at their top level (see ``_CHECKPOINT_LAYOUT``).
-    checkpoint_names = ("vision_model", "visual_projection", "patch_projection", "logit_scale", "disease_pos_weight")
+    checkpoint_names = ("vision_model", "visual_projection", "patch_projection", "logit_scale", "disease_pos_weight",
+                        "training_distribution")
 
     def __init__(self, config: TRRGConfig | TRRGContrastiveConfig, vision_model: TRRGVisionEncoder):
         super().__init__()
@@ -735,7 +736,7 @@ class TRRGPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     # A folder saved before the training-distribution statistics existed: not fitted ("unknown"), not an error.
-    _keys_to_ignore_on_load_missing = [r"perception\.training_distribution\."]
+    _keys_to_ignore_on_load_missing = [r"training_distribution\."]
     # Losses are per-batch means (LM tokens, diseases, contrastive pairs); the Trainer scales them
     # for gradient accumulation instead of passing num_items_in_batch.
     accepts_loss_kwargs = False

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 FALSE_ALARM_RATE = 0.005  # the share of held-out in-distribution studies flagged
 MIN_HELD_OUT = 50  # fewer evaluation studies than this: hold out a fifth of the training split instead
+MIN_STUDIES = 20  # fewer training studies than this: no statistics are recorded (the model says "unknown")
 MAX_FIT_STUDIES = 2000  # a seeded sample of a larger training split: enough for the covariances, bounded time
 
 
@@ -64,6 +65,10 @@ def fit_training_distribution(model, processor, train_rows, held_out_rows=None, 
     seeded sample); the threshold comes from ``held_out_rows`` (the evaluation split) when it has at least
     ``MIN_HELD_OUT`` studies, else from a fifth of the training studies left out of the fit. Returns what
     was fitted, for the log and the model card."""
+    if len(train_rows) < MIN_STUDIES:
+        logger.warning("only %d training studies: no training-distribution statistics recorded (the model's "
+                       "in_distribution stays unknown)", len(train_rows))
+        return {"fit_studies": 0}
     was_training = model.training
     model.eval()
     rng = np.random.default_rng(seed)
