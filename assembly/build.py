@@ -134,7 +134,10 @@ def build_finetune_model(preset_name: str = "tiny", vision: str | None = None, l
     vision_config = vision_config or config_of(vision or preset.vision, "vision")
     config = finetune_config(preset, tokenizer, vision_config=vision_config, llm=llm, clue=clue)
     torch.manual_seed(seed)
-    model = TRRGForConditionalGeneration(config)
+    # A pretrained LLM replaces the random one at once: build around a stand-in without weights, so that
+    # no random LLM of the checkpoint's size is allocated and initialised first (it set the peak memory).
+    model = TRRGForConditionalGeneration(_without_llm_weights(config) if isinstance(llm_spec, str) else config)
+    model.config.text_config = config.text_config  # the real LLM's, which _load_pretrained_backbone loads under
     if pretrained_vision:
         _load_pretrained_backbone(model, "perception.vision_model.backbone", "vision_config", AutoModel,
                                   vision or preset.vision)
@@ -164,6 +167,17 @@ def _load_pretrained_backbone(model, attribute: str, config_key: str, auto_class
         backbone.resize_token_embeddings(len(tokenizer))
     setattr(parent, name, backbone)
     setattr(model.config, config_key, backbone.config)
+
+
+def _without_llm_weights(config: TRRGConfig) -> TRRGConfig:
+    """``config`` with a stand-in LLM of the same width (what the modules around it are built to) but no
+    layers and a one-token vocabulary: next to nothing to allocate or initialise."""
+    import copy
+
+    stand_in = copy.deepcopy(config)
+    stand_in.text_config.num_hidden_layers = 0
+    stand_in.text_config.vocab_size = 1
+    return stand_in
 
 
 def _pair_shared_init(model, seed: int) -> None:

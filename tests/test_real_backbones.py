@@ -141,3 +141,20 @@ def test_clue_tokens_start_at_the_scale_gemma3_reads_words_at(tiny_tokenizer, tm
     table = model.get_input_embeddings().weight.norm(dim=-1).mean()
     clue_tokens = model.clue_injector.token_table.norm(dim=-1).mean()
     assert torch.allclose(clue_tokens, 64 ** 0.5 * table, rtol=0.05)
+
+
+def test_a_pretrained_llm_is_never_built_at_random_first(tiny_tokenizer, tmp_path, monkeypatch):
+    """build_finetune_model with an LLM folder builds around a weightless stand-in: no random LLM of the
+    real size is allocated before the real one loads (it set the peak memory of trrg init/bridge --llm)."""
+    from transformers import AutoModelForCausalLM
+
+    from trrg.assembly.build import build_finetune_model
+
+    _save_backbones(tmp_path, tiny_tokenizer)
+    built, from_config = [], AutoModelForCausalLM.from_config.__func__
+    monkeypatch.setattr(AutoModelForCausalLM, "from_config",
+                        classmethod(lambda cls, config, **kwargs: built.append(config.num_hidden_layers) or
+                                    from_config(cls, config, **kwargs)))
+    model, _ = build_finetune_model("tiny", llm=str(tmp_path / "llama"))
+    assert built == [0] and model.config.text_config.num_hidden_layers == 1
+    assert model.language_model.config is model.config.text_config
