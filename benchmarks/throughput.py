@@ -4,7 +4,10 @@
 
 Prints pretrain-stage (stage 1) and finetune-stage (stage 2) training samples/s (forward + backward
 + AdamW step, batch 64, studies of 2 views at 128 px, images already decoded) and generation
-reports/s at batch 1 and 16 (greedy, up to 64 new tokens, KV cache); --out also writes them as JSON.
+reports/s at batch 1 and 16 (greedy, 64 new tokens, KV cache): ``generate_reports`` as users call it,
+the report pipeline (decoded images in, a ``TRRGReport`` per study out: preprocessing, the perception
+once, generation, decoding, sentence labels), and ``generate_only``, ``model.generate`` on inputs
+already preprocessed; --out also writes them as JSON.
 """
 
 from __future__ import annotations
@@ -34,6 +37,16 @@ def _train_rate(model, batch: dict, steps: int, batch_size: int) -> float:
         optimizer.step()
         optimizer.zero_grad()
     return steps * batch_size / (time.perf_counter() - start)
+
+
+def _call_rate(call, studies_per_call: int) -> float:
+    """Studies/s of ``call()``, after one warm-up call, timed over at least 5 s and 2 calls."""
+    call()
+    start, count = time.perf_counter(), 0
+    while time.perf_counter() - start < 5 or count < 2:
+        call()
+        count += 1
+    return count * studies_per_call / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -70,19 +83,17 @@ def main() -> None:
     results["finetune_train_samples_per_s"] = _train_rate(model, batch2, args.steps, args.batch)
     results["finetune_sequence_tokens"] = int(batch2["input_ids"].shape[1])
 
-    model.eval()
+    reporter = model.eval().report_pipeline(processor)
+    tokens = {"max_new_tokens": 64, "min_new_tokens": 64}
     for size in (1, 16):
-        inputs = processor(images=studies[:size], return_tensors="pt")
-        with torch.no_grad():
-            model.generate(**inputs, max_new_tokens=8)  # warm-up
-            start, count = time.perf_counter(), 0
-            while time.perf_counter() - start < 5 or count < 2:
-                model.generate(**inputs, max_new_tokens=64, min_new_tokens=64)
-                count += 1
-        results[f"generate_reports_per_s_batch{size}"] = count * size / (time.perf_counter() - start)
+        batch = studies[:size]
+        results[f"generate_reports_per_s_batch{size}"] = _call_rate(lambda: reporter(batch, batch_size=size, **tokens), size)
+        inputs = processor(images=batch, return_tensors="pt")
+        results[f"generate_only_per_s_batch{size}"] = _call_rate(lambda: model.generate(**inputs, **tokens), size)
     results["setup"] = {"threads": args.threads, "batch": args.batch, "views": 2, "image_size": 128,
                         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-                        "generation": "greedy, 64 new tokens, KV cache"}
+                        "generation": "greedy, 64 new tokens, KV cache; generate_reports: the report pipeline, "
+                                      "decoded images in; generate_only: model.generate on preprocessed inputs"}
     for key, value in results.items():
         print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
     print(json.dumps(results))
