@@ -19,6 +19,7 @@ from trrg.evaluation.truthfulness import DEFAULT_PERCEPTION_THRESHOLD
 from trrg.evaluation.truthfulness import clue_decisions
 from trrg.evaluation.truthfulness import self_contradiction_examples
 from trrg.evaluation.truthfulness import self_contradictions
+from trrg.processing.labeler import label_sentences
 from trrg.evaluation.truthfulness import truthfulness_scores
 
 TextCleaning = Literal["r2gen", "none"]
@@ -97,7 +98,7 @@ def ce_report_scores(
     _check_lengths(predictions, references)
     first_references = [_as_reference_list(refs, index)[0] for index, refs in enumerate(references)]
     decisions, perception_protocol = _clue_decisions(len(predictions), clues, disease_probs, perception_threshold)
-    contradictions = self_contradictions([labelled_sentences(report) for report in predictions])
+    contradictions = self_contradictions([label_sentences(report) for report in predictions])
     if decisions is None:
         return {**clinical_efficacy_from_reports(list(predictions), first_references, uncertain), **contradictions}
     from trrg.processing.labeler import label_reports
@@ -114,14 +115,8 @@ def ce_report_scores(
 def contradiction_examples(predictions: Sequence[str], ids: Sequence, limit: int = 5) -> list[dict]:
     """The first ``limit`` self-contradicting sentence pairs of the predictions, by study id (written
     beside the metrics by ``trrg score`` and ``trrg evaluate``)."""
-    return self_contradiction_examples([labelled_sentences(report) for report in predictions], ids, limit)
+    return self_contradiction_examples([label_sentences(report) for report in predictions], ids, limit)
 
-
-def labelled_sentences(report: str) -> list[tuple[str, dict]]:
-    """The report's sentences, each with its own labels (the labeler's ``label_sentences``)."""
-    from trrg.processing.labeler import label_sentences
-
-    return label_sentences(report)
 
 
 def _clue_decisions(count: int, clues, disease_probs, threshold: float):
