@@ -21,7 +21,7 @@ def recipe_argv(argv: list[str], stage: str) -> list[str]:
         value = _flag_value(argv, flag)
         if value in RECIPES:
             preset = value
-    if stage == "finetune" and str(_flag_value(argv, "--adapt_perception")).lower() in ("true", "1", "yes"):
+    if stage == "finetune" and _is_true(_flag_value(argv, "--adapt_perception")):
         stage = "adapt"
     elif stage == "finetune" and (trained_on := fine_tuned_on(_flag_value(argv, "--model"))) is not None:
         stage = "continue"
@@ -37,6 +37,16 @@ def recipe_argv(argv: list[str], stage: str) -> list[str]:
     for key, value in recipe_options(preset, stage).items():
         recipe += [f"--{key}", str(value)]
     return recipe + list(argv)
+
+
+def _is_true(value: str | None) -> bool:
+    """A boolean flag's value as HfArgumentParser reads it (yes/no, true/false, t/f, y/n, 1/0)."""
+    from transformers.hf_argparser import string_to_bool
+
+    try:
+        return value is not None and bool(string_to_bool(value))
+    except Exception:  # the parser itself names a bad value
+        return False
 
 
 def _warmup(value) -> str:
