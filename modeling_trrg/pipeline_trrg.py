@@ -11,9 +11,15 @@ the trainer's evaluation and the Space all call it. Per batch of studies:
 2. ``_forward``: the zero-shot perception runs once (``predict_clues``), and its probabilities and the
    vision encoder's features go into ``generate`` (``clue_probs``, ``vision_features``), which therefore
    does not encode the images again;
-3. ``postprocess``: each report is decoded and split into sentences, each labelled with the observations
-   it states (the CheXpert-style labeler), so that a sentence points at the probability, clue and
-   evidence map of every observation it names.
+3. with ``verify`` (the default), verified decoding (``verification_trrg``): each sentence is labelled
+   and dropped when it contradicts the clue decisions or an earlier sentence; then *clue completion*:
+   a report that states none of a present clue is continued from its kept sentences, the writer
+   sampling a few candidate next sentences (the first token may not end the report), and the first
+   candidate that states a missing clue and passes the same checks is appended (up to
+   ``COMPLETION_ROUNDS`` times; a clue no candidate states stays dropped, and the metrics count it);
+4. ``postprocess``: each report is split into sentences, each labelled with the observations it states
+   (the CheXpert-style labeler), so that a sentence points at the probability, clue and evidence map of
+   every observation it names.
 """
 
 from __future__ import annotations
@@ -26,10 +32,16 @@ from transformers import Pipeline
 
 from .image_processing_trrg import as_studies
 from .labeler_trrg import NEGATIVE, NO_FINDING, POSITIVE, UNCERTAIN, label_sentences
-from .verification_trrg import RejectedSentence, verify_sentences
+from .verification_trrg import RejectedSentence, missing_clues, statements, verify_sentences, violation
 
 STATE_NAMES = {POSITIVE: "positive", NEGATIVE: "negative", UNCERTAIN: "uncertain"}
 DEFAULT_BATCH_SIZE = 16  # studies generated together (trrg evaluate's default)
+# Clue completion: candidates sampled per report and round, tokens per candidate (one sentence), rounds
+# (one sentence appended per round), and the seed of its sampling (the same reports on every run).
+COMPLETION_CANDIDATES = 8
+COMPLETION_TOKENS = 32
+COMPLETION_ROUNDS = 3
+COMPLETION_SEED = 0
 
 
 @dataclass
@@ -99,13 +111,35 @@ def sentences_of(report: str) -> list[TRRGSentence]:
             for text, labels in label_sentences(report)]
 
 
+def report_text(sentences: list[str]) -> str:
+    """Sentences joined as the writer writes them ("a b . c d .")."""
+    return " ".join(f"{sentence} ." for sentence in sentences)
+
+
 def verified_report(text: str, perception: TRRGStudyPerception) -> TRRGReport:
     """The report without its sentences that contradict the clues or an earlier sentence (``verify_sentences``)."""
     kept, rejected = verify_sentences(label_sentences(text), perception.clues)
     if not rejected:
         return TRRGReport(text, sentences_of(text), perception)
-    text = " ".join(f"{sentence} ." for sentence in kept)
+    text = report_text(kept)
     return TRRGReport(text, sentences_of(text), perception, rejected)
+
+
+def completing_sentence(candidates: list[str], kept: list[str], clues: dict[str, bool]) -> str | None:
+    """The first candidate continuation's first sentence that states a clue the kept sentences leave
+    out and breaks no rule of verified decoding given them; None if no candidate does."""
+    labelled = label_sentences(report_text(kept))
+    missing = set(missing_clues(labelled, clues))
+    stated = statements(labelled)
+    for candidate in candidates:
+        sentences = label_sentences(candidate)
+        if not sentences:
+            continue
+        sentence, labels = sentences[0]
+        states_missing = any(labels.get(name) in (POSITIVE, UNCERTAIN) for name in missing)
+        if states_missing and violation(sentence, labels, clues, stated) is None:
+            return sentence
+    return None
 
 
 class TRRGReportPipeline(Pipeline):
@@ -168,7 +202,9 @@ class TRRGReportPipeline(Pipeline):
             forward_params["return_evidence_maps"] = return_evidence_maps
         if perception_callback is not None:
             forward_params["perception_callback"] = perception_callback
-        return {}, forward_params, {} if verify is None else {"verify": verify}
+        if verify is not None:
+            forward_params["verify"] = verify
+        return {}, forward_params, {}
 
     def preprocess(self, studies: list[list], clue_probs: torch.Tensor | None = None) -> dict:
         inputs = dict(self.processor(images=studies, return_tensors="pt"))
@@ -178,7 +214,7 @@ class TRRGReportPipeline(Pipeline):
 
     def _forward(self, model_inputs: dict, return_evidence_maps: bool = False,
                  perception_callback: Callable[[list[TRRGStudyPerception]], None] | None = None,
-                 generate_kwargs: dict | None = None) -> dict:
+                 generate_kwargs: dict | None = None, verify: bool = True) -> dict:
         view_mask = model_inputs["view_mask"]
         clues = self.model.predict_clues(model_inputs["pixel_values"], view_mask, return_maps=return_evidence_maps,
                                          clue_probs=model_inputs.get("clue_probs"))
@@ -189,16 +225,81 @@ class TRRGReportPipeline(Pipeline):
         sequences = self.model.generate(
             input_ids=prompts, attention_mask=model_inputs["attention_mask"], view_mask=view_mask,
             vision_features=clues.vision_features, clue_probs=clues.disease_probs,  # the perception, not again
-            **self._prepare_generate_kwargs(generate_kwargs or {}),
+            **self._prepare_generate_kwargs(self._without_placeholders(generate_kwargs or {})),
         )
-        return {"generated": sequences[:, prompts.shape[1]:], "perceptions": perceptions}
+        texts = self.processor.batch_decode(sequences[:, prompts.shape[1]:])
+        if not verify:
+            return {"reports": [TRRGReport(text, sentences_of(text), perception)
+                                for text, perception in zip(texts, perceptions)]}
+        reports = [verified_report(text, perception) for text, perception in zip(texts, perceptions)]
+        return {"reports": self._complete_clues(reports, model_inputs, clues)}
 
-    def postprocess(self, model_outputs: dict, verify: bool = True) -> list[TRRGReport]:
-        texts = self.processor.batch_decode(model_outputs["generated"])
-        if verify:
-            return [verified_report(text, perception) for text, perception in zip(texts, model_outputs["perceptions"])]
-        return [TRRGReport(text, sentences_of(text), perception)
-                for text, perception in zip(texts, model_outputs["perceptions"])]
+    def postprocess(self, model_outputs: dict) -> list[TRRGReport]:
+        return model_outputs["reports"]
+
+    def _placeholder_ids(self) -> list[int]:
+        return [self.model.config.image_token_id, self.model.config.clue_token_id]
+
+    def _without_placeholders(self, generate_kwargs: dict) -> dict:
+        """When sampling, the <image>/<clue> placeholders may not be drawn as report tokens (greedy never
+        picks them; a sampled one would be read as a placeholder on the next step)."""
+        sampling = generate_kwargs.get("do_sample", self.model.generation_config.do_sample)
+        if not sampling or "generation_config" in generate_kwargs:
+            return generate_kwargs
+        suppressed = list(generate_kwargs.get("suppress_tokens") or self.model.generation_config.suppress_tokens or [])
+        return {**generate_kwargs, "suppress_tokens": suppressed + self._placeholder_ids()}
+
+    def _complete_clues(self, reports: list[TRRGReport], model_inputs: dict, clues) -> list[TRRGReport]:
+        """Clue completion: each report that states none of a present clue gets one more sentence about
+        it, sampled from the writer given the report so far, when a candidate passes the checks."""
+        open_rows = [row for row, report in enumerate(reports)
+                     if missing_clues(label_sentences(report.report), report.perception.clues)]
+        for round_index in range(COMPLETION_ROUNDS):
+            if not open_rows:
+                break
+            kept = {row: [sentence.text for sentence in reports[row].sentences] for row in open_rows}
+            candidates = self._sample_next_sentences(open_rows, kept, model_inputs, clues, round_index)
+            still_open = []
+            for row in open_rows:
+                sentence = completing_sentence(candidates[row], kept[row], reports[row].perception.clues)
+                if sentence is None:
+                    continue  # no candidate states it: the clue stays dropped
+                text = report_text(kept[row] + [sentence])
+                reports[row] = TRRGReport(text, sentences_of(text), reports[row].perception, reports[row].rejected)
+                if missing_clues(label_sentences(text), reports[row].perception.clues):
+                    still_open.append(row)
+            open_rows = still_open
+        return reports
+
+    def _sample_next_sentences(self, rows: list[int], kept: dict[int, list[str]], model_inputs: dict, clues,
+                               round_index: int) -> dict[int, list[str]]:
+        """``COMPLETION_CANDIDATES`` sampled continuations of each row's prompt + kept sentences."""
+        tokenizer = self.processor.tokenizer
+        prompts = [ids[mask.bool()].tolist() for ids, mask in
+                   zip(model_inputs["input_ids"][rows], model_inputs["attention_mask"][rows])]
+        sequences = [prompt + tokenizer.encode(" " + report_text(kept[row]), add_special_tokens=False)
+                     if kept[row] else prompt for prompt, row in zip(prompts, rows)]
+        width = max(map(len, sequences))
+        # Left padding: every continuation starts at the same position.
+        input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in sequences])
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in sequences])
+        index = torch.tensor(rows, device=clues.disease_probs.device)
+        features = type(clues.vision_features)(**{
+            name: value[index] if torch.is_tensor(value) else tuple(part[index] for part in value)
+            for name, value in clues.vision_features.items() if value is not None})
+        device = self.model.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(COMPLETION_SEED + round_index)
+            generated = self.model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                view_mask=model_inputs["view_mask"][index], vision_features=features,
+                clue_probs=clues.disease_probs[index], do_sample=True, num_beams=1,
+                num_return_sequences=COMPLETION_CANDIDATES, max_new_tokens=COMPLETION_TOKENS,
+                begin_suppress_tokens=[tokenizer.eos_token_id], suppress_tokens=self._placeholder_ids(),
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        texts = self.processor.batch_decode(generated[:, width:])
+        return {row: texts[k * COMPLETION_CANDIDATES : (k + 1) * COMPLETION_CANDIDATES] for k, row in enumerate(rows)}
 
     def _perceptions(self, clues, view_mask: torch.Tensor) -> list[TRRGStudyPerception]:
         """One ``TRRGStudyPerception`` per study of a ``predict_clues`` output (padded views dropped)."""

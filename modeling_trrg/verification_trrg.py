@@ -13,7 +13,10 @@ rejected when it
 - negates a finding whose clue is present (``negates_clue``), or
 - affirms or negates a finding that an earlier kept sentence stated the other way (``contradicts``).
 
-A rejected sentence is dropped (the rest of the report stands). A negation qualified by "other",
+A rejected sentence is dropped (the rest of the report stands). Dropping cannot state a clue the writer
+left out: ``missing_clues`` names the present clues no kept sentence states, and the report pipeline
+asks the writer for one more sentence about them (``TRRGReportPipeline``'s clue completion), each
+candidate checked by the same rules before it is appended. A negation qualified by "other",
 "otherwise", "additional", "further", "acute", "new", "focal" or "elsewhere" ("no other nodules") does
 not negate what another sentence affirms. Uncertain mentions ("possible atelectasis") pass: a hedge
 neither affirms nor denies a clue.
@@ -64,6 +67,46 @@ def violation(text: str, labels: Mapping[str, int | None], clues: Mapping[str, b
     return None
 
 
+def record_statements(stated: dict[str, int], text: str, labels: Mapping[str, int | None]) -> None:
+    """Add what a kept sentence states to ``stated``, as the contradiction rule reads it: an affirmation
+    (it wins), an outright denial (unless something was stated before); hedges state nothing."""
+    for observation, label in labels.items():
+        if label == POSITIVE:
+            stated[observation] = POSITIVE
+        elif negates(text, labels, observation):
+            stated.setdefault(observation, NEGATIVE)
+
+
+def statements(sentences: Sequence[tuple[str, Mapping[str, int | None]]]) -> dict[str, int]:
+    """What kept sentences state, for the contradiction rule (``record_statements``)."""
+    stated: dict[str, int] = {}
+    for text, labels in sentences:
+        record_statements(stated, text, labels)
+    return stated
+
+
+def stated_observations(sentences: Sequence[tuple[str, Mapping[str, int | None]]]) -> dict[str, int]:
+    """What the sentences state, in order: observation -> POSITIVE (an affirmation or a hedge, which wins
+    over an earlier negation) or NEGATIVE (an outright denial)."""
+    stated: dict[str, int] = {}
+    for text, labels in sentences:
+        for observation, label in labels.items():
+            if observation == NO_FINDING or label is None:
+                continue
+            if label != NEGATIVE:
+                stated[observation] = POSITIVE
+            elif negates(text, labels, observation):
+                stated.setdefault(observation, NEGATIVE)
+    return stated
+
+
+def missing_clues(sentences: Sequence[tuple[str, Mapping[str, int | None]]], clues: Mapping[str, bool]) -> list[str]:
+    """The present clues (``NO_FINDING`` aside) that no sentence affirms or hedges: what a report drops."""
+    stated = stated_observations(sentences)
+    return [name for name, present in clues.items()
+            if present and name != NO_FINDING and stated.get(name) != POSITIVE]
+
+
 def verify_sentences(sentences: Sequence[tuple[str, Mapping[str, int | None]]],
                      clues: Mapping[str, bool] | None) -> tuple[list[str], list[RejectedSentence]]:
     """Split labelled sentences into those kept (in order) and those rejected, with the reason."""
@@ -74,9 +117,5 @@ def verify_sentences(sentences: Sequence[tuple[str, Mapping[str, int | None]]],
             rejected.append(RejectedSentence(text, *broken))
             continue
         kept.append(text)
-        for observation, label in labels.items():
-            if label == POSITIVE:
-                stated[observation] = POSITIVE
-            elif negates(text, labels, observation):
-                stated.setdefault(observation, NEGATIVE)
+        record_statements(stated, text, labels)
     return kept, rejected

@@ -22,10 +22,12 @@ def test_the_pipeline_encodes_each_batch_once_and_writes_what_generate_writes(ti
     encodings = []
     hook = model.perception.vision_model.register_forward_hook(lambda *_: encodings.append(1))
     try:
-        greedy = reporter(STUDIES, max_new_tokens=8, return_evidence_maps=True)
+        greedy = reporter(STUDIES, max_new_tokens=8, return_evidence_maps=True, verify=False)
         assert len(encodings) == 1  # perception and generation from one encoding
-        beams = reporter(STUDIES[0], max_new_tokens=8, num_beams=3)
+        beams = reporter(STUDIES[0], max_new_tokens=8, num_beams=3, verify=False)
         assert len(encodings) == 2  # beam search too: the encoder's features are repeated per beam
+        reporter(STUDIES, max_new_tokens=8, clue_probs=torch.full((2, 14), 0.9))
+        assert len(encodings) == 3  # and clue completion's sampling (every clue present: it runs)
     finally:
         hook.remove()
     inputs = processor(images=STUDIES, return_tensors="pt")
@@ -55,7 +57,7 @@ def test_given_clue_probabilities_decide_the_clues_and_one_study_streams(tiny_fi
     model, processor = tiny_finetune_model
     reporter = model.report_pipeline(processor)
     given = torch.tensor([[0.9] * 14, [0.1] * 14])
-    reports = reporter(STUDIES, clue_probs=given, max_new_tokens=6)
+    reports = reporter(STUDIES, clue_probs=given, max_new_tokens=6, verify=False)
     assert all(reports[0].perception.clues.values()) and not any(reports[1].perception.clues.values())
     assert list(reports[0].perception.disease_probs.values()) == pytest.approx([0.9] * 14)
     inputs = processor(images=STUDIES, return_tensors="pt")
@@ -70,7 +72,7 @@ def test_given_clue_probabilities_decide_the_clues_and_one_study_streams(tiny_fi
             self.text += text
 
     streamer = Collected(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    streamed = reporter(STUDIES[1], max_new_tokens=6, streamer=streamer)
+    streamed = reporter(STUDIES[1], max_new_tokens=6, streamer=streamer, verify=False)
     assert streamer.text.strip() == streamed.report
     with pytest.raises(ValueError, match="one report per study"):
         reporter(STUDIES[0], num_return_sequences=2)
