@@ -182,6 +182,34 @@ def test_a_model_fine_tuned_on_other_data_does_not_claim_the_phantom(tiny_phanto
     assert model.config.trrg_training_data == labels["in memory"]
 
 
+def test_replay_mixes_the_original_studies_into_the_site_training_split_and_says_so(tiny_phantom, tmp_path):
+    """--replay_data: the site's training split plus a seeded draw of the original training studies;
+    evaluation stays on the site's data; the model's provenance names both, never a path."""
+    import shutil
+
+    from trrg.processing.studies import StudyDataError, load_studies
+    from trrg.trainers.training_data import load_training_studies, training_data_label
+
+    site = shutil.copytree(tiny_phantom, tmp_path / "hospital-st-elsewhere")
+    (site / "phantom_meta.json").unlink()
+    own = load_studies(site)
+    original_ids = set(load_studies(tiny_phantom)["train"]["id"])
+    args = TRRGDataArguments(data=str(site), replay_data=str(tiny_phantom), replay_studies=3)
+    mixed = load_training_studies(args, seed=1)
+    train = mixed["train"]
+    assert train["id"][: len(own["train"])] == own["train"]["id"] and len(train) == len(own["train"]) + 3
+    assert set(train["id"][len(own["train"]):]) <= original_ids
+    assert mixed["val"]["id"] == own["val"]["id"]  # evaluation on the site's studies only
+    assert load_training_studies(args, seed=1)["train"]["id"] == train["id"]  # the draw follows the seed
+    assert load_training_studies(args, seed=2)["train"]["id"] != train["id"]
+    label = training_data_label(train)
+    assert label == f"{training_data_label(own['train'])} + 3 replayed from phantom" and "hospital" not in label
+    default = load_training_studies(TRRGDataArguments(data=str(site), replay_data=str(tiny_phantom)))["train"]
+    assert len(default) == 2 * len(own["train"])  # as many replayed as the site's own
+    with pytest.raises(StudyDataError, match="--replay_studies 10000"):
+        load_training_studies(TRRGDataArguments(data=str(site), replay_data=str(tiny_phantom), replay_studies=10000))
+
+
 def test_reference_clues_replace_the_models_own_on_the_scheduled_share(tiny_phantom, tiny_finetune_model):
     from trrg.processing.studies import load_r2gen
     from trrg.trainers.collators import ReferenceClueSchedule

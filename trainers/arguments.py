@@ -78,6 +78,13 @@ class TRRGDataArguments:
             Use only the first N studies of the training split. If `None`, all of them.
         max_eval_studies (`int` or `None`, *optional*):
             Use only the first N studies of the evaluation split. If `None`, all of them.
+        replay_data (`str` or `None`, *optional*):
+            Studies of the data the model was first trained on (a folder or file as ``data``), mixed into
+            the training split so that fine-tuning on a new site does not forget the original
+            (docs/site_adaptation). Evaluation stays on ``data``. If `None`, no replay.
+        replay_studies (`int` or `None`, *optional*):
+            How many training studies of ``replay_data`` to mix in, drawn at random with the run's seed.
+            If `None`, as many as ``data``'s training split holds.
 
         > Parameters that control the labels and images
 
@@ -109,6 +116,16 @@ class TRRGDataArguments:
     )
     max_eval_studies: int | None = field(
         default=None, metadata={"help": "use only the first N evaluation studies"}
+    )
+    replay_data: str | None = field(
+        default=None,
+        metadata={"help": "studies of the model's original training data mixed into the training split, so that "
+                  "fine-tuning on a new site does not forget the original (evaluation stays on --data)"},
+    )
+    replay_studies: int | None = field(
+        default=None,
+        metadata={"help": "how many of --replay_data's training studies to mix in (default: as many as --data's "
+                  "training split)"},
     )
 
     # Parameters that control the labels and images

@@ -301,7 +301,7 @@ def build_finetuner(args: TRRGFinetuneArguments, data_args: TRRGDataArguments, m
     ``TRRGFinetuneTrainer(model=, args=, train_dataset=, processing_class=)`` train the same model."""
     if model is None:
         model, processor = load_finetune_model(args)
-    studies = studies if studies is not None else load_training_studies(data_args)
+    studies = studies if studies is not None else load_training_studies(data_args, args.seed)
     eval_dataset = evaluation_split(studies, data_args, args.eval_strategy)
     trainer = TRRGFinetuneTrainer(model=model, args=args, train_dataset=studies[data_args.train_split],
                                   eval_dataset=eval_dataset, processing_class=processor, data_args=data_args)

@@ -3,6 +3,8 @@ before hours of training are spent, and truncated when asked."""
 
 from __future__ import annotations
 
+import re
+
 import datasets
 
 from trrg.processing.studies import StudyDataError, load_studies
@@ -10,8 +12,9 @@ from trrg.processing.studies.provenance import OUR_NAME
 from trrg.trainers.arguments import TRRGDataArguments
 
 
-def load_training_studies(data_args: TRRGDataArguments) -> datasets.DatasetDict:
-    """The study ``DatasetDict`` named by ``--data``, validated, with ``--train_split`` present."""
+def load_training_studies(data_args: TRRGDataArguments, seed: int = 0) -> datasets.DatasetDict:
+    """The study ``DatasetDict`` named by ``--data``, validated, with ``--train_split`` present; with
+    ``--replay_data``, its training split holds the replayed studies too (``with_replay``)."""
     if not data_args.data:
         raise StudyDataError("--data is required: an R2Gen annotation.json (e.g. from `trrg phantom`), its folder, "
                              "a JSON/JSONL file or an imagefolder")
@@ -19,7 +22,29 @@ def load_training_studies(data_args: TRRGDataArguments) -> datasets.DatasetDict:
     if data_args.train_split not in studies:
         raise StudyDataError(f"--data {data_args.data} has no split {data_args.train_split!r} "
                              f"(it has {sorted(studies)}); pass --train_split")
-    return _truncate(studies, data_args)
+    studies = _truncate(studies, data_args)
+    if data_args.replay_data:
+        studies[data_args.train_split] = with_replay(studies[data_args.train_split], data_args, seed)
+    return studies
+
+
+def with_replay(train: datasets.Dataset, data_args: TRRGDataArguments, seed: int) -> datasets.Dataset:
+    """The training split with ``--replay_studies`` studies of ``--replay_data``'s training split (drawn
+    with ``seed``) appended; named after both, so the model records what it was fine-tuned on."""
+    source = load_studies(data_args.replay_data)
+    if data_args.train_split not in source:
+        raise StudyDataError(f"--replay_data {data_args.replay_data} has no split {data_args.train_split!r} "
+                             f"(it has {sorted(source)}): replay draws from the training split")
+    replay = source[data_args.train_split]
+    count = len(train) if data_args.replay_studies is None else data_args.replay_studies
+    if not 0 < count <= len(replay):
+        raise StudyDataError(f"--replay_studies {count}: --replay_data {data_args.replay_data} has {len(replay)} "
+                             f"training studies; pass a number from 1 to {len(replay)}")
+    columns = [name for name in train.column_names if name in replay.column_names]
+    replay = replay.shuffle(seed=seed).select(range(count)).select_columns(columns).cast(train.select_columns(columns).features)
+    mixed = datasets.concatenate_datasets([train.select_columns(columns), replay])
+    mixed.info.dataset_name = f"{training_data_label(train)} + {count} replayed from {training_data_label(replay)}"
+    return mixed
 
 
 def evaluation_split(studies: datasets.DatasetDict, data_args: TRRGDataArguments, eval_strategy) -> datasets.Dataset | None:
@@ -48,9 +73,21 @@ def training_data_label(dataset) -> str:
     ...), else a content fingerprint of an in-memory ``datasets.Dataset``, else the number of studies
     of a plain list. Never a path, which may name a hospital or a patient."""
     name = getattr(getattr(dataset, "info", None), "dataset_name", None)
-    if name and OUR_NAME.match(name):  # a raw load_dataset's name is its folder's, which may name a hospital
+    if name and _is_our_label(str(name)):  # a raw load_dataset's name is its folder's, which may name a hospital
         return str(name)
     fingerprint = getattr(dataset, "_fingerprint", None)
     if fingerprint:
         return f"in-memory data set {str(fingerprint)[:8]}"
     return f"{len(dataset)} studies given in memory"
+
+
+# Labels training_data_label writes itself: with_replay composes two of them.
+_IN_MEMORY = re.compile(r"^(?:in-memory data set [0-9a-f]{8}|\d+ studies given in memory)$")
+_REPLAYED = re.compile(r"^(?P<data>.+) \+ \d+ replayed from (?P<replay>.+)$")
+
+
+def _is_our_label(name: str) -> bool:
+    composed = _REPLAYED.match(name)
+    if composed:
+        return all(_is_our_label(part) for part in (composed["data"], composed["replay"]))
+    return bool(OUR_NAME.match(name) or _IN_MEMORY.match(name))
