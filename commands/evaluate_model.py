@@ -5,7 +5,9 @@
 
 Writes OUT/predictions.jsonl ({"id", "report", "disease_probs"[, "clues"]}), OUT/references.jsonl and
 OUT/metrics.json (the keys of `trrg score` on those files, truthfulness metrics included, plus the
-protocol: data, split, seed, versions).
+protocol: data, split, seed, versions). The data is named by the name its folder records ("phantom",
+"dicom data set 3f2a9c1e") when it has one, not by its path: `trrg export --metrics` copies it into the
+model card, and a path may name a hospital.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     from trrg.assembly.hub_folders import load_model_folder
     from trrg.evaluation.generation import evaluate_model
     from trrg.evaluation.tables import metrics_table
-    from trrg.processing.studies import load_studies
+    from trrg.processing.studies import load_studies, recorded_name
 
-    rows = load_studies(args.data, splits=[args.split])[args.split]  # only this split's images are needed
+    loaded = load_studies(args.data, splits=[args.split])  # only this split's images are needed
+    rows = loaded[args.split]
     if args.max_studies is not None:
         rows = rows.select(range(min(args.max_studies, len(rows))))
     if args.max_views is not None and args.max_views < 1:
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     model, processor = load_model_folder(args.model, expected="trrg")
     metrics = evaluate_model(model, processor, studies, args.out, args.batch_size, args.max_new_tokens,
                              args.num_beams, meteor=not args.no_meteor, verify=not args.no_verify,
-                             protocol={"model": args.model, "data": args.data, "split": args.split,
-                                       "max_views": args.max_views})
+                             protocol={"model": args.model, "data": recorded_name(loaded) or args.data,
+                                       "split": args.split, "max_views": args.max_views})
     print(metrics_table(metrics))
     return 0

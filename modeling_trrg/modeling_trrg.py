@@ -1277,8 +1277,11 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         features = model_kwargs.pop("vision_features", None)
         input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids,
                                                                         **model_kwargs)
-        if features is not None and expand_size > 1:
-            features = VisionFeatures(**{name: value.repeat_interleave(expand_size, dim=0) for name, value in features.items()})
+        if features is not None and expand_size > 1:  # layer_statistics (a fitted model's) is a tuple of tensors
+            features = VisionFeatures(**{
+                name: value.repeat_interleave(expand_size, dim=0) if torch.is_tensor(value)
+                else tuple(part.repeat_interleave(expand_size, dim=0) for part in value)
+                for name, value in features.items()})
         if features is not None:
             model_kwargs["vision_features"] = features
         return input_ids, model_kwargs

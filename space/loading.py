@@ -44,7 +44,9 @@ def training_data_of(config) -> bool | None:
     return str(data).lower() == "phantom"
 
 
-def banner(is_phantom: bool | None) -> str:
+def banner(is_phantom: bool | None, training_data: str | None = None) -> str:
+    """The page's heading: the intended use, and what the model was trained on (``training_data``, the
+    name ``config.trrg_training_data`` records: "phantom", "dicom data set 3f2a9c1e", ...; never a path)."""
     lines = [
         "# TRRG: truthful radiology report generation",
         "**Intended use: research and demonstration only. Not for clinical use; not a medical device.** "
@@ -57,6 +59,8 @@ def banner(is_phantom: bool | None) -> str:
         )
     elif is_phantom is None:
         lines.append("The training data of this model is **unknown** (its config does not say).")
+    elif training_data:
+        lines.append(f"This model was fine-tuned on **{html.escape(str(training_data))}** (as its config records it).")
     return "\n\n".join(lines)
 
 

@@ -149,7 +149,7 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
     view_image = {"type": "pil", "format": "png", "interactive": False, "height": 260, "buttons": ["fullscreen"]}
     upload = {"file_types": None, "elem_classes": ["trrg-upload"]}  # any file: the content decides (DICOM by its header)
     with gr.Blocks(title="TRRG report generation", delete_cache=(CACHE_FILE_TTL_S, CACHE_FILE_TTL_S)) as demo:
-        gr.Markdown(loading.banner(is_phantom), elem_id="banner")
+        gr.Markdown(loading.banner(is_phantom, getattr(model.config, "trrg_training_data", None)), elem_id="banner")
         with gr.Row():
             with gr.Column(scale=1):
                 frontal = gr.File(label="Frontal view (PNG, JPEG or DICOM)", elem_id="frontal", **upload)

@@ -12,7 +12,13 @@ of, a structured report, a stray text file).
 dropped study and skipped item with its reason and no raw MRN or accession, the pseudonym key file
 maps them back from outside the data set, a re-export with 10% more patients moves no study to
 another split, the folder loads under the name it recorded, and the image processor reads the
-same two DICOM files lateral-first exactly as frontal-first."""
+same two DICOM files lateral-first exactly as frontal-first.
+
+And the whole route on it: the prepared folder fine-tunes a phantom demo model (the model then names
+the prepared data set, never a path, and evaluates the val split while training), ``trrg evaluate``
+scores the test split (CE metrics, out-of-distribution rate), ``trrg export`` writes the hub folder,
+and the Space served from that folder reads an extension-less DICOM of the export, under a banner
+naming the hospital's data set."""
 
 from __future__ import annotations
 
@@ -356,3 +362,116 @@ def test_the_pseudonym_key_file_never_goes_inside_the_data_set(export, tmp_path,
     err = prepare_fails(["--folder", folder, "--reports", reports, "--out", out, "--pseudonym-key-file",
                          tmp_path / "key.csv"], capsys)  # fmt: skip
     assert "--pseudonym-key-file needs --pseudonymize" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole route on the hospital's own export: prepare -> finetune -> evaluate -> export -> Space
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def phantom_demo_model(tiny_finetune_model, tiny_phantom, tmp_path_factory) -> Path:
+    """A released-style demo model: the tiny stage-2 model, its training-image statistics fitted on the
+    phantom, saying it was fine-tuned on the phantom (as `trrg demo` writes it)."""
+    import copy
+
+    from trrg.assembly.hub_folders import save_hub_folder
+    from trrg.trainers.training_distribution import fit_training_distribution
+
+    model, processor = copy.deepcopy(tiny_finetune_model[0]), tiny_finetune_model[1]
+    studies = load_studies(tiny_phantom)
+    assert fit_training_distribution(model, processor, studies["train"], studies["val"])["fit_studies"] > 0
+    model.config.trrg_training_data = "phantom"
+    return save_hub_folder(model, processor, tmp_path_factory.mktemp("demo") / "model")
+
+
+@pytest.mark.slow
+def test_the_hospital_export_goes_prepare_finetune_evaluate_export_and_into_the_space(export, phantom_demo_model,
+                                                                                     tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from space_helpers import space_report
+
+    from trrg.space import loading, ui
+
+    root, folder, reports = export
+    keys, data = tmp_path / "site-only" / "keys.csv", tmp_path / "hospital"
+
+    # 1. prepare: every study found is kept or dropped; the kept ones are the splits' rows
+    printed = prepare(options(folder, reports, data, "--pseudonym-key-file", keys), capsys)
+    summary = json.loads((data / "prepare.json").read_text())
+    kept, dropped = sum(summary["kept"].values()), sum(summary["dropped"].values())
+    assert kept + dropped == summary["found"] == 11 and f"studies found 11 = kept {kept} + dropped {dropped}" in printed
+    audit = [json.loads(line) for line in (data / "prepare_audit.jsonl").read_text().splitlines()]
+    dropped_ids = {line["study"] for line in audit if line["outcome"] == "dropped study"}
+    assert len(dropped_ids) == dropped
+    studies = load_studies(data)
+    split_ids = {name: [row["id"] for row in split] for name, split in studies.items()}
+    assert {name: len(ids) for name, ids in split_ids.items()} == summary["kept"] and "val" in studies
+    assert not dropped_ids & {study for ids in split_ids.values() for study in ids}
+    name = summary["name"]
+
+    # 2. finetune, continuing the demo model (1 epoch); the val split is evaluated during training
+    run = tmp_path / "run"
+    assert main(["finetune", "--model", str(phantom_demo_model), "--data", str(data), "--output_dir", str(run),
+                 "--num_train_epochs", "1", "--warmup_steps", "0", "--per_device_train_batch_size", "4",  # no lr-0 step
+                 "--use_cpu", "True", "--generation_max_new_tokens", "4", "--disable_tqdm", "True"]) == 0
+    capsys.readouterr()
+    final = run / "final"
+    config = json.loads((final / "config.json").read_text())
+    assert config["trrg_training_data"] == name != "phantom"  # the prepared set's name, never a path
+    assert str(tmp_path) not in (final / "config.json").read_text()
+    history = json.loads((run / "log_history.json").read_text())
+    generated = [entry for entry in history if "eval_ce_macro_f1_14" in entry]  # reports generated for val, scored
+    assert [entry["eval_n"] for entry in generated] == [len(studies["val"])] and any("eval_loss" in e for e in history)
+    steps = -(-summary["kept"]["train"] // 4)  # one epoch at batch 4
+    assert [entry["step"] for entry in history if "loss" in entry][-1] == steps == history[-1]["step"]
+    before, after = load_file(phantom_demo_model / "model.safetensors"), load_file(final / "model.safetensors")
+    assert any(not torch.equal(before[key], after[key]) for key in before if key in after)  # it trained
+
+    # 3. evaluate on the prepared test split: CE metrics and the out-of-distribution rate, per test study
+    scored = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(final), "--data", str(data), "--split", "test", "--out", str(scored),
+                 "--max_new_tokens", "4", "--no_meteor"]) == 0
+    capsys.readouterr()
+    metrics = json.loads((scored / "metrics.json").read_text())
+    predictions = [json.loads(line) for line in (scored / "predictions.jsonl").read_text().splitlines()]
+    assert metrics["n"] == len(predictions) == len(studies["test"]) == summary["kept"]["test"] > 0
+    assert sorted(p["id"] for p in predictions) == sorted(split_ids["test"]) and metrics["skipped_studies"] == 0
+    assert {"ce_micro_f1_14", "ce_macro_f1_14", "ce_macro_f1_5"} <= metrics.keys()
+    assert 0.0 <= metrics["ce_macro_f1_14"] <= 1.0
+    flagged = sum(p["familiarity"] > 1.0 for p in predictions)  # every prediction carries its familiarity
+    assert metrics["out_of_distribution_count"] == flagged
+    assert metrics["out_of_distribution_rate"] == pytest.approx(flagged / len(predictions))
+
+    # 4. export: the hub folder, with the run's metrics in its README
+    hub = tmp_path / "hub"
+    metrics_file = scored / "metrics.json"
+    assert main(["export", "--checkpoint", str(final), "--out", str(hub), "--metrics", str(metrics_file)]) == 0
+    capsys.readouterr()
+    assert json.loads((hub / "config.json").read_text())["trrg_training_data"] == name
+    card = (hub / "README.md").read_text()
+    assert f"| ce_macro_f1_14 | {metrics['ce_macro_f1_14']:.4f} |" in card and f"| n | {metrics['n']} |" in card
+    assert metrics["data"] == name and f"| data | {name} |" in card and str(data) not in card  # named, not a path
+
+    # 5. the Space served from the exported folder (its remote code): an extension-less DICOM of the export
+    model, processor = loading.load_model(str(hub))
+    is_phantom = loading.training_data_of(model.config)
+    banner = ui.build_demo(model, processor, is_phantom).blocks
+    [banner] = [block.value for block in banner.values() if getattr(block, "elem_id", None) == "banner"]
+    assert is_phantom is False and name in banner and "phantom" not in banner.lower()
+    [upload] = [path for path in study_folder(folder, "ACC1002", "7000001", "20240402").rglob("IM*")]
+    assert upload.suffix == "" and upload.read_bytes()[128:132] == b"DICM"  # told by its content, not its name
+    source = pixels_12bit(11).astype(np.float64)  # ACC1002: the second study, series 1, no window
+    view = np.asarray(loading.load_view(str(upload), processor))
+    assert np.abs(view.astype(int) - rescale_to_uint8(source, source.min(), source.max())).max() <= 1
+    perception, report = space_report(model, processor, upload, tokens=8)
+    inputs = processor(images=[[loading.load_view(str(upload), processor)]], return_tensors="pt")
+    with torch.no_grad():
+        expected = model.predict_diseases(inputs["pixel_values"], inputs["view_mask"])[0]
+    assert torch.allclose(torch.tensor(list(perception.disease_probs.values())), expected, atol=1e-4)
+    assert isinstance(report.report, str) and report.report.strip()  # a report came back
+    _, beams = space_report(model, processor, upload, beams=2, tokens=4)  # beams repeat the fitted model's statistics
+    assert beams.report.strip()
+    # the frozen perception keeps the demo model's training-image statistics (a few training studies fit none)
+    assert perception.in_distribution is not None
