@@ -125,10 +125,10 @@ def verified_report(text: str, perception: TRRGStudyPerception) -> TRRGReport:
     return TRRGReport(text, sentences_of(text), perception, rejected)
 
 
-def completing_sentence(candidates: list[str], kept: list[str], clues: dict[str, bool]) -> str | None:
-    """The first candidate continuation's first sentence that states a clue the kept sentences leave
-    out and breaks no rule of verified decoding given them; None if no candidate does."""
-    labelled = label_sentences(report_text(kept))
+def completing_sentence(candidates: list[str], report: str, clues: dict[str, bool]) -> str | None:
+    """The first candidate continuation's first sentence that states a clue the report leaves out and
+    breaks no rule of verified decoding given the report's sentences; None if no candidate does."""
+    labelled = label_sentences(report)
     missing = set(missing_clues(labelled, clues))
     stated = statements(labelled)
     for candidate in candidates:
@@ -257,28 +257,28 @@ class TRRGReportPipeline(Pipeline):
         for round_index in range(COMPLETION_ROUNDS):
             if not open_rows:
                 break
-            kept = {row: [sentence.text for sentence in reports[row].sentences] for row in open_rows}
-            candidates = self._sample_next_sentences(open_rows, kept, model_inputs, clues, round_index)
+            written = {row: reports[row].report for row in open_rows}
+            candidates = self._sample_next_sentences(open_rows, written, model_inputs, clues, round_index)
             still_open = []
             for row in open_rows:
-                sentence = completing_sentence(candidates[row], kept[row], reports[row].perception.clues)
+                sentence = completing_sentence(candidates[row], written[row], reports[row].perception.clues)
                 if sentence is None:
                     continue  # no candidate states it: the clue stays dropped
-                text = report_text(kept[row] + [sentence])
+                text = f"{written[row].strip()} {sentence} .".strip()
                 reports[row] = TRRGReport(text, sentences_of(text), reports[row].perception, reports[row].rejected)
                 if missing_clues(label_sentences(text), reports[row].perception.clues):
                     still_open.append(row)
             open_rows = still_open
         return reports
 
-    def _sample_next_sentences(self, rows: list[int], kept: dict[int, list[str]], model_inputs: dict, clues,
+    def _sample_next_sentences(self, rows: list[int], written: dict[int, str], model_inputs: dict, clues,
                                round_index: int) -> dict[int, list[str]]:
-        """``COMPLETION_CANDIDATES`` sampled continuations of each row's prompt + kept sentences."""
+        """``COMPLETION_CANDIDATES`` sampled continuations of each row's prompt + the report written so far."""
         tokenizer = self.processor.tokenizer
         prompts = [ids[mask.bool()].tolist() for ids, mask in
                    zip(model_inputs["input_ids"][rows], model_inputs["attention_mask"][rows])]
-        sequences = [prompt + tokenizer.encode(" " + report_text(kept[row]), add_special_tokens=False)
-                     if kept[row] else prompt for prompt, row in zip(prompts, rows)]
+        sequences = [prompt + tokenizer.encode(" " + written[row].strip(), add_special_tokens=False)
+                     if written[row].strip() else prompt for prompt, row in zip(prompts, rows)]
         width = max(map(len, sequences))
         # Left padding: every continuation starts at the same position.
         input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in sequences])

@@ -40,6 +40,12 @@ def greedy_report(model, processor, paths, **settings) -> str:
     return processor.batch_decode(sequences, prompt_length=inputs["input_ids"].shape[1])[0]
 
 
+def pipeline_report(model, processor, paths, **settings) -> str:
+    """What the report pipeline writes for the study (verified decoding and clue completion included):
+    the one generation path the Space calls."""
+    return model.report_pipeline(processor)([str(p) for p in paths], max_new_tokens=NEW_TOKENS, **settings).report
+
+
 # --- the Space's generation -----------------------------------------------------------------
 
 
@@ -52,7 +58,8 @@ def test_a_lone_request_gets_its_perception_then_streams_the_greedy_report(tiny_
     assert kinds[0] == "perceived" and kinds[-1] == "report" and "text" in kinds  # then word by word
     texts = [payload for kind, payload in messages if kind == "text"]
     assert all(longer.startswith(shorter) for shorter, longer in zip(texts, texts[1:]))
-    assert messages[-1][1].report == greedy_report(model, processor, [GOOD_PNG]) != ""
+    assert messages[-1][1].report == pipeline_report(model, processor, [GOOD_PNG]) != ""
+    assert pipeline_report(model, processor, [GOOD_PNG], verify=False) == greedy_report(model, processor, [GOOD_PNG])
     assert messages[-1][1].report.startswith(texts[0])
     table = shown.probability_table(messages[0][1])
     assert list(table["disease"]) == list(model.config.disease_names) and len(table) == 14
@@ -67,7 +74,10 @@ def test_beam_search_gives_the_beam_search_report_in_one_piece(tiny_finetune_mod
     views = loading.load_views(str(frontal), str(lateral), processor)
     messages = space_messages(batching.ReportBatcher(model, processor), views, batching.generation_settings(2, NEW_TOKENS))
     assert [kind for kind, _ in messages] == ["perceived", "report"]
-    assert messages[-1][1].report == greedy_report(model, processor, [frontal, lateral], num_beams=2)
+    # the report pipeline's beam report (verified decoding and clue completion included), in one piece
+    assert messages[-1][1].report == pipeline_report(model, processor, [frontal, lateral], num_beams=2)
+    unverified = pipeline_report(model, processor, [frontal, lateral], num_beams=2, verify=False)
+    assert unverified == greedy_report(model, processor, [frontal, lateral], num_beams=2)
 
 
 def test_the_space_reads_dicom_and_jpeg(tiny_finetune_model, tmp_path):
@@ -334,7 +344,7 @@ def probabilities_of(plot_value: dict) -> dict[str, float]:
 def test_served_demo_returns_report_and_14_probabilities(served, tiny_finetune_model):
     _, client = served
     report, plot, clues, *_ = call(client, GOOD_PNG)
-    assert report == greedy_report(*tiny_finetune_model, [GOOD_PNG]) and report.strip()
+    assert report == pipeline_report(*tiny_finetune_model, [GOOD_PNG]) and report.strip()
     probs = probabilities_of(plot)
     assert list(probs) == list(tiny_finetune_model[0].config.disease_names)
     assert all(0.0 <= p <= 1.0 for p in probs.values())

@@ -55,7 +55,7 @@ def test_the_pipeline_verifies_by_default_and_says_what_it_left_out(tiny_finetun
 def test_the_completing_sentence_states_a_missing_clue_and_breaks_no_rule():
     from trrg.modeling.pipeline_trrg import completing_sentence
 
-    kept = ["a 6 mm nodule in the left lower lobe", "no pleural effusion"]
+    kept = "a 6 mm nodule in the left lower lobe . no pleural effusion ."
     candidates = ["no pneumothorax . heart is normal",  # negates the present clue
                   "moderate pulmonary edema . small left pneumothorax",  # only its first sentence counts: unsupported
                   "small left pleural effusion and a small left pneumothorax",  # affirms an absent clue
@@ -79,7 +79,7 @@ def test_completion_appends_one_sentence_per_round_until_every_clue_is_stated(ti
     asked = []
 
     def sample(rows, kept, model_inputs, clues, round_index):
-        asked.append((round_index, list(rows), {row: list(kept[row]) for row in rows}))
+        asked.append((round_index, list(rows), dict(kept)))
         return {row: scripted[row][round_index] if round_index < len(scripted[row]) else [] for row in rows}
 
     monkeypatch.setattr(reporter, "_sample_next_sentences", sample)
@@ -92,8 +92,8 @@ def test_completion_appends_one_sentence_per_round_until_every_clue_is_stated(ti
     assert done[0].report == "no pleural effusion . small left pneumothorax . a 6 mm nodule in the right upper lobe ."
     assert done[1].report == "no pleural effusion ."  # no candidate stated a missing clue: left as it was
     assert done[2] is reports[2]  # nothing missing: never sampled
-    assert asked == [(0, [0, 1], {0: ["no pleural effusion"], 1: ["no pleural effusion"]}),
-                     (1, [0], {0: ["no pleural effusion", "small left pneumothorax"]})]
+    assert asked == [(0, [0, 1], {0: "no pleural effusion .", 1: "no pleural effusion ."}),
+                     (1, [0], {0: "no pleural effusion . small left pneumothorax ."})]
     assert pipeline_trrg.COMPLETION_ROUNDS >= 2
 
 
@@ -107,7 +107,7 @@ def test_completion_samples_from_the_kept_report_reproducibly_without_touching_t
     inputs = reporter.preprocess(studies)
     with torch.no_grad():
         clues = model.predict_clues(inputs["pixel_values"], inputs["view_mask"])
-    kept = {1: ["no pleural effusion", "the heart is normal in size"]}
+    kept = {1: "no pleural effusion . the heart is normal in size ."}
     prompts, original = [], model.generate
 
     def recording(**kwargs):
