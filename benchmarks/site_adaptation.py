@@ -18,7 +18,8 @@ Arms (each measured on the site's test split and on the original phantom's test 
                   5e-6, the perception frozen, the model's own clue thresholds)
   adapt           `trrg finetune --model M --data SITE --adapt_perception true` (the perception trained
                   on the site's report labels under its prompt loss, the writer frozen; thresholds re-tuned)
-  adapt_continue  adapt, then continue on the adapted model
+  adapt_replay    adapt with `--replay_data <the model's own phantom>`: as many of the original training
+                  studies as the site has mixed into the training split (the thresholds re-tuned on both)
 
 Writes OUT/runs/<arm>_seed<k>.json as each run ends (a rerun skips finished runs), then
 OUT/site_adaptation.json and OUT/site_adaptation.md. With --summary-only nothing is trained.
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-ARMS = ["none", "continue", "adapt", "adapt_continue"]
+ARMS = ["none", "continue", "adapt", "adapt_replay"]
 HEADLINE = ["ce_macro_f1_14", "ce_micro_f1_14", "perception_macro_f1_14", "clue_drop_rate", "ce_normal_collapse",
             "bleu_4"]
 SPLITS = {"num_train": 300, "num_val": 50, "num_test": 300}
@@ -124,12 +125,13 @@ def make_site(folder: Path, seed: int, image_size: int) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def finetune_argv(arm: str, model: Path, data: Path, out: Path, seed: int) -> list[list[str]]:
-    """The `trrg finetune` command lines of an arm, run one after the other (each on the last's model)."""
+def finetune_argv(arm: str, model: Path, data: Path, out: Path, seed: int, original: Path) -> list[list[str]]:
+    """The `trrg finetune` command lines of an arm, run one after the other (each on the last's model);
+    ``original``: the model's own training data (for replay)."""
     common = ["--data", str(data), "--seed", str(seed), "--data_seed", str(seed), "--use_cpu", "True",
               "--disable_tqdm", "True", "--dataloader_num_workers", "0", "--report_to", "none"]
     steps = {"continue": [[]], "adapt": [["--adapt_perception", "True"]],
-             "adapt_continue": [["--adapt_perception", "True"], []]}[arm]
+             "adapt_replay": [["--adapt_perception", "True", "--replay_data", str(original)]]}[arm]
     argv, current = [], model
     for index, extra in enumerate(steps):
         step_out = out / f"step{index}"
@@ -148,14 +150,15 @@ def run_arm(arm: str, seed: int, model_dir: Path, site: Path, phantom: Path, wor
     started = time.perf_counter()
     final = model_dir
     if arm != "none":
-        for argv in finetune_argv(arm, model_dir, site, out, seed):
+        for argv in finetune_argv(arm, model_dir, site, out, seed, phantom):
             if finetune(argv) != 0:
                 raise SystemExit(f"trrg finetune {' '.join(argv)} failed")
-        final = out / f"step{len(finetune_argv(arm, model_dir, site, out, seed)) - 1}" / "final"
+        final = out / f"step{len(finetune_argv(arm, model_dir, site, out, seed, phantom)) - 1}" / "final"
     train_s = time.perf_counter() - started
     model, processor = load_model_folder(final, expected="trrg")
     result = {"arm": arm, "seed": seed, "train_s": train_s, "clue_thresholds": model.config.clue_config.clue_thresholds,
-              "finetune_argv": [" ".join(argv) for argv in finetune_argv(arm, model_dir, site, out, seed)] if arm != "none" else []}
+              "finetune_argv": [" ".join(argv) for argv in finetune_argv(arm, model_dir, site, out, seed, phantom)]
+              if arm != "none" else []}
     tests = {"site": list(load_studies(site)["test"]), "original": list(load_studies(phantom)["test"])[:phantom_test]}
     for name, rows in tests.items():
         metrics = evaluate_model(model, processor, rows, out / f"eval_{name}", batch_size=64, meteor=False, progress=False)

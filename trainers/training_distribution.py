@@ -66,8 +66,11 @@ def fit_training_distribution(model, processor, train_rows, held_out_rows=None, 
     ``MIN_HELD_OUT`` studies, else from a fifth of the training studies left out of the fit. Returns what
     was fitted, for the log and the model card."""
     if len(train_rows) < MIN_STUDIES:
-        logger.warning("only %d training studies: no training-distribution statistics recorded (the model's "
-                       "in_distribution stays unknown)", len(train_rows))
+        distribution = model.perception.training_distribution
+        fitted = distribution is not None and distribution.fitted
+        logger.warning("only %d training studies: the training-distribution statistics are not refitted (the "
+                       "model keeps %s)", len(train_rows),
+                       "those it had, of the data it was trained on before" if fitted else "none: in_distribution stays unknown")
         return {"fit_studies": 0}
     was_training = model.training
     model.eval()
