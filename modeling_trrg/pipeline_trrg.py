@@ -12,11 +12,13 @@ the trainer's evaluation and the Space all call it. Per batch of studies:
    vision encoder's features go into ``generate`` (``clue_probs``, ``vision_features``), which therefore
    does not encode the images again;
 3. with ``verify`` (the default), verified decoding (``verification_trrg``): each sentence is labelled
-   and dropped when it contradicts the clue decisions or an earlier sentence; then *clue completion*:
-   a report that states none of a present clue is continued from its kept sentences, the writer
-   sampling a few candidate next sentences (the first token may not end the report), and the first
-   candidate that states a missing clue and passes the same checks is appended (up to
-   ``COMPLETION_ROUNDS`` times; a clue no candidate states stays dropped, and the metrics count it);
+   and dropped when it contradicts the clue decisions or an earlier sentence; then *clue completion*
+   for a report that states none of a present clue: at each sentence boundary the writer's
+   ``COMPLETION_ALTERNATIVES`` most likely first tokens other than the one it wrote start another
+   sentence, decoded greedily; the most likely alternative that states a missing clue, and leaves
+   the report without a sentence the check would drop, is inserted where the writer would have
+   written it (a writer keeps an order: heart, lungs, pleura, bones). A clue no alternative states
+   stays dropped, and the metrics count it;
 4. ``postprocess``: each report is split into sentences, each labelled with the observations it states
    (the CheXpert-style labeler), so that a sentence points at the probability, clue and evidence map of
    every observation it names.
@@ -24,24 +26,27 @@ the trainer's evaluation and the Space all call it. Per batch of studies:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import Pipeline
+from transformers import Pipeline, StoppingCriteria, StoppingCriteriaList
 
 from .image_processing_trrg import as_studies
 from .labeler_trrg import NEGATIVE, NO_FINDING, POSITIVE, UNCERTAIN, label_sentences
-from .verification_trrg import RejectedSentence, missing_clues, statements, verify_sentences, violation
+from .verification_trrg import RejectedSentence, missing_clues, verify_sentences
 
 STATE_NAMES = {POSITIVE: "positive", NEGATIVE: "negative", UNCERTAIN: "uncertain"}
 DEFAULT_BATCH_SIZE = 16  # studies generated together (trrg evaluate's default)
-# Clue completion: candidates sampled per report and round, tokens per candidate (one sentence), rounds
-# (one sentence appended per round), and the seed of its sampling (the same reports on every run).
-COMPLETION_CANDIDATES = 8
-COMPLETION_TOKENS = 32
-COMPLETION_ROUNDS = 3
-COMPLETION_SEED = 0
+# Clue completion: other first tokens tried at each sentence boundary, tokens decoded per alternative
+# (one sentence of a report is rarely longer).
+COMPLETION_ALTERNATIVES = 2
+COMPLETION_TOKENS = 24
+# A first token the writer gives less than this probability is not tried: it rarely starts a sentence
+# the writer can finish (on the user's-route model, 1 of 35 kept alternatives was below it).
+COMPLETION_MIN_PROBABILITY = 0.02
+SCORED_ROWS_PER_PASS = 4  # reports scored together for the boundaries' first tokens
 
 
 @dataclass
@@ -125,21 +130,38 @@ def verified_report(text: str, perception: TRRGStudyPerception) -> TRRGReport:
     return TRRGReport(text, sentences_of(text), perception, rejected)
 
 
-def completing_sentence(candidates: list[str], report: str, clues: dict[str, bool]) -> str | None:
-    """The first candidate continuation's first sentence that states a clue the report leaves out and
-    breaks no rule of verified decoding given the report's sentences; None if no candidate does."""
-    labelled = label_sentences(report)
-    missing = set(missing_clues(labelled, clues))
-    stated = statements(labelled)
-    for candidate in candidates:
-        sentences = label_sentences(candidate)
-        if not sentences:
+def completed_sentences(sentences: list[str], alternatives: list[tuple[int, str]], clues: dict[str, bool]) -> list[str]:
+    """``sentences`` with alternatives inserted, each at its boundary (0: before the first sentence),
+    tried in the order given (most likely first): one is kept when it states a clue still missing and
+    the report with it breaks no rule of verified decoding (``verify_sentences`` drops nothing)."""
+    inserted: dict[int, list[str]] = {}
+
+    def report_with(extra: dict[int, list[str]]) -> list[str]:
+        return [text for index in range(len(sentences) + 1)
+                for text in extra.get(index, []) + sentences[index : index + 1]]
+
+    for boundary, text in alternatives:
+        missing = set(missing_clues(label_sentences(report_text(report_with(inserted))), clues))
+        if not missing:
+            break
+        labelled = label_sentences(f"{text} .")
+        if len(labelled) != 1 or not any(labelled[0][1].get(name) in (POSITIVE, UNCERTAIN) for name in missing):
             continue
-        sentence, labels = sentences[0]
-        states_missing = any(labels.get(name) in (POSITIVE, UNCERTAIN) for name in missing)
-        if states_missing and violation(sentence, labels, clues, stated) is None:
-            return sentence
-    return None
+        trial = {**inserted, boundary: inserted.get(boundary, []) + [labelled[0][0]]}
+        if not verify_sentences(label_sentences(report_text(report_with(trial))), clues)[1]:
+            inserted = trial
+    return report_with(inserted)
+
+
+class SentenceEnd(StoppingCriteria):
+    """Stops each row once its continuation (from position ``start`` on) holds a token with a full stop:
+    one sentence is all clue completion reads."""
+
+    def __init__(self, start: int, stop_ids: torch.Tensor):
+        self.start, self.stop_ids = start, stop_ids
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return torch.isin(input_ids[:, self.start :], self.stop_ids.to(input_ids.device)).any(dim=1)
 
 
 class TRRGReportPipeline(Pipeline):
@@ -250,56 +272,141 @@ class TRRGReportPipeline(Pipeline):
         return {**generate_kwargs, "suppress_tokens": suppressed + self._placeholder_ids()}
 
     def _complete_clues(self, reports: list[TRRGReport], model_inputs: dict, clues) -> list[TRRGReport]:
-        """Clue completion: each report that states none of a present clue gets one more sentence about
-        it, sampled from the writer given the report so far, when a candidate passes the checks."""
+        """Clue completion: a report that states none of a present clue gets the writer's alternative
+        sentence about it, where one passes the checks (``completed_sentences``). The writer's first
+        ``COMPLETION_ALTERNATIVES`` alternatives per boundary are tried first; the next as many only for
+        the reports still missing a clue."""
         open_rows = [row for row, report in enumerate(reports)
                      if missing_clues(label_sentences(report.report), report.perception.clues)]
-        for round_index in range(COMPLETION_ROUNDS):
-            if not open_rows:
-                break
-            written = {row: reports[row].report for row in open_rows}
-            candidates = self._sample_next_sentences(open_rows, written, model_inputs, clues, round_index)
+        if not open_rows:
+            return reports
+        tokenizer = self.processor.tokenizer
+        sentences = {row: [text for text, _ in label_sentences(reports[row].report)] for row in open_rows}
+        prompts = {row: ids[mask.bool()].tolist() for row, ids, mask in
+                   zip(open_rows, model_inputs["input_ids"][open_rows], model_inputs["attention_mask"][open_rows])}
+        # The report token by token, sentence by sentence, so that every boundary is a token position.
+        pieces = {row: [tokenizer.encode(f" {text} .", add_special_tokens=False) for text in sentences[row]]
+                  for row in open_rows}
+        ranked = self._ranked_first_tokens(open_rows, prompts, pieces, model_inputs, clues)
+        tried = {row: [] for row in open_rows}  # alternatives so far, in the order they are tried
+        for first in (0, COMPLETION_ALTERNATIVES):
+            alternatives = self._alternative_sentences(open_rows, prompts, pieces, ranked, first, model_inputs, clues)
             still_open = []
             for row in open_rows:
-                sentence = completing_sentence(candidates[row], written[row], reports[row].perception.clues)
-                if sentence is None:
-                    continue  # no candidate states it: the clue stays dropped
-                text = f"{written[row].strip()} {sentence} .".strip()
-                reports[row] = TRRGReport(text, sentences_of(text), reports[row].perception, reports[row].rejected)
-                if missing_clues(label_sentences(text), reports[row].perception.clues):
+                clues_of = reports[row].perception.clues
+                tried[row] += alternatives[row]
+                completed = completed_sentences(sentences[row], tried[row], clues_of)
+                if completed != sentences[row]:
+                    text = report_text(completed)
+                    reports[row] = TRRGReport(text, sentences_of(text), reports[row].perception, reports[row].rejected)
+                if missing_clues(label_sentences(reports[row].report), clues_of):
                     still_open.append(row)
             open_rows = still_open
+            if not open_rows:
+                break
         return reports
 
-    def _sample_next_sentences(self, rows: list[int], written: dict[int, str], model_inputs: dict, clues,
-                               round_index: int) -> dict[int, list[str]]:
-        """``COMPLETION_CANDIDATES`` sampled continuations of each row's prompt + the report written so far."""
+    def _ranked_first_tokens(self, rows, prompts, pieces, model_inputs, clues) -> dict[int, list[list[tuple[float, int]]]]:
+        """Per row and boundary, the writer's first tokens other than the one it wrote (and than </s>, pad
+        and the placeholders) with their log-probabilities, most likely first (``2 * COMPLETION_ALTERNATIVES``,
+        none below ``COMPLETION_MIN_PROBABILITY``)."""
         tokenizer = self.processor.tokenizer
-        prompts = [ids[mask.bool()].tolist() for ids, mask in
-                   zip(model_inputs["input_ids"][rows], model_inputs["attention_mask"][rows])]
-        sequences = [prompt + tokenizer.encode(" " + written[row].strip(), add_special_tokens=False)
-                     if written[row].strip() else prompt for prompt, row in zip(prompts, rows)]
-        width = max(map(len, sequences))
-        # Left padding: every continuation starts at the same position.
-        input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in sequences])
-        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in sequences])
+        banned = {tokenizer.eos_token_id, tokenizer.pad_token_id, *self._placeholder_ids()}
+        scored = self._first_token_scores(rows, [prompts[row] for row in rows], pieces, model_inputs, clues)
+        floor, ranked = math.log(COMPLETION_MIN_PROBABILITY), {}
+        for row, boundaries in zip(rows, scored):
+            written = [piece[0] for piece in pieces[row]] + [tokenizer.eos_token_id]
+            ranked[row] = []
+            for boundary, scores in enumerate(boundaries):
+                values, tokens = scores.topk(min(len(scores), 2 * COMPLETION_ALTERNATIVES + len(banned) + 1))
+                ranked[row].append([(float(value), int(token)) for value, token in zip(values, tokens)
+                                    if int(token) not in banned and int(token) != written[boundary]
+                                    and float(value) >= floor][: 2 * COMPLETION_ALTERNATIVES])
+        return ranked
+
+    def _alternative_sentences(self, rows, prompts, pieces, ranked, first: int, model_inputs: dict,
+                               clues) -> dict[int, list[tuple[int, str]]]:
+        """Per row, (boundary, sentence) alternatives, most likely first: at each boundary, the ranked first
+        tokens ``first`` to ``first + COMPLETION_ALTERNATIVES``, each continued greedily for one sentence."""
+        starts, owners = [], []
+        for row in rows:
+            for boundary, tokens in enumerate(ranked[row]):
+                prefix = prompts[row] + [token for piece in pieces[row][:boundary] for token in piece]
+                for score, token in tokens[first : first + COMPLETION_ALTERNATIVES]:
+                    starts.append(prefix + [token])
+                    owners.append((row, boundary, score))
+        texts = self._greedy_sentences(starts, model_inputs, clues, [row for row, _, _ in owners])
+        alternatives: dict[int, list[tuple[float, int, str]]] = {row: [] for row in rows}
+        for (row, boundary, score), text in zip(owners, texts):
+            labelled = label_sentences(text)
+            if labelled:
+                alternatives[row].append((score, boundary, labelled[0][0]))
+        return {row: [(boundary, text) for _, boundary, text in sorted(found, key=lambda item: -item[0])]
+                for row, found in alternatives.items()}
+
+    def _first_token_scores(self, rows, prompts, pieces, model_inputs, clues) -> list[list[torch.Tensor]]:
+        """Per row, per boundary (before each sentence, and at the end), the log-probabilities of the next
+        token given the prompt and the sentences before it: teacher-forced passes, a few rows at a time
+        (only the boundary positions' logits are computed: a real LLM's vocabulary is large)."""
+        scored = []
+        for start in range(0, len(rows), SCORED_ROWS_PER_PASS):
+            chunk = list(range(start, min(start + SCORED_ROWS_PER_PASS, len(rows))))
+            sequences = [prompts[k] + [token for piece in pieces[rows[k]] for token in piece] for k in chunk]
+            input_ids, attention_mask = self._left_padded(sequences)
+            width = input_ids.shape[1]
+            # The position of the token before each boundary (the prompt's last, each sentence's last).
+            positions = [(torch.tensor([len(prompts[k])] + [len(piece) for piece in pieces[rows[k]]]).cumsum(0) - 1
+                          + width - len(sequence)) for k, sequence in zip(chunk, sequences)]
+            kept = torch.unique(torch.cat(positions))
+            index = torch.tensor([rows[k] for k in chunk], device=clues.disease_probs.device)
+            device = self.model.device
+            logits = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                view_mask=model_inputs["view_mask"][index], vision_features=self._features_of(clues, index),
+                                clue_probs=clues.disease_probs[index], logits_to_keep=kept.to(device)).logits
+            column = {int(position): column for column, position in enumerate(kept.tolist())}
+            for offset, row_positions in enumerate(positions):
+                columns = [column[int(position)] for position in row_positions]
+                scored.append(list(torch.log_softmax(logits[offset, columns].float(), dim=-1).cpu()))
+        return scored
+
+    def _greedy_sentences(self, starts: list[list[int]], model_inputs: dict, clues, rows: list[int]) -> list[str]:
+        """Each start (prompt + sentences + a first token) continued greedily for ``COMPLETION_TOKENS``;
+        the decoded text from that first token on."""
+        if not starts:
+            return []
+        input_ids, attention_mask = self._left_padded(starts)
         index = torch.tensor(rows, device=clues.disease_probs.device)
-        features = type(clues.vision_features)(**{
-            name: value[index] if torch.is_tensor(value) else tuple(part[index] for part in value)
-            for name, value in clues.vision_features.items() if value is not None})
         device = self.model.device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(COMPLETION_SEED + round_index)
-            generated = self.model.generate(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                view_mask=model_inputs["view_mask"][index], vision_features=features,
-                clue_probs=clues.disease_probs[index], do_sample=True, num_beams=1,
-                num_return_sequences=COMPLETION_CANDIDATES, max_new_tokens=COMPLETION_TOKENS,
-                begin_suppress_tokens=[tokenizer.eos_token_id], suppress_tokens=self._placeholder_ids(),
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        texts = self.processor.batch_decode(generated[:, width:])
-        return {row: texts[k * COMPLETION_CANDIDATES : (k + 1) * COMPLETION_CANDIDATES] for k, row in enumerate(rows)}
+        generated = self.model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+            view_mask=model_inputs["view_mask"][index], vision_features=self._features_of(clues, index),
+            clue_probs=clues.disease_probs[index], do_sample=False, num_beams=1, max_new_tokens=COMPLETION_TOKENS,
+            pad_token_id=self.processor.tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([SentenceEnd(input_ids.shape[1], self._full_stop_ids())]),
+        )
+        width = input_ids.shape[1]
+        return self.processor.batch_decode(torch.cat([input_ids[:, -1:].to(generated.device), generated[:, width:]], dim=1))
+
+    def _left_padded(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left padding: every continuation starts at the same position."""
+        width, pad = max(map(len, sequences)), self.processor.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in sequences])
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in sequences])
+        return input_ids, attention_mask
+
+    def _full_stop_ids(self) -> torch.Tensor:
+        """The vocabulary's tokens that hold a full stop (once per pipeline)."""
+        if getattr(self, "_stop_ids", None) is None:
+            vocabulary = self.processor.tokenizer.get_vocab()
+            self._stop_ids = torch.tensor(sorted(index for token, index in vocabulary.items() if "." in token))
+        return self._stop_ids
+
+    @staticmethod
+    def _features_of(clues, index: torch.Tensor):
+        """The rows ``index`` of the perception's vision features (no second encoding)."""
+        features = clues.vision_features
+        return type(features)(**{name: value[index] if torch.is_tensor(value) else tuple(part[index] for part in value)
+                                 for name, value in features.items() if value is not None})
 
     def _perceptions(self, clues, view_mask: torch.Tensor) -> list[TRRGStudyPerception]:
         """One ``TRRGStudyPerception`` per study of a ``predict_clues`` output (padded views dropped)."""

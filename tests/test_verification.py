@@ -1,6 +1,9 @@
 """Verified decoding: a report keeps only the sentences that agree with its clue decisions and with the
 sentences before it (the check ships with the remote code)."""
 
+import pytest
+import torch
+
 from trrg.modeling.labeler_trrg import label_sentences
 from trrg.modeling.verification_trrg import missing_clues, verify_sentences
 
@@ -38,95 +41,108 @@ def test_the_pipeline_verifies_by_default_and_says_what_it_left_out(tiny_finetun
     checked, unchecked = reporter(study, max_new_tokens=12), reporter(study, max_new_tokens=12, verify=False)
     kept = [text for text, _ in label_sentences(unchecked.report) if text not in {r.text for r in checked.rejected}]
     written = [sentence.text for sentence in checked.sentences]
-    assert unchecked.rejected == [] and written[: len(kept)] == kept
-    # anything after the kept sentences is clue completion: each states a clue the sentences before left out
-    clues = checked.perception.clues
-    for position in range(len(kept), len(written)):
-        before = label_sentences(" ".join(f"{text} ." for text in written[:position]))
-        _, labels = label_sentences(written[position] + " .")[0]
-        assert any(labels.get(name) in (1, -1) for name in missing_clues(before, clues))
+    assert unchecked.rejected == [] and [text for text in written if text in kept] == kept
+    # any other sentence is clue completion: it states a clue the kept sentences left out
+    left_out = missing_clues(label_sentences(" ".join(f"{text} ." for text in kept)), checked.perception.clues)
+    for text in written:
+        if text not in kept:
+            _, labels = label_sentences(text + " .")[0]
+            assert any(labels.get(name) in (1, -1) for name in left_out)
 
 
 # ---------------------------------------------------------------------------------------------
-# Clue completion: a present clue no kept sentence states gets one more sentence from the writer
+# Clue completion: a present clue no sentence states gets the writer's alternative sentence about it
 # ---------------------------------------------------------------------------------------------
 
 
-def test_the_completing_sentence_states_a_missing_clue_and_breaks_no_rule():
-    from trrg.modeling.pipeline_trrg import completing_sentence
+def test_an_alternative_is_inserted_at_its_boundary_when_it_states_a_missing_clue_and_breaks_no_rule():
+    from trrg.modeling.pipeline_trrg import completed_sentences
 
-    kept = "a 6 mm nodule in the left lower lobe . no pleural effusion ."
-    candidates = ["no pneumothorax . heart is normal",  # negates the present clue
-                  "moderate pulmonary edema . small left pneumothorax",  # only its first sentence counts: unsupported
-                  "small left pleural effusion and a small left pneumothorax",  # affirms an absent clue
-                  "the heart is normal in size",  # states nothing missing
-                  "small left apical pneumothorax . more text",
-                  "tiny right pneumothorax"]
-    assert completing_sentence(candidates, kept, CLUES) == "small left apical pneumothorax"
-    assert completing_sentence(candidates[:4], kept, CLUES) is None
+    sentences = ["the heart is normal in size", "no pleural effusion", "the osseous structures are intact"]
+    alternatives = [(1, "no pneumothorax"),  # negates the present clue
+                    (1, "moderate pulmonary edema"),  # affirms an absent one
+                    (3, "small left pleural effusion and a small left pneumothorax"),  # against "no pleural effusion"
+                    (0, "the lungs are clear"),  # states nothing missing
+                    (1, "small left apical pneumothorax"),
+                    (2, "tiny right pneumothorax"),  # the clue is stated by then
+                    (3, "a 6 mm nodule in the left lower lobe")]
+    assert completed_sentences(sentences, alternatives, CLUES) == [
+        "the heart is normal in size", "small left apical pneumothorax", "no pleural effusion",
+        "the osseous structures are intact", "a 6 mm nodule in the left lower lobe"]
+    assert completed_sentences(sentences, alternatives[:4], CLUES) == sentences  # nothing passes: as written
     # a hedge states the clue as the drop metric reads it (uncertain counts as positive)
-    assert completing_sentence(["possible small pneumothorax"], kept, CLUES) == "possible small pneumothorax"
+    assert completed_sentences([], [(0, "possible small pneumothorax")], {"Pneumothorax": True}) == [
+        "possible small pneumothorax"]
 
 
-def test_completion_appends_one_sentence_per_round_until_every_clue_is_stated(tiny_finetune_model, monkeypatch):
+def test_completion_tries_the_next_alternatives_only_for_reports_still_missing_a_clue(tiny_finetune_model, monkeypatch):
     from trrg.modeling import pipeline_trrg
-    from trrg.modeling.pipeline_trrg import TRRGReport, TRRGStudyPerception, sentences_of
+    from trrg.modeling.pipeline_trrg import COMPLETION_ALTERNATIVES, TRRGReport, TRRGStudyPerception, sentences_of
 
     model, processor = tiny_finetune_model
     reporter = model.report_pipeline(processor)
-    scripted = {0: [["the heart is normal", "small left pneumothorax ."], ["a 6 mm nodule in the right upper lobe"]],
-                1: [["the heart is normal"]]}
+    offered = {0: {0: [(1, "the lungs are clear")], COMPLETION_ALTERNATIVES: [(1, "small left pneumothorax")]},
+               1: {0: [(0, "a 6 mm nodule in the right upper lobe"), (1, "small right pneumothorax")]}}
     asked = []
 
-    def sample(rows, kept, model_inputs, clues, round_index):
-        asked.append((round_index, list(rows), dict(kept)))
-        return {row: scripted[row][round_index] if round_index < len(scripted[row]) else [] for row in rows}
+    def alternatives(rows, prompts, pieces, ranked, first, model_inputs, clues):
+        asked.append((first, list(rows)))
+        return {row: offered[row].get(first, []) for row in rows}
 
-    monkeypatch.setattr(reporter, "_sample_next_sentences", sample)
+    monkeypatch.setattr(reporter, "_ranked_first_tokens", lambda rows, *rest: {row: [] for row in rows})
+    monkeypatch.setattr(reporter, "_alternative_sentences", alternatives)
     perception = TRRGStudyPerception(disease_probs={}, clues=CLUES, clue_thresholds={})
     stated = TRRGStudyPerception(disease_probs={}, clues={"Pneumothorax": True}, clue_thresholds={})
     reports = [TRRGReport("no pleural effusion .", sentences_of("no pleural effusion ."), perception),
                TRRGReport("no pleural effusion .", sentences_of("no pleural effusion ."), perception),
                TRRGReport("small pneumothorax .", sentences_of("small pneumothorax ."), stated)]
-    done = reporter._complete_clues(reports, {}, None)
-    assert done[0].report == "no pleural effusion . small left pneumothorax . a 6 mm nodule in the right upper lobe ."
-    assert done[1].report == "no pleural effusion ."  # no candidate stated a missing clue: left as it was
-    assert done[2] is reports[2]  # nothing missing: never sampled
-    assert asked == [(0, [0, 1], {0: "no pleural effusion .", 1: "no pleural effusion ."}),
-                     (1, [0], {0: "no pleural effusion . small left pneumothorax ."})]
-    assert pipeline_trrg.COMPLETION_ROUNDS >= 2
+    inputs = {"input_ids": torch.ones(3, 4, dtype=torch.long), "attention_mask": torch.ones(3, 4, dtype=torch.long)}
+    done = reporter._complete_clues(reports, inputs, None)
+    assert done[1].report == "a 6 mm nodule in the right upper lobe . no pleural effusion . small right pneumothorax ."
+    # row 0: nothing in the first alternatives, so the next ones were tried; Lung Lesion stays dropped
+    assert done[0].report == "no pleural effusion . small left pneumothorax ."
+    assert done[2] is reports[2]  # nothing missing: never scored
+    assert asked == [(0, [0, 1]), (COMPLETION_ALTERNATIVES, [0])]
+    assert pipeline_trrg.COMPLETION_ALTERNATIVES >= 1
 
 
-def test_completion_samples_from_the_kept_report_reproducibly_without_touching_the_caller_rng(tiny_finetune_model):
-    import torch
+def test_alternatives_are_the_writers_own_continuations_at_each_boundary(tiny_finetune_model, monkeypatch):
     from conftest import xray_like
+
+    from trrg.modeling import pipeline_trrg
+    from trrg.modeling.pipeline_trrg import COMPLETION_ALTERNATIVES
+
+    monkeypatch.setattr(pipeline_trrg, "COMPLETION_MIN_PROBABILITY", 1e-9)  # a random writer is near uniform
 
     model, processor = tiny_finetune_model
     reporter = model.report_pipeline(processor)
-    studies = [[xray_like(1), xray_like(2)], [xray_like(3)]]
-    inputs = reporter.preprocess(studies)
+    inputs = reporter.preprocess([[xray_like(1), xray_like(2)], [xray_like(3)]])
+    tokenizer = processor.tokenizer
     with torch.no_grad():
         clues = model.predict_clues(inputs["pixel_values"], inputs["view_mask"])
-    kept = {1: "no pleural effusion . the heart is normal in size ."}
-    prompts, original = [], model.generate
-
-    def recording(**kwargs):
-        prompts.append(kwargs["input_ids"])
-        return original(**kwargs)
-
-    model.generate = recording
-    try:
-        state = torch.get_rng_state()
-        with torch.no_grad():
-            first = reporter._sample_next_sentences([1], kept, inputs, clues, 0)
-            again = reporter._sample_next_sentences([1], kept, inputs, clues, 0)
-        assert torch.equal(torch.get_rng_state(), state)
-    finally:
-        del model.generate
-    from trrg.modeling.pipeline_trrg import COMPLETION_CANDIDATES
-
-    assert first == again and list(first) == [1] and len(first[1]) == COMPLETION_CANDIDATES
-    prompt = inputs["input_ids"][1][inputs["attention_mask"][1].bool()].tolist()
-    continued = prompts[0][0].tolist()
-    assert continued[: len(prompt)] == prompt  # the study's own prompt (no padding: the longest row)
-    assert processor.tokenizer.decode(continued[len(prompt):]).strip() == "no pleural effusion . the heart is normal in size ."
+        prompt = inputs["input_ids"][1][inputs["attention_mask"][1].bool()].tolist()
+        pieces = {1: [tokenizer.encode(" no pleural effusion .", add_special_tokens=False),
+                      tokenizer.encode(" the heart is normal .", add_special_tokens=False)]}
+        ranked = reporter._ranked_first_tokens([1], {1: prompt}, pieces, inputs, clues)
+        # boundary 1 (after the first sentence): the first token it holds is never offered again
+        written = pieces[1][1][0]
+        assert len(ranked[1]) == 3 and all(written != token for _, token in ranked[1][1])
+        sequence = prompt + pieces[1][0]
+        logits = model(input_ids=torch.tensor([sequence]), view_mask=inputs["view_mask"][1:2],
+                       vision_features=reporter._features_of(clues, torch.tensor([1])),
+                       clue_probs=clues.disease_probs[1:2]).logits[0, -1]
+        expected = torch.log_softmax(logits.float(), dim=-1)
+        for score, token in ranked[1][1]:
+            assert score == pytest.approx(float(expected[token]), abs=1e-4)
+        found = reporter._alternative_sentences([1], {1: prompt}, pieces, ranked, 0, inputs, clues)
+        score, token = ranked[1][1][0]
+        generated = model.generate(input_ids=torch.tensor([sequence + [token]]), view_mask=inputs["view_mask"][1:2],
+                                   vision_features=reporter._features_of(clues, torch.tensor([1])),
+                                   clue_probs=clues.disease_probs[1:2], do_sample=False, max_new_tokens=24)
+    continuation = processor.batch_decode(generated[:, len(sequence):])[0]  # from the alternative token on
+    offered_at_1 = [text for boundary, text in found[1] if boundary == 1]
+    assert len(offered_at_1) <= COMPLETION_ALTERNATIVES
+    if label_sentences(continuation):
+        assert label_sentences(continuation)[0][0] in offered_at_1
+    else:
+        assert len(offered_at_1) < COMPLETION_ALTERNATIVES
