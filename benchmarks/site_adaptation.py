@@ -20,6 +20,9 @@ Arms (each measured on the site's test split and on the original phantom's test 
                   on the site's report labels under its prompt loss, the writer frozen; thresholds re-tuned)
   adapt_replay    adapt with `--replay_data <the model's own phantom>`: as many of the original training
                   studies as the site has mixed into the training split (the thresholds re-tuned on both)
+  adapt_replay3x  the same with three times as many original studies as site studies
+  adapt_replay_slow  adapt_replay at a fifth of the adapt recipe's learning rate (1e-4)
+  adapt_replay3x_slow  both
 
 Writes OUT/runs/<arm>_seed<k>.json as each run ends (a rerun skips finished runs), then
 OUT/site_adaptation.json and OUT/site_adaptation.md. With --summary-only nothing is trained.
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-ARMS = ["none", "continue", "adapt", "adapt_replay"]
+ARMS = ["none", "continue", "adapt", "adapt_replay", "adapt_replay3x", "adapt_replay_slow", "adapt_replay3x_slow"]
 HEADLINE = ["ce_macro_f1_14", "ce_micro_f1_14", "perception_macro_f1_14", "clue_drop_rate", "ce_normal_collapse",
             "bleu_4"]
 SPLITS = {"num_train": 300, "num_val": 50, "num_test": 300}
@@ -130,8 +133,11 @@ def finetune_argv(arm: str, model: Path, data: Path, out: Path, seed: int, origi
     ``original``: the model's own training data (for replay)."""
     common = ["--data", str(data), "--seed", str(seed), "--data_seed", str(seed), "--use_cpu", "True",
               "--disable_tqdm", "True", "--dataloader_num_workers", "0", "--report_to", "none"]
-    steps = {"continue": [[]], "adapt": [["--adapt_perception", "True"]],
-             "adapt_replay": [["--adapt_perception", "True", "--replay_data", str(original)]]}[arm]
+    replay = ["--adapt_perception", "True", "--replay_data", str(original)]
+    three_times, slow = ["--replay_studies", str(3 * SPLITS["num_train"])], ["--learning_rate", "1e-4"]
+    steps = {"continue": [[]], "adapt": [["--adapt_perception", "True"]], "adapt_replay": [replay],
+             "adapt_replay3x": [replay + three_times], "adapt_replay_slow": [replay + slow],
+             "adapt_replay3x_slow": [replay + three_times + slow]}[arm]
     argv, current = [], model
     for index, extra in enumerate(steps):
         step_out = out / f"step{index}"

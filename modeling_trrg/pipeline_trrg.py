@@ -41,12 +41,14 @@ STATE_NAMES = {POSITIVE: "positive", NEGATIVE: "negative", UNCERTAIN: "uncertain
 DEFAULT_BATCH_SIZE = 16  # studies generated together (trrg evaluate's default)
 # Clue completion: other first tokens tried at each sentence boundary, tokens decoded per alternative
 # (one sentence of a report is rarely longer).
-COMPLETION_ALTERNATIVES = 2
+COMPLETION_ALTERNATIVES = 3
 COMPLETION_TOKENS = 24
 # A first token the writer gives less than this probability is not tried: it rarely starts a sentence
 # the writer can finish (on the user's-route model, 1 of 35 kept alternatives was below it).
 COMPLETION_MIN_PROBABILITY = 0.02
-SCORED_ROWS_PER_PASS = 4  # reports scored together for the boundaries' first tokens
+# Reports scored together for their boundaries' first tokens: as many as keep the logits computed under
+# this many values (a real LLM's vocabulary is large; a tiny one's is not).
+SCORED_LOGITS_PER_PASS = 2**24
 
 
 @dataclass
@@ -273,11 +275,12 @@ class TRRGReportPipeline(Pipeline):
 
     def _complete_clues(self, reports: list[TRRGReport], model_inputs: dict, clues) -> list[TRRGReport]:
         """Clue completion: a report that states none of a present clue gets the writer's alternative
-        sentence about it, where one passes the checks (``completed_sentences``). The writer's first
-        ``COMPLETION_ALTERNATIVES`` alternatives per boundary are tried first; the next as many only for
-        the reports still missing a clue."""
-        open_rows = [row for row, report in enumerate(reports)
-                     if missing_clues(label_sentences(report.report), report.perception.clues)]
+        sentence about it, where one passes the checks (``completed_sentences``). The sentences are started
+        by the first tokens the clue drives most (``_clue_driven_tokens``): ``COMPLETION_ALTERNATIVES``
+        per missing clue, then as many again for the reports still missing one."""
+        missing = {row: missing_clues(label_sentences(report.report), report.perception.clues)
+                   for row, report in enumerate(reports)}
+        open_rows = [row for row in missing if missing[row]]
         if not open_rows:
             return reports
         tokenizer = self.processor.tokenizer
@@ -287,10 +290,12 @@ class TRRGReportPipeline(Pipeline):
         # The report token by token, sentence by sentence, so that every boundary is a token position.
         pieces = {row: [tokenizer.encode(f" {text} .", add_special_tokens=False) for text in sentences[row]]
                   for row in open_rows}
-        ranked = self._ranked_first_tokens(open_rows, prompts, pieces, model_inputs, clues)
+        driven = self._clue_driven_tokens(open_rows, missing, prompts, pieces, model_inputs, clues)
         tried = {row: [] for row in open_rows}  # alternatives so far, in the order they are tried
         for first in (0, COMPLETION_ALTERNATIVES):
-            alternatives = self._alternative_sentences(open_rows, prompts, pieces, ranked, first, model_inputs, clues)
+            starts = {row: [start for per_clue in driven[row] for start in per_clue[first : first + COMPLETION_ALTERNATIVES]]
+                      for row in open_rows}
+            alternatives = self._alternative_sentences(open_rows, prompts, pieces, starts, model_inputs, clues)
             still_open = []
             for row in open_rows:
                 clues_of = reports[row].perception.clues
@@ -306,63 +311,75 @@ class TRRGReportPipeline(Pipeline):
                 break
         return reports
 
-    def _ranked_first_tokens(self, rows, prompts, pieces, model_inputs, clues) -> dict[int, list[list[tuple[float, int]]]]:
-        """Per row and boundary, the writer's first tokens other than the one it wrote (and than </s>, pad
-        and the placeholders) with their log-probabilities, most likely first (``2 * COMPLETION_ALTERNATIVES``,
-        none below ``COMPLETION_MIN_PROBABILITY``)."""
-        tokenizer = self.processor.tokenizer
-        banned = {tokenizer.eos_token_id, tokenizer.pad_token_id, *self._placeholder_ids()}
-        scored = self._first_token_scores(rows, [prompts[row] for row in rows], pieces, model_inputs, clues)
-        floor, ranked = math.log(COMPLETION_MIN_PROBABILITY), {}
-        for row, boundaries in zip(rows, scored):
+    def _clue_driven_tokens(self, rows, missing, prompts, pieces, model_inputs, clues) -> dict[int, list[list[tuple]]]:
+        """Per row, per missing clue, ``(effect, boundary, token)`` most driven first: at each sentence
+        boundary, how much more likely the writer makes a first token when the clue is injected as
+        present than when the same clue is injected as absent (log-probability difference). Left out: the
+        token the writer wrote there, </s>, pad, the placeholders, and tokens it gives less than
+        ``COMPLETION_MIN_PROBABILITY`` with the clue present. ``2 * COMPLETION_ALTERNATIVES`` per clue."""
+        tokenizer, names = self.processor.tokenizer, list(self.model.config.disease_names)
+        banned = [tokenizer.eos_token_id, tokenizer.pad_token_id, *self._placeholder_ids()]
+        present = self._first_token_scores(rows, prompts, pieces, model_inputs, clues, clues.disease_probs[rows])
+        pairs = [(row, name) for row in rows for name in missing[row]]
+        probs = clues.disease_probs[[row for row, _ in pairs]].clone()
+        for k, (_, name) in enumerate(pairs):
+            probs[k, names.index(name)] = 0.0  # below any threshold: the clue injected as absent
+        absent = self._first_token_scores([row for row, _ in pairs], prompts, pieces, model_inputs, clues, probs)
+        with_clue = dict(zip(rows, present))
+        floor, driven = math.log(COMPLETION_MIN_PROBABILITY), {row: [] for row in rows}
+        for (row, _), boundaries in zip(pairs, absent):
             written = [piece[0] for piece in pieces[row]] + [tokenizer.eos_token_id]
-            ranked[row] = []
-            for boundary, scores in enumerate(boundaries):
-                values, tokens = scores.topk(min(len(scores), 2 * COMPLETION_ALTERNATIVES + len(banned) + 1))
-                ranked[row].append([(float(value), int(token)) for value, token in zip(values, tokens)
-                                    if int(token) not in banned and int(token) != written[boundary]
-                                    and float(value) >= floor][: 2 * COMPLETION_ALTERNATIVES])
-        return ranked
+            found = []
+            for boundary, (scores, without) in enumerate(zip(with_clue[row], boundaries)):
+                effect = (scores - without).masked_fill(scores < floor, -math.inf)
+                effect[banned + [written[boundary]]] = -math.inf
+                values, tokens = effect.topk(min(len(effect), 2 * COMPLETION_ALTERNATIVES))
+                found += [(float(value), boundary, int(token)) for value, token in zip(values, tokens) if value > -math.inf]
+            driven[row].append(sorted(found, key=lambda item: -item[0])[: 2 * COMPLETION_ALTERNATIVES])
+        return driven
 
-    def _alternative_sentences(self, rows, prompts, pieces, ranked, first: int, model_inputs: dict,
+    def _alternative_sentences(self, rows, prompts, pieces, starts, model_inputs: dict,
                                clues) -> dict[int, list[tuple[int, str]]]:
-        """Per row, (boundary, sentence) alternatives, most likely first: at each boundary, the ranked first
-        tokens ``first`` to ``first + COMPLETION_ALTERNATIVES``, each continued greedily for one sentence."""
-        starts, owners = [], []
+        """Per row, (boundary, sentence) alternatives, most clue-driven first: each ``(effect, boundary,
+        token)`` start continued greedily from the sentences before its boundary for one sentence."""
+        sequences, owners = [], []
         for row in rows:
-            for boundary, tokens in enumerate(ranked[row]):
-                prefix = prompts[row] + [token for piece in pieces[row][:boundary] for token in piece]
-                for score, token in tokens[first : first + COMPLETION_ALTERNATIVES]:
-                    starts.append(prefix + [token])
-                    owners.append((row, boundary, score))
-        texts = self._greedy_sentences(starts, model_inputs, clues, [row for row, _, _ in owners])
+            for effect, boundary, token in starts[row]:
+                sequences.append(prompts[row] + [t for piece in pieces[row][:boundary] for t in piece] + [token])
+                owners.append((row, boundary, effect))
+        texts = self._greedy_sentences(sequences, model_inputs, clues, [row for row, _, _ in owners])
         alternatives: dict[int, list[tuple[float, int, str]]] = {row: [] for row in rows}
-        for (row, boundary, score), text in zip(owners, texts):
+        for (row, boundary, effect), text in zip(owners, texts):
             labelled = label_sentences(text)
-            if labelled:
-                alternatives[row].append((score, boundary, labelled[0][0]))
+            if labelled and "." in text:  # a whole sentence, not one cut off at COMPLETION_TOKENS
+                alternatives[row].append((effect, boundary, labelled[0][0]))
         return {row: [(boundary, text) for _, boundary, text in sorted(found, key=lambda item: -item[0])]
                 for row, found in alternatives.items()}
 
-    def _first_token_scores(self, rows, prompts, pieces, model_inputs, clues) -> list[list[torch.Tensor]]:
-        """Per row, per boundary (before each sentence, and at the end), the log-probabilities of the next
-        token given the prompt and the sentences before it: teacher-forced passes, a few rows at a time
-        (only the boundary positions' logits are computed: a real LLM's vocabulary is large)."""
+    def _first_token_scores(self, rows, prompts, pieces, model_inputs, clues, probs) -> list[list[torch.Tensor]]:
+        """For each of ``rows`` (a row may come more than once), per boundary (before each sentence, and at
+        the end), the log-probabilities of the next token given the prompt, the sentences before it and
+        the clue probabilities ``probs`` (one line per entry of ``rows``): teacher-forced passes, a few
+        at a time (only the boundary positions' logits are computed: a real LLM's vocabulary is large)."""
         scored = []
-        for start in range(0, len(rows), SCORED_ROWS_PER_PASS):
-            chunk = list(range(start, min(start + SCORED_ROWS_PER_PASS, len(rows))))
-            sequences = [prompts[k] + [token for piece in pieces[rows[k]] for token in piece] for k in chunk]
+        # rows x (rows x boundaries) positions at most (left padding shifts each row's) x the vocabulary
+        boundaries = max(len(pieces[row]) + 1 for row in rows)
+        vocabulary = self.model.get_output_embeddings().weight.shape[0]
+        per_pass = max(1, math.isqrt(SCORED_LOGITS_PER_PASS // (boundaries * vocabulary)))
+        for start in range(0, len(rows), per_pass):
+            chunk = list(range(start, min(start + per_pass, len(rows))))
+            sequences = [prompts[rows[k]] + [token for piece in pieces[rows[k]] for token in piece] for k in chunk]
             input_ids, attention_mask = self._left_padded(sequences)
             width = input_ids.shape[1]
             # The position of the token before each boundary (the prompt's last, each sentence's last).
-            positions = [(torch.tensor([len(prompts[k])] + [len(piece) for piece in pieces[rows[k]]]).cumsum(0) - 1
+            positions = [(torch.tensor([len(prompts[rows[k]])] + [len(piece) for piece in pieces[rows[k]]]).cumsum(0) - 1
                           + width - len(sequence)) for k, sequence in zip(chunk, sequences)]
             kept = torch.unique(torch.cat(positions))
             index = torch.tensor([rows[k] for k in chunk], device=clues.disease_probs.device)
             device = self.model.device
             logits = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                                 view_mask=model_inputs["view_mask"][index], vision_features=self._features_of(clues, index),
-                                clue_probs=clues.disease_probs[index], logits_to_keep=kept.to(device)).logits
+                                clue_probs=probs[chunk[0] : chunk[-1] + 1], logits_to_keep=kept.to(device)).logits
             column = {int(position): column for column, position in enumerate(kept.tolist())}
             for offset, row_positions in enumerate(positions):
                 columns = [column[int(position)] for position in row_positions]

@@ -76,20 +76,24 @@ def test_an_alternative_is_inserted_at_its_boundary_when_it_states_a_missing_clu
 
 
 def test_completion_tries_the_next_alternatives_only_for_reports_still_missing_a_clue(tiny_finetune_model, monkeypatch):
-    from trrg.modeling import pipeline_trrg
     from trrg.modeling.pipeline_trrg import COMPLETION_ALTERNATIVES, TRRGReport, TRRGStudyPerception, sentences_of
 
     model, processor = tiny_finetune_model
     reporter = model.report_pipeline(processor)
-    offered = {0: {0: [(1, "the lungs are clear")], COMPLETION_ALTERNATIVES: [(1, "small left pneumothorax")]},
-               1: {0: [(0, "a 6 mm nodule in the right upper lobe"), (1, "small right pneumothorax")]}}
+    k = COMPLETION_ALTERNATIVES
+    # token t -> the sentence the writer would continue it into; starts: (effect, boundary, token)
+    written_from = {1: "the lungs are clear", 2: "small left pneumothorax", 3: "a 6 mm nodule in the right upper lobe",
+                    4: "small right pneumothorax"}
+    driven = {0: [[(0.9 - i / 10, 1, 1) for i in range(k)] + [(0.1, 1, 2)]],  # pneumothorax only in the next round
+              1: [[(0.5, 1, 4)], [(0.7, 0, 3)]]}  # one list per missing clue
     asked = []
 
-    def alternatives(rows, prompts, pieces, ranked, first, model_inputs, clues):
-        asked.append((first, list(rows)))
-        return {row: offered[row].get(first, []) for row in rows}
+    def alternatives(rows, prompts, pieces, starts, model_inputs, clues):
+        asked.append({row: list(starts[row]) for row in rows})
+        return {row: [(boundary, written_from[token]) for _, boundary, token in sorted(starts[row], reverse=True)]
+                for row in rows}
 
-    monkeypatch.setattr(reporter, "_ranked_first_tokens", lambda rows, *rest: {row: [] for row in rows})
+    monkeypatch.setattr(reporter, "_clue_driven_tokens", lambda rows, missing, *rest: {row: driven[row] for row in rows})
     monkeypatch.setattr(reporter, "_alternative_sentences", alternatives)
     perception = TRRGStudyPerception(disease_probs={}, clues=CLUES, clue_thresholds={})
     stated = TRRGStudyPerception(disease_probs={}, clues={"Pneumothorax": True}, clue_thresholds={})
@@ -99,50 +103,64 @@ def test_completion_tries_the_next_alternatives_only_for_reports_still_missing_a
     inputs = {"input_ids": torch.ones(3, 4, dtype=torch.long), "attention_mask": torch.ones(3, 4, dtype=torch.long)}
     done = reporter._complete_clues(reports, inputs, None)
     assert done[1].report == "a 6 mm nodule in the right upper lobe . no pleural effusion . small right pneumothorax ."
-    # row 0: nothing in the first alternatives, so the next ones were tried; Lung Lesion stays dropped
+    # row 0: nothing in its first alternatives, so the next ones were tried; Lung Lesion stays dropped
     assert done[0].report == "no pleural effusion . small left pneumothorax ."
     assert done[2] is reports[2]  # nothing missing: never scored
-    assert asked == [(0, [0, 1]), (COMPLETION_ALTERNATIVES, [0])]
-    assert pipeline_trrg.COMPLETION_ALTERNATIVES >= 1
+    assert asked == [{0: driven[0][0][:k], 1: driven[1][0] + driven[1][1]}, {0: driven[0][0][k : 2 * k]}]
 
 
-def test_alternatives_are_the_writers_own_continuations_at_each_boundary(tiny_finetune_model, monkeypatch):
+def test_the_starts_are_the_first_tokens_a_missing_clue_drives_most(tiny_finetune_model, monkeypatch):
     from conftest import xray_like
 
     from trrg.modeling import pipeline_trrg
     from trrg.modeling.pipeline_trrg import COMPLETION_ALTERNATIVES
 
     monkeypatch.setattr(pipeline_trrg, "COMPLETION_MIN_PROBABILITY", 1e-9)  # a random writer is near uniform
-
     model, processor = tiny_finetune_model
     reporter = model.report_pipeline(processor)
     inputs = reporter.preprocess([[xray_like(1), xray_like(2)], [xray_like(3)]])
-    tokenizer = processor.tokenizer
+    tokenizer, names = processor.tokenizer, list(model.config.disease_names)
     with torch.no_grad():
         clues = model.predict_clues(inputs["pixel_values"], inputs["view_mask"])
         prompt = inputs["input_ids"][1][inputs["attention_mask"][1].bool()].tolist()
         pieces = {1: [tokenizer.encode(" no pleural effusion .", add_special_tokens=False),
                       tokenizer.encode(" the heart is normal .", add_special_tokens=False)]}
-        ranked = reporter._ranked_first_tokens([1], {1: prompt}, pieces, inputs, clues)
-        # boundary 1 (after the first sentence): the first token it holds is never offered again
-        written = pieces[1][1][0]
-        assert len(ranked[1]) == 3 and all(written != token for _, token in ranked[1][1])
-        sequence = prompt + pieces[1][0]
-        logits = model(input_ids=torch.tensor([sequence]), view_mask=inputs["view_mask"][1:2],
-                       vision_features=reporter._features_of(clues, torch.tensor([1])),
-                       clue_probs=clues.disease_probs[1:2]).logits[0, -1]
-        expected = torch.log_softmax(logits.float(), dim=-1)
-        for score, token in ranked[1][1]:
-            assert score == pytest.approx(float(expected[token]), abs=1e-4)
-        found = reporter._alternative_sentences([1], {1: prompt}, pieces, ranked, 0, inputs, clues)
-        score, token = ranked[1][1][0]
-        generated = model.generate(input_ids=torch.tensor([sequence + [token]]), view_mask=inputs["view_mask"][1:2],
+
+        def next_token_logprobs(sequence, probs):
+            logits = model(input_ids=torch.tensor([sequence]), view_mask=inputs["view_mask"][1:2],
+                           vision_features=reporter._features_of(clues, torch.tensor([1])), clue_probs=probs).logits
+            return torch.log_softmax(logits[0, -1].float(), dim=-1)
+
+        present = clues.disease_probs[1:2].clone()
+        present[0, names.index("Edema")] = 1.0
+        absent = present.clone()
+        absent[0, names.index("Edema")] = 0.0
+        clues.disease_probs[1] = present[0]  # the study's perception, with the clue present
+        driven = reporter._clue_driven_tokens([1], {1: ["Edema"]}, {1: prompt}, pieces, inputs, clues)
+        [starts] = driven[1]
+        assert len(starts) == 2 * COMPLETION_ALTERNATIVES
+        assert [effect for effect, _, _ in starts] == sorted((effect for effect, _, _ in starts), reverse=True)
+        boundary_prefix = {0: prompt, 1: prompt + pieces[1][0], 2: prompt + pieces[1][0] + pieces[1][1]}
+        written = {0: pieces[1][0][0], 1: pieces[1][1][0], 2: tokenizer.eos_token_id}
+        for effect, boundary, token in starts:
+            sequence = boundary_prefix[boundary]
+            expected = next_token_logprobs(sequence, present)[token] - next_token_logprobs(sequence, absent)[token]
+            assert effect == pytest.approx(float(expected), abs=1e-4) and token != written[boundary]
+        # nothing any other start offers is driven more
+        best = max(float((next_token_logprobs(seq, present) - next_token_logprobs(seq, absent))
+                         .index_fill(0, torch.tensor([written[b], tokenizer.eos_token_id, tokenizer.pad_token_id,
+                                                      *reporter._placeholder_ids()]), -1e9).max())
+                   for b, seq in boundary_prefix.items())
+        assert starts[0][0] == pytest.approx(best, abs=1e-4)
+        found = reporter._alternative_sentences([1], {1: prompt}, pieces, {1: starts[:1]}, inputs, clues)
+        effect, boundary, token = starts[0]
+        generated = model.generate(input_ids=torch.tensor([boundary_prefix[boundary] + [token]]),
+                                   view_mask=inputs["view_mask"][1:2],
                                    vision_features=reporter._features_of(clues, torch.tensor([1])),
-                                   clue_probs=clues.disease_probs[1:2], do_sample=False, max_new_tokens=24)
-    continuation = processor.batch_decode(generated[:, len(sequence):])[0]  # from the alternative token on
-    offered_at_1 = [text for boundary, text in found[1] if boundary == 1]
-    assert len(offered_at_1) <= COMPLETION_ALTERNATIVES
-    if label_sentences(continuation):
-        assert label_sentences(continuation)[0][0] in offered_at_1
+                                   clue_probs=present, do_sample=False, max_new_tokens=24)
+    continuation = processor.batch_decode(generated[:, len(boundary_prefix[boundary]):])[0]  # from the start token on
+    sentences = label_sentences(continuation)
+    if sentences and "." in continuation:
+        assert found[1] == [(boundary, sentences[0][0])]
     else:
-        assert len(offered_at_1) < COMPLETION_ALTERNATIVES
+        assert found[1] == []
