@@ -128,3 +128,14 @@ def test_truthful_checks_table_rebuilds_byte_for_byte(tmp_path):
     shutil.copy(committed / "truthful_checks.json", tmp_path / "docs" / "truthful")
     _run(command, tmp_path)
     assert (tmp_path / "docs" / "truthful" / "truthful_checks.md").read_bytes() == (committed / "truthful_checks.md").read_bytes()
+
+
+def test_verified_decoding_table_rebuilds_byte_for_byte(tmp_path):
+    """docs/verified_decoding: clue completion and the sentence check, measured (RESULTS.md)."""
+    committed = DOCS / "verified_decoding"
+    command = json.loads((committed / "verified_decoding.json").read_text())["command"]
+    assert "--summary-only" in command and command in RESULTS.replace("\n", " ")
+    shutil.copytree(committed / "runs", tmp_path / "docs" / "verified_decoding" / "runs")
+    _run(command, tmp_path)
+    for name in ("verified_decoding.md", "verified_decoding.json"):
+        assert (tmp_path / "docs" / "verified_decoding" / name).read_bytes() == (committed / name).read_bytes(), name
