@@ -16,13 +16,24 @@ Arms (each measured on the site's test split and on the original phantom's test 
   none            the trained model as it is
   continue        `trrg finetune --model M --data SITE` (the "continue" recipe: the report writer at lr
                   5e-6, the perception frozen, the model's own clue thresholds)
-  adapt           `trrg finetune --model M --data SITE --adapt_perception true` (the perception trained
-                  on the site's report labels under its prompt loss, the writer frozen; thresholds re-tuned)
+  adapt           `trrg finetune --model M --data SITE --adapt_perception true` (the "adapt" recipe: the
+                  perception trained on the site's report labels under its prompt loss, the writer frozen,
+                  then averaged half and half with its weights before (--adapted_perception_weight 0.5);
+                  thresholds re-tuned)
   adapt_replay    adapt with `--replay_data <the model's own phantom>`: as many of the original training
-                  studies as the site has mixed into the training split (the thresholds re-tuned on both)
-  adapt_replay3x  the same with three times as many original studies as site studies
-  adapt_replay_slow  adapt_replay at a fifth of the adapt recipe's learning rate (1e-4)
+                  studies as the site has mixed into the training split (the route docs recommend)
+  adapt_alone, adapt_replay_alone
+                  the same with the adapted weights kept whole (--adapted_perception_weight 1.0)
+Explored on seed 0, all with the adapted weights kept whole:
+  adapt_replay3x  three times as many original studies as site studies
+  adapt_replay_slow  a fifth of the adapt recipe's learning rate (1e-4)
   adapt_replay3x_slow  both
+  adapt_replay_keep  the model's own clue thresholds kept (not re-tuned after training)
+  adapt_replay_slow_keep  adapt_replay_slow keeping them
+  adapt_early     adapt training only the vision encoder's first layers (the stem and its first stage: where
+                  a detector's rendering differs); the deeper layers and the projections stay (the benchmark
+                  restricts what --adapt_perception trains, in this process)
+  adapt_replay_early  both
 
 Writes OUT/runs/<arm>_seed<k>.json as each run ends (a rerun skips finished runs), then
 OUT/site_adaptation.json and OUT/site_adaptation.md. With --summary-only nothing is trained.
@@ -31,6 +42,7 @@ OUT/site_adaptation.json and OUT/site_adaptation.md. With --summary-only nothing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -38,7 +50,9 @@ from pathlib import Path
 
 import numpy as np
 
-ARMS = ["none", "continue", "adapt", "adapt_replay", "adapt_replay3x", "adapt_replay_slow", "adapt_replay3x_slow"]
+ARMS = ["none", "continue", "adapt", "adapt_replay", "adapt_alone", "adapt_replay_alone", "adapt_replay3x",
+        "adapt_replay_slow", "adapt_replay3x_slow", "adapt_replay_keep", "adapt_replay_slow_keep", "adapt_early",
+        "adapt_replay_early"]
 HEADLINE = ["ce_macro_f1_14", "ce_micro_f1_14", "perception_macro_f1_14", "clue_drop_rate", "ce_normal_collapse",
             "bleu_4"]
 SPLITS = {"num_train": 300, "num_val": 50, "num_test": 300}
@@ -133,11 +147,16 @@ def finetune_argv(arm: str, model: Path, data: Path, out: Path, seed: int, origi
     ``original``: the model's own training data (for replay)."""
     common = ["--data", str(data), "--seed", str(seed), "--data_seed", str(seed), "--use_cpu", "True",
               "--disable_tqdm", "True", "--dataloader_num_workers", "0", "--report_to", "none"]
-    replay = ["--adapt_perception", "True", "--replay_data", str(original)]
+    adapt = ["--adapt_perception", "True"]
+    replay = adapt + ["--replay_data", str(original)]
+    whole = ["--adapted_perception_weight", "1.0"]
     three_times, slow = ["--replay_studies", str(3 * SPLITS["num_train"])], ["--learning_rate", "1e-4"]
-    steps = {"continue": [[]], "adapt": [["--adapt_perception", "True"]], "adapt_replay": [replay],
-             "adapt_replay3x": [replay + three_times], "adapt_replay_slow": [replay + slow],
-             "adapt_replay3x_slow": [replay + three_times + slow]}[arm]
+    keep = ["--calibrate_clue_thresholds", "False"]
+    steps = {"continue": [[]], "adapt": [adapt], "adapt_replay": [replay], "adapt_alone": [adapt + whole],
+             "adapt_replay_alone": [replay + whole], "adapt_replay3x": [replay + three_times + whole],
+             "adapt_replay_slow": [replay + slow + whole], "adapt_replay3x_slow": [replay + three_times + slow + whole],
+             "adapt_replay_keep": [replay + keep + whole], "adapt_replay_slow_keep": [replay + slow + keep + whole],
+             "adapt_early": [adapt + whole], "adapt_replay_early": [replay + whole]}[arm]
     argv, current = [], model
     for index, extra in enumerate(steps):
         step_out = out / f"step{index}"
@@ -157,8 +176,9 @@ def run_arm(arm: str, seed: int, model_dir: Path, site: Path, phantom: Path, wor
     final = model_dir
     if arm != "none":
         for argv in finetune_argv(arm, model_dir, site, out, seed, phantom):
-            if finetune(argv) != 0:
-                raise SystemExit(f"trrg finetune {' '.join(argv)} failed")
+            with first_layers_only(arm.endswith("_early")):
+                if finetune(argv) != 0:
+                    raise SystemExit(f"trrg finetune {' '.join(argv)} failed")
         final = out / f"step{len(finetune_argv(arm, model_dir, site, out, seed, phantom)) - 1}" / "final"
     train_s = time.perf_counter() - started
     model, processor = load_model_folder(final, expected="trrg")
@@ -171,6 +191,32 @@ def run_arm(arm: str, seed: int, model_dir: Path, site: Path, phantom: Path, wor
         result[name] = {key: metrics[key] for key in HEADLINE}
         result.setdefault("versions", metrics.get("versions"))
     return result
+
+
+EARLY_LAYERS = ("vision_model.backbone.embedder.", "vision_model.backbone.encoder.stages.0.")
+
+
+@contextlib.contextmanager
+def first_layers_only(active: bool):
+    """For the *_early arms: --adapt_perception trains the perception's parameters under EARLY_LAYERS only
+    (the tiny preset's ResNet stem and first stage), while the context lasts."""
+    from trrg.trainers import finetune_trainer
+
+    prepare = finetune_trainer.prepare_for_training
+
+    def early_only(model, args):
+        model = prepare(model, args)
+        for name, parameter in model.perception.named_parameters():
+            if not name.startswith(EARLY_LAYERS):
+                parameter.requires_grad_(False)
+        return model
+
+    if active:
+        finetune_trainer.prepare_for_training = early_only
+    try:
+        yield
+    finally:
+        finetune_trainer.prepare_for_training = prepare
 
 
 # ---------------------------------------------------------------------------------------------

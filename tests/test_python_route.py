@@ -34,7 +34,8 @@ FINETUNE_SETTINGS = [
     {"freeze_vision": False, "lora_r": 0, "reference_clue_rate": 0.0, "calibrate_clue_thresholds": False,
      "finding_token_weight": 1.0, "oversample_rare_findings": False, "single_view_rate": 0.0,
      "cache_vision_features": False, "greater_is_better": False},
-    {"adapt_perception": True, "calibrate_clue_thresholds": True, "cache_vision_features": False},
+    {"adapt_perception": True, "calibrate_clue_thresholds": True, "cache_vision_features": False,
+     "adapted_perception_weight": 0.25},
 ]
 # lora_vision needs a ViT (the tiny preset's encoder is a ResNet): tests/test_real_backbones.py checks it
 # through prepare_for_training, the one place both routes apply it.
@@ -81,6 +82,7 @@ def _observed(trainer) -> dict:
                 "remove_unused_columns": trainer.args.remove_unused_columns}
     trainer.train()
     observed["loss"] = trainer.state.log_history[0]["loss"]
+    observed["perception_after"] = [p.detach().clone() for p in trainer.accelerator.unwrap_model(model).perception.parameters()]
     return observed
 
 
@@ -95,6 +97,8 @@ def _assert_same(cli: dict, python: dict) -> None:
                     assert torch.equal(a[name], b[name]), name
         elif torch.is_tensor(a) or torch.is_tensor(b):
             assert torch.equal(a, b), key
+        elif key == "perception_after":
+            assert all(torch.equal(x, y) for x, y in zip(a, b)), key
         else:
             assert a == b, key
 

@@ -182,6 +182,31 @@ def test_a_model_fine_tuned_on_other_data_does_not_claim_the_phantom(tiny_phanto
     assert model.config.trrg_training_data == labels["in memory"]
 
 
+def test_adapting_the_perception_keeps_the_asked_share_of_the_adapted_weights(tiny_phantom, tiny_finetune_model, tmp_path):
+    """--adapted_perception_weight w: after training, the perception is w x adapted + (1 - w) x before."""
+    import copy
+
+    from trrg.processing.studies import load_studies
+
+    studies = load_studies(tiny_phantom)
+    kept = {}
+    for weight in (0.0, 0.5, 1.0):
+        model = copy.deepcopy(tiny_finetune_model[0])
+        before = {name: value.detach().clone() for name, value in model.perception.state_dict().items()}
+        args = _args(TRRGFinetuneArguments, tmp_path / str(weight), adapt_perception=True, adapted_perception_weight=weight,
+                     cache_vision_features=False, learning_rate=1e-2, max_steps=3)
+        torch.manual_seed(0)
+        TRRGFinetuneTrainer(model=model, args=args, train_dataset=studies["train"],
+                            processing_class=tiny_finetune_model[1]).train()
+        kept[weight] = {name: value.detach().clone() for name, value in model.perception.state_dict().items()
+                        if value.is_floating_point() and "training_distribution" not in name}
+    changed = [name for name in kept[1.0] if not torch.equal(kept[1.0][name], before[name])]
+    assert changed  # training moved the perception
+    for name in changed:
+        assert torch.equal(kept[0.0][name], before[name])  # weight 0: as before
+        assert torch.allclose(kept[0.5][name], (kept[1.0][name] + before[name]) / 2, atol=1e-6)
+
+
 def test_replay_mixes_the_original_studies_into_the_site_training_split_and_says_so(tiny_phantom, tmp_path):
     """--replay_data: the site's training split plus a seeded draw of the original training studies;
     evaluation stays on the site's data; the model's provenance names both, never a path."""

@@ -270,6 +270,11 @@ class TRRGFinetuneArguments(TrainingArguments):
             disease-prompt loss against the data's report labels, the report writer frozen; the clue thresholds
             are re-tuned on the training split afterwards. For a new site whose images the model reads badly
             (docs/site_adaptation); ``trrg finetune`` then takes the preset's "adapt" recipe.
+        adapted_perception_weight (`float`, *optional*, defaults to `1.0`):
+            With ``adapt_perception``: the perception kept after training is this share of the adapted
+            weights plus the rest of the weights it started from (weight-space averaging), before the
+            thresholds are re-tuned. `1.0` keeps the adapted weights; the "adapt" recipe sets `0.5`, which
+            kept the original rendering's CE within 0.01 while the site gained (docs/site_adaptation).
 
         > Parameters that control LoRA
 
@@ -364,6 +369,11 @@ class TRRGFinetuneArguments(TrainingArguments):
         default=False,
         metadata={"help": "train only the zero-shot perception on the data's report labels (its prompt loss), the "
                   "writer frozen; thresholds re-tuned after (a new site)"},
+    )
+    adapted_perception_weight: float = field(
+        default=1.0,
+        metadata={"help": "with --adapt_perception: keep this share of the adapted perception weights, the rest "
+                  "from the weights before (1.0: the adapted ones; the adapt recipe: 0.5)"},
     )
 
     # Parameters that control LoRA

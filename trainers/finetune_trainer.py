@@ -46,6 +46,14 @@ from trrg.trainers.training_data import evaluation_split, load_training_studies,
 logger = logging.getLogger(__name__)
 
 
+def average_weights(module: torch.nn.Module, starting: dict[str, torch.Tensor], weight: float) -> None:
+    """``module``'s floating-point weights and buffers become ``weight`` * theirs + (1 - weight) * ``starting``
+    (the same names): an adapted model averaged with the one it started from, in weight space."""
+    state = module.state_dict()
+    module.load_state_dict({name: torch.lerp(starting[name].to(value.device, value.dtype), value, weight)
+                            if value.is_floating_point() else value for name, value in state.items()})
+
+
 def _unwrap(model):
     return getattr(model, "module", model)
 
@@ -88,10 +96,16 @@ class TRRGFinetuneTrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
 
     def train(self, *args, **kwargs):
         self.prepare_perception()
+        model = self.accelerator.unwrap_model(self.model)
+        weight = self.options.adapted_perception_weight
+        starting = ({name: value.detach().clone() for name, value in model.perception.state_dict().items()}
+                    if self.options.adapt_perception and weight != 1.0 else None)
         result = super().train(*args, **kwargs)
+        if starting is not None:
+            average_weights(model.perception, starting, weight)
+            logger.info("perception: %.2f x the adapted weights + %.2f x the weights before", weight, 1 - weight)
         if self.options.adapt_perception and self.options.calibrate_clue_thresholds:
             # The perception changed: its thresholds are tuned again, on the same training split.
-            model = self.accelerator.unwrap_model(self.model)
             thresholds = calibrate_clue_thresholds(model, self.processing_class, self.train_dataset, self.data_args.uncertain)
             logger.info("clue thresholds re-tuned after adapting the perception: %s", thresholds)
         record_training_distribution(self)
