@@ -31,6 +31,8 @@ def test_the_model_card_shows_the_same_example():
 
 def test_readme_using_a_model_runs_and_the_pipeline_writes_what_the_raw_calls_write(tiny_finetune_model, tmp_path):
     import numpy as np
+
+    from trrg.modeling.labeler_trrg import label_sentences
     from PIL import Image
     from space_helpers import EXAMPLES, write_dicom
 
@@ -49,7 +51,13 @@ def test_readme_using_a_model_runs_and_the_pipeline_writes_what_the_raw_calls_wr
         exec(compile(code, str(README), "exec"), namespaces[-1])  # noqa: S102 - the project's own README
     pipeline_run, raw = namespaces
     result, processor = pipeline_run["result"], raw["processor"]
-    assert result.report == processor.batch_decode(raw["ids"], prompt_length=raw["inputs"]["input_ids"].shape[1])[0]
+    written = processor.batch_decode(raw["ids"], prompt_length=raw["inputs"]["input_ids"].shape[1])[0]
+    # the raw calls give the text as generated: the pipeline's with verify=False; verified, it keeps the
+    # sentences the check did not reject, in order
+    as_generated = pipeline_run["reporter"]([str(frontal), str(dicom)], verify=False)
+    assert as_generated.report == written
+    kept = [text for text, _ in label_sentences(written) if text not in {r.text for r in result.rejected}]
+    assert [s.text for s in result.sentences if s.text in kept] == kept
     assert list(result.perception.disease_probs.values()) == raw["clues"].disease_probs[0].tolist()
     assert tuple(result.perception.evidence_maps.shape[:2]) == (2, 14)  # frontal and lateral (DICOM) views
 
