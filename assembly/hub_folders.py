@@ -80,8 +80,10 @@ def render_readme(metrics: dict | None, run_info: dict | None = None) -> str:
     card = _model_card_template()
     if not metrics:
         return card
+    # "model" is where the evaluated checkpoint lay on the evaluating machine: a local path, which may name
+    # a hospital, and the card belongs to the model itself.
     rows = [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-            for k, v in metrics.items() if isinstance(v, (int, float, str)) and "/" not in k]
+            for k, v in metrics.items() if isinstance(v, (int, float, str)) and "/" not in k and k != "model"]
     section = ["", "## Metrics of this export", "",
                "Measured by `trrg evaluate` on the split and data named below; these are this model's numbers, not the paper's.", ""]
     if run_info:

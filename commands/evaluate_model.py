@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="read each study from its first N views only (1: frontal alone, as a one-view site)")
     parser.add_argument("--no_meteor", action="store_true", help="skip METEOR (needs java)")
     parser.add_argument("--no_verify", action="store_true",
-                        help="keep every generated sentence (default: drop those that contradict the clues or each other)")
+                        help="keep the text as generated (default: drop sentences that contradict the clues or each "
+                             "other, and add the model's sentence for a present clue no sentence states)")
     args = parser.parse_args(argv)
     from trrg.assembly.hub_folders import load_model_folder
     from trrg.evaluation.generation import evaluate_model

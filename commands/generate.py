@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_beams", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--no_verify", action="store_true",
-                        help="keep every generated sentence (default: drop those that contradict the clues or each other)")
+                        help="keep the text as generated (default: drop sentences that contradict the clues or each "
+                             "other, and add the model's sentence for a present clue no sentence states)")
     return parser
 
 

@@ -453,6 +453,7 @@ def test_the_hospital_export_goes_prepare_finetune_evaluate_export_and_into_the_
     card = (hub / "README.md").read_text()
     assert f"| ce_macro_f1_14 | {metrics['ce_macro_f1_14']:.4f} |" in card and f"| n | {metrics['n']} |" in card
     assert metrics["data"] == name and f"| data | {name} |" in card and str(data) not in card  # named, not a path
+    assert str(final) not in card and str(tmp_path) not in card  # nor where the checkpoint lay
 
     # 5. the Space served from the exported folder (its remote code): an extension-less DICOM of the export
     model, processor = loading.load_model(str(hub))
