@@ -120,3 +120,25 @@ def test_trrg_generate_trrg_evaluate_and_the_space_give_one_report_for_one_study
     assert generated["sentences"] == [{"text": s.text, "observations": s.observations} for s in spaced.sentences]
     assert {"report", "disease_probs", "clues_present", "clue_thresholds", "evidence_maps", "sentences",
             "in_distribution"} <= set(generated)
+
+
+def test_sampling_never_draws_a_placeholder_as_a_report_token(tiny_finetune_model):
+    model, processor = tiny_finetune_model
+    reporter = model.report_pipeline(processor)
+    placeholders = [model.config.image_token_id, model.config.clue_token_id]
+    assert reporter._without_placeholders({"do_sample": False}) == {"do_sample": False}  # greedy never picks them
+    sampled = reporter._without_placeholders({"do_sample": True, "suppress_tokens": [7]})
+    assert sampled["suppress_tokens"] == [7, *placeholders]
+    # a placeholder the writer is made to prefer is still never drawn (drawn, it would be read as one on
+    # the next step, and generation would stop with an error)
+    weight = model.get_output_embeddings().weight
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight[placeholders] = weight.abs().max() * 50  # huge logits for the placeholders
+        torch.manual_seed(0)
+        report = reporter(STUDIES[1], max_new_tokens=6, do_sample=True, verify=False)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert processor.tokenizer.convert_ids_to_tokens(placeholders)[0] not in report.report
