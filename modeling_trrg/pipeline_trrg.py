@@ -87,6 +87,8 @@ class TRRGReport:
     perception: TRRGStudyPerception
     # With verify: the generated sentences left out, each with why (``verification_trrg``).
     rejected: list[RejectedSentence] = field(default_factory=list)
+    # With verify: the sentences clue completion added, each stating a present clue the others left out.
+    completed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready (``trrg generate --json``): probabilities and thresholds rounded to 4 decimals,
@@ -108,6 +110,7 @@ class TRRGReport:
             "familiarity": None if perception.familiarity is None else round(perception.familiarity, 4),
             "rejected_sentences": [{"text": r.text, "reason": r.reason, "observation": r.observation}
                                    for r in self.rejected],
+            "completed_sentences": list(self.completed),
         }
 
 
@@ -303,7 +306,9 @@ class TRRGReportPipeline(Pipeline):
                 completed = completed_sentences(sentences[row], tried[row], clues_of)
                 if completed != sentences[row]:
                     text = report_text(completed)
-                    reports[row] = TRRGReport(text, sentences_of(text), reports[row].perception, reports[row].rejected)
+                    added = [sentence for sentence in completed if sentence not in sentences[row]]
+                    reports[row] = TRRGReport(text, sentences_of(text), reports[row].perception, reports[row].rejected,
+                                              added)
                 if missing_clues(label_sentences(reports[row].report), clues_of):
                     still_open.append(row)
             open_rows = still_open

@@ -64,6 +64,18 @@ def clues_markdown(perception, config) -> str:
             f"{len(names) - len(present)} are injected as *absent*):\n\n{listed}")
 
 
+def verification_note(report) -> str:
+    """What verified decoding changed in the draft the page streamed, as Markdown ("" when nothing): the
+    sentences left out and why, the sentences added for clues the draft did not state."""
+    reasons = {"unsupported": "states a finding whose clue is absent", "negates_clue": "denies a present clue",
+               "contradicts": "contradicts an earlier sentence"}
+    lines = [f'- left out "{r.text}": it {reasons.get(r.reason, r.reason)} ({r.observation})' for r in report.rejected]
+    lines += [f'- added "{text}": a present clue the draft did not state' for text in report.completed]
+    if not lines:
+        return ""
+    return "\n\n**Verified decoding** changed the streamed draft:\n\n" + "\n".join(lines)
+
+
 def distribution_note(perception) -> tuple[str, bool]:
     """``(Markdown, visible)`` of the note next to the report on whether the study resembles the model's
     training images (``perception.in_distribution``): a warning when it does not, a quiet note when the

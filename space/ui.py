@@ -111,7 +111,8 @@ def build_demo(model, processor, is_phantom: bool | None) -> gr.Blocks:
                     kept = {**first[6], "sentences": shown.sentence_rows(payload)}
                     sentences = gr.update(choices=shown.sentence_choices(kept["sentences"]), value=None,
                                           info="Choose a sentence to see the evidence of the observation it states.")
-                    yield payload.report, table, clues, *(skip,) * 4, kept, skip, sentences
+                    checked = clues + shown.verification_note(payload)
+                    yield payload.report, table, checked, *(skip,) * 4, kept, skip, sentences
                     return
         finally:
             job.cancelled = True  # a page that left before its batch started is not generated

@@ -103,6 +103,8 @@ def test_completion_tries_the_next_alternatives_only_for_reports_still_missing_a
     inputs = {"input_ids": torch.ones(3, 4, dtype=torch.long), "attention_mask": torch.ones(3, 4, dtype=torch.long)}
     done = reporter._complete_clues(reports, inputs, None)
     assert done[1].report == "a 6 mm nodule in the right upper lobe . no pleural effusion . small right pneumothorax ."
+    assert done[1].completed == ["a 6 mm nodule in the right upper lobe", "small right pneumothorax"]
+    assert done[1].to_dict()["completed_sentences"] == done[1].completed
     # row 0: nothing in its first alternatives, so the next ones were tried; Lung Lesion stays dropped
     assert done[0].report == "no pleural effusion . small left pneumothorax ."
     assert done[2] is reports[2]  # nothing missing: never scored
@@ -164,3 +166,18 @@ def test_the_starts_are_the_first_tokens_a_missing_clue_drives_most(tiny_finetun
         assert found[1] == [(boundary, sentences[0][0])]
     else:
         assert found[1] == []
+
+
+def test_the_space_says_what_verified_decoding_changed():
+    from trrg.modeling.pipeline_trrg import TRRGReport, TRRGStudyPerception, sentences_of
+    from trrg.modeling.verification_trrg import RejectedSentence
+
+    evidence = pytest.importorskip("trrg.space.evidence")
+    perception = TRRGStudyPerception(disease_probs={}, clues=CLUES, clue_thresholds={})
+    text = "small left pneumothorax . no pleural effusion ."
+    assert evidence.verification_note(TRRGReport(text, sentences_of(text), perception)) == ""
+    changed = TRRGReport(text, sentences_of(text), perception,
+                         [RejectedSentence("moderate pulmonary edema", "unsupported", "Edema")], ["small left pneumothorax"])
+    note = evidence.verification_note(changed)
+    assert '"moderate pulmonary edema"' in note and "clue is absent (Edema)" in note
+    assert 'added "small left pneumothorax"' in note
