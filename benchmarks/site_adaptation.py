@@ -24,6 +24,7 @@ Arms (each measured on the site's test split and on the original phantom's test 
                   studies as the site has mixed into the training split (the route docs recommend)
   adapt_alone, adapt_replay_alone
                   the same with the adapted weights kept whole (--adapted_perception_weight 1.0)
+  adapt_replay_gentle  adapt_replay at a fifth of the adapt recipe's learning rate (1e-4)
 Explored on seed 0, all with the adapted weights kept whole:
   adapt_replay3x  three times as many original studies as site studies
   adapt_replay_slow  a fifth of the adapt recipe's learning rate (1e-4)
@@ -50,7 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-ARMS = ["none", "continue", "adapt", "adapt_replay", "adapt_alone", "adapt_replay_alone", "adapt_replay3x",
+ARMS = ["none", "continue", "adapt", "adapt_replay", "adapt_alone", "adapt_replay_alone", "adapt_replay_gentle",
+        "adapt_replay3x",
         "adapt_replay_slow", "adapt_replay3x_slow", "adapt_replay_keep", "adapt_replay_slow_keep", "adapt_early",
         "adapt_replay_early"]
 HEADLINE = ["ce_macro_f1_14", "ce_micro_f1_14", "perception_macro_f1_14", "clue_drop_rate", "ce_normal_collapse",
@@ -153,7 +155,8 @@ def finetune_argv(arm: str, model: Path, data: Path, out: Path, seed: int, origi
     three_times, slow = ["--replay_studies", str(3 * SPLITS["num_train"])], ["--learning_rate", "1e-4"]
     keep = ["--calibrate_clue_thresholds", "False"]
     steps = {"continue": [[]], "adapt": [adapt], "adapt_replay": [replay], "adapt_alone": [adapt + whole],
-             "adapt_replay_alone": [replay + whole], "adapt_replay3x": [replay + three_times + whole],
+             "adapt_replay_alone": [replay + whole], "adapt_replay_gentle": [replay + slow],
+             "adapt_replay3x": [replay + three_times + whole],
              "adapt_replay_slow": [replay + slow + whole], "adapt_replay3x_slow": [replay + three_times + slow + whole],
              "adapt_replay_keep": [replay + keep + whole], "adapt_replay_slow_keep": [replay + slow + keep + whole],
              "adapt_early": [adapt + whole], "adapt_replay_early": [replay + whole]}[arm]
