@@ -7,6 +7,7 @@
     python benchmarks/decidability.py --out docs/decidability --fracture-step 0.08 --num-train 6000  # what-ifs:
     python benchmarks/decidability.py --out docs/decidability --fracture-contrast 3 --num-train 6000 # not the phantom
     python benchmarks/decidability.py --out docs/decidability --fracture-callus 0.25 --num-train 6000 # as drawn
+    python benchmarks/decidability.py --out docs/decidability --fracture-callus 0.25 --epochs 8     # at 20,000
     python benchmarks/decidability.py --out docs/decidability --summary-only        # tables from OUT/runs
     python benchmarks/decidability.py --out /tmp/d --num-train 300 --num-test 200 --epochs 1   # a smoke run
 
@@ -372,8 +373,8 @@ def _markdown(summary: dict) -> str:
              "positive), AdamW + cosine; test AUROC on the same held-out phantom studies for every run "
              "(benchmarks/decidability.py's docstring). "
              f"Observations below {WEAK} are marked *; 'pos' is the test positives. What-if runs patch the "
-             "renderer in their own process only (the phantom is unchanged; --fracture-step/-contrast/-callus) on "
-             "fewer studies: compare them with one another, not with the larger run.", "",
+             "renderer in their own process only (the phantom is unchanged; --fracture-step/-contrast/-callus), on "
+             "6,000 or 20,000 studies: compare a what-if with the runs of the same size.", "",
              "| run | studies (train/test) | px | views | epochs | train s | ms per study-epoch | macro AUROC |",
              "|---|---|---|---|---|---|---|---|"]
     for label, r in runs.items():
