@@ -307,10 +307,17 @@ def run(args) -> Path:
                                                         "batch_size", "lr", "weight_decay", "warmup_steps",
                                                         "data_seed", "threads", "fracture_step", "fracture_contrast", "fracture_callus")},
         "versions": _versions(),
+        "phantom_version": _phantom_version(),
     })
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"{result['label']}: macro AUROC {result['auroc_macro']:.3f}, train {seconds:.0f} s", flush=True)
     return path
+
+
+def _phantom_version() -> str:
+    from trrg.processing.phantom import PHANTOM_VERSION
+
+    return PHANTOM_VERSION
 
 
 def _versions() -> dict:
@@ -338,9 +345,10 @@ def summarize(out: Path, command: str) -> dict:
     summary = {"command": command, "weak_below": WEAK, "runs": {}, "parameters": [
         {"observation": name, "where": _locate(file, pattern), "what": what} for name, file, pattern, what in PARAMETERS]}
     for r in results:
-        summary["runs"][r["label"]] = {
+        entry = summary["runs"][r["label"]] = {
             key: r[key] for key in ("settings", "auroc_macro", "per_observation", "subgroups", "train_seconds",
                                     "render_seconds", "train_ms_per_study_epoch", "parameters", "versions")}
+        entry["phantom_version"] = r.get("phantom_version", "1.2")  # runs before 1.3 did not record it
         if r.get("note"):  # e.g. how the run shared the machine, added by hand to the run's file
             summary["runs"][r["label"]]["note"] = r["note"]
         summary["runs"][r["label"]]["weak"] = [name for name, v in r["per_observation"].items()
@@ -373,14 +381,16 @@ def _markdown(summary: dict) -> str:
              "positive), AdamW + cosine; test AUROC on the same held-out phantom studies for every run "
              "(benchmarks/decidability.py's docstring). "
              f"Observations below {WEAK} are marked *; 'pos' is the test positives. What-if runs patch the "
-             "renderer in their own process only (the phantom is unchanged; --fracture-step/-contrast/-callus), on "
-             "6,000 or 20,000 studies: compare a what-if with the runs of the same size.", "",
-             "| run | studies (train/test) | px | views | epochs | train s | ms per study-epoch | macro AUROC |",
-             "|---|---|---|---|---|---|---|---|"]
+             "renderer in their own process only (--fracture-step/-contrast/-callus), on 6,000 or 20,000 "
+             "studies: compare a what-if with the runs of the same size. Phantom 1.3 draws the fracture of the "
+             "1.2 renderer's `--fracture-callus 0.25` what-if.", "",
+             "| run | phantom | studies (train/test) | px | views | epochs | train s | ms per study-epoch | macro AUROC |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for label, r in runs.items():
         s = r["settings"]
         views = s["views"] + (f", what-if: {_what_if(s)}" if _what_if(s) else "")
-        lines.append(f"| {label} | {s['num_train']}/{s['num_test']} | {s['image_size']} | {views} | {s['epochs']} | "
+        lines.append(f"| {label} | {r.get('phantom_version', '1.2')} | {s['num_train']}/{s['num_test']} | "
+                     f"{s['image_size']} | {views} | {s['epochs']} | "
                      f"{r['train_seconds']:.0f} | {r['train_ms_per_study_epoch']:.2f} | {show(r['auroc_macro'])} |")
     lines += [f"\nNote on {label}: {r['note']}." for label, r in runs.items() if r.get("note")]
     lines += ["", "| observation | " + " | ".join(f"AUROC {label}" for label in runs) + " | pos |",
@@ -428,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fracture-contrast", type=float, default=None,
                         help="what-if: the fracture's density change (gap, stepped fragment) times this, this process only")
     parser.add_argument("--fracture-callus", type=float, default=None,
-                        help="what-if: a 12 mm callus of this density at the break (a nodule: 0.28), this process only")
+                        help="what-if: a 12 mm callus of this density at the break (a nodule: 0.28), this process only; "
+                             "phantom 1.3 draws one of 0.25 (FRACTURE_SPOT_DENSITY): give this on 1.2 code only")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables from OUT/runs")
     args = parser.parse_args(argv)
     if not args.summary_only:

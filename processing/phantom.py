@@ -20,7 +20,7 @@ Output, R2Gen format::
 Where each finding is drawn (for scoring localisation, e.g. the pointing game) is recorded in
 ``phantom_meta.json`` (since version 1.2), next to the findings and anatomy of each study::
 
-    {"version": "1.2", "arguments": {...}, "studies": {"<id>": {"findings": {...}, "anatomy": {...},
+    {"version": "1.3", "arguments": {...}, "studies": {"<id>": {"findings": {...}, "anatomy": {...},
         "regions": {"0": {"Pleural Effusion": [[20, 78, 63, 98], [73, 76, 113, 98]],
                           "Support Devices": [[62, 0, 68, 41]]},
                     "1": {"Pleural Effusion": [[59, 76, 110, 103]], "Support Devices": [[66, 0, 74, 42]]}}}}}
@@ -63,7 +63,9 @@ from .phantom_reports import AIRSPACE_LABELS, FINDING_NAMES, Findings, sample_fi
 
 # 1.2: finding regions in phantom_meta.json; curved ribs; pneumothorax, fracture, central line,
 # pacemaker leads and pleural thickening on the lateral view (images change, reports do not).
-PHANTOM_VERSION = "1.2"
+# 1.3: a fracture draws a dense spot at the break on both views, so that it can be seen at 128 px
+# (docs/decidability; images of studies with a fracture change, reports do not).
+PHANTOM_VERSION = "1.3"
 MIN_IMAGE_SIZE = 32
 SPLITS = ("train", "val", "test")
 META_FILE, ANNOTATION_FILE = "phantom_meta.json", "annotation.json"

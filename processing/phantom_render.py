@@ -202,6 +202,11 @@ def _vessels(x, y, seed: int) -> np.ndarray:
 
 
 RIB_DENSITY = 0.09
+# Since phantom 1.3 a fracture also draws a dense spot at the break, where the fragments' ends overlap:
+# a gap and a 1-px step alone look like the space between two ribs at 128 px, and a supervised
+# classifier with 20,000 studies could not find them (AUROC 0.51; with the spot 0.998, density 0.12:
+# 0.86; docs/decidability).
+FRACTURE_SPOT_DENSITY, FRACTURE_SPOT_RADIUS = 0.25, 0.03  # 12 mm across, ~4 px at 128 px
 RIB_SPACING, FIRST_RIB_Y = 0.128, -0.78  # posterior rib k leaves the spine at FIRST_RIB_Y + k * RIB_SPACING
 POSTERIOR_RIBS, ANTERIOR_RIBS = range(1, 11), range(1, 8)
 POSTERIOR_DROP = 0.42
@@ -246,7 +251,7 @@ def _fracture_step(beyond: np.ndarray) -> np.ndarray:
 def _ribs(x, y, fracture: dict | None) -> tuple[np.ndarray, np.ndarray]:
     """(rib density 0..1, the fracture's change of it). Posterior ribs as curved bands sloping down
     laterally, fainter anterior ribs sloping down medially; a fracture is a gap with a small step in
-    one posterior rib."""
+    one posterior rib and a dense spot where the fragments' ends overlap."""
     lateral = np.abs(x)
     width = _cage_half_width(y)
     posterior, number = _rib_bands(lateral, y, True, 0.026)
@@ -265,7 +270,21 @@ def _ribs(x, y, fracture: dict | None) -> tuple[np.ndarray, np.ndarray]:
         broken = broken * _soft(0.07 - lateral, 0.015) * _soft(lateral - width, 0.02)
         broken = broken * _soft(0.018 - np.abs(lateral - break_at), 0.004)
         change = broken - rib
+        change = change + _fracture_spot(x, y, change, RIB_DENSITY)
     return bands + change, change
+
+
+def _fracture_spot(x, y, change: np.ndarray, rib_density: float) -> np.ndarray:
+    """The dense spot where a broken rib's fragment ends overlap, centred on the break (the centroid of the
+    fracture's change of the rib), in units of the view's ``rib_density`` so that it adds
+    ``FRACTURE_SPOT_DENSITY`` to the image."""
+    weight = np.abs(change)
+    total = weight.sum()
+    if total == 0:
+        return np.zeros_like(x)
+    cx, cy = float((weight * x).sum() / total), float((weight * y).sum() / total)
+    spot = _ellipse(x, y, cx, cy, FRACTURE_SPOT_RADIUS, FRACTURE_SPOT_RADIUS, edge=0.008)
+    return FRACTURE_SPOT_DENSITY / rib_density * spot
 
 
 def _clavicles(x, y) -> np.ndarray:
@@ -589,7 +608,8 @@ LATERAL_SPINE_X, LATERAL_RIB_DENSITY = 0.62, 0.05
 def _lateral_ribs(x, y, fracture: dict | None) -> tuple[np.ndarray, np.ndarray]:
     """(rib density 0..1, the fracture's change of it). The ribs of both sides, superimposed, run
     from just behind the spine forwards and down, fading anteriorly; a fracture is a gap with a step
-    in one rib, where its lateral (axillary) segment projects, halfway to the anterior chest wall."""
+    in one rib, where its lateral (axillary) segment projects, halfway to the anterior chest wall, and
+    the dense spot of the overlapping fragment ends."""
     depth = LATERAL_SPINE_X + 0.1 * y - x  # in front of the vertebral bodies' centre
 
     def bands(shift: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -607,6 +627,7 @@ def _lateral_ribs(x, y, fracture: dict | None) -> tuple[np.ndarray, np.ndarray]:
         stepped, stepped_number = bands(_fracture_step(depth - break_at))
         broken = stepped * (stepped_number == fracture["rib"]) * _soft(0.018 - np.abs(depth - break_at), 0.004)
         change = broken - ribs * (number == fracture["rib"])
+        change = change + _fracture_spot(x, y, change, LATERAL_RIB_DENSITY)
     return ribs + change, change
 
 

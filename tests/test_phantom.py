@@ -444,7 +444,7 @@ def test_regions_are_deterministic_and_written_to_phantom_meta(tmp_path):
     assert first == second
     path = generate_phantom(tmp_path / "p", seed=2, num_train=6, num_val=0, num_test=0, image_size=48)
     meta = json.loads((path.parent / "phantom_meta.json").read_text())
-    assert meta["version"] == PHANTOM_VERSION == "1.2"
+    assert meta["version"] == PHANTOM_VERSION == "1.3"
     for index, study_id in enumerate(sorted(meta["studies"])):
         stored = meta["studies"][study_id]["regions"]
         assert stored == sample_study((2, index), 48)[3]["regions"]
