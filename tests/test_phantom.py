@@ -145,6 +145,19 @@ def test_findings_are_drawn_on_the_reported_side(name, side):
     assert reported > 10 * other
 
 
+def test_a_fracture_is_a_bright_spot_at_the_demos_resolution_on_both_views():
+    """Phantom 1.3: besides its gap and 1-px step (which look like the space between two ribs, so no
+    classifier found them at 128 px; docs/decidability), a fracture draws the dense spot of the
+    overlapping fragment ends: a few pixels clearly brighter than the same rib unbroken."""
+    fracture = {"fracture": {"side": "right", "rib": 6, "position": 0.6, "certainty": POSITIVE}}
+    broken, whole = sample_study(21, 128, findings=fracture)[0], sample_study(21, 128, findings={})[0]
+    for view in (0, 1):
+        change = broken[view].astype(int) - whole[view].astype(int)
+        assert (change >= 20).sum() >= 9, view  # about a 4-px spot, 20+ grey levels brighter
+        rows, columns = np.nonzero(change >= 20)
+        assert np.ptp(rows) <= 8 and np.ptp(columns) <= 8, view  # one spot, not a lung
+
+
 def test_cardiomegaly_and_devices_change_the_image_visibly():
     heart = _difference({"cardiomegaly": {"ctr": 0.64, "severity": "severe", "certainty": POSITIVE}})
     assert heart[heart.shape[0] // 2 :].mean() > 3.0  # the larger heart is brighter than lung
