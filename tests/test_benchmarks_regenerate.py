@@ -82,7 +82,7 @@ def test_matplotlib_is_a_benchmark_dependency_only():
     assert importers == []
 
 
-@pytest.mark.parametrize("folder", ["perception", "perception/timing"])
+@pytest.mark.parametrize("folder", ["perception", "perception/timing", "perception/phantom-1.3"])
 def test_perception_summary_rebuilds_its_docs_byte_for_byte(tmp_path, folder):
     committed = DOCS / folder
     command = json.loads((committed / "perception.json").read_text())["command"]
