@@ -39,7 +39,7 @@ class DemoPlan:
 
 
 PLANS = {
-    "full": DemoPlan(num_train=3000, num_val=200, num_test=1000, pretrain_epochs=15, finetune_epochs=6),
+    "full": DemoPlan(num_train=3000, num_val=200, num_test=1000, pretrain_epochs=30, finetune_epochs=6),
     "quick": DemoPlan(num_train=800, num_val=150, num_test=300, pretrain_epochs=8, finetune_epochs=8),
 }
 

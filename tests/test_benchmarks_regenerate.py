@@ -82,7 +82,8 @@ def test_matplotlib_is_a_benchmark_dependency_only():
     assert importers == []
 
 
-@pytest.mark.parametrize("folder", ["perception", "perception/timing", "perception/phantom-1.3"])
+@pytest.mark.parametrize("folder", ["perception", "perception/timing", "perception/phantom-1.3",
+                                    "perception/phantom-1.3-30ep"])
 def test_perception_summary_rebuilds_its_docs_byte_for_byte(tmp_path, folder):
     committed = DOCS / folder
     command = json.loads((committed / "perception.json").read_text())["command"]
