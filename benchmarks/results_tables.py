@@ -143,6 +143,8 @@ def views_table(columns: list[tuple[str, dict]]) -> str:
 
 # (docs/results/<metrics>, docs/results/<report counts>, heading), newest first
 USERROUTE_COLUMNS = (
+    ("userroute_phantom13_metrics.json", "userroute_phantom13_report_counts.json",
+     "phantom 1.3, stage 1 for 30 epochs (`runs/userroute13`)"),
     ("userroute_phantom12_metrics.json", "userroute_phantom12_report_counts.json",
      "phantom 1.2, stage 1 global + local (`runs/userroute2`)"),
     ("userroute_metrics.json", "userroute_report_counts.json", "before: phantom 1.1, stage 1 global only"),
