@@ -176,7 +176,7 @@ def render(seed: int, indices, image_size: int):
 class Classifier:
     """The tiny preset's vision encoder and a linear head over the pooled features of the views used."""
 
-    def __new__(cls, views: str, seed: int):
+    def __new__(cls, views: str, seed: int, vision_overrides: dict | None = None):
         import torch
         from torch import nn
 
@@ -189,7 +189,8 @@ class Classifier:
         class _Classifier(nn.Module):
             def __init__(self):
                 super().__init__()
-                self.encoder = TRRGVisionEncoder(config_of(PRESETS["tiny"].vision, "vision"), token_grid=None)
+                vision = {**PRESETS["tiny"].vision, **(vision_overrides or {})}
+                self.encoder = TRRGVisionEncoder(config_of(vision, "vision"), token_grid=None)
                 self.num_views = 2 if views == "both" else 1
                 self.head = nn.Linear(self.num_views * self.encoder.global_size, len(CHEXPERT_OBSERVATIONS))
 
@@ -272,7 +273,16 @@ def run_label(args) -> str:
     what_if = "" if args.fracture_step is None else f"_fracturestep{args.fracture_step:g}"
     what_if += "" if args.fracture_contrast is None else f"_fracturecontrast{args.fracture_contrast:g}"
     what_if += "" if args.fracture_callus is None else f"_fracturecallus{args.fracture_callus:g}"
+    what_if += _vision_label(args.vision)
     return f"{args.image_size}px_{args.num_train}train_{args.epochs}ep{views}{what_if}_seed{args.seed}"
+
+
+def _vision_label(vision: dict | None) -> str:
+    """``_vision-hidden_sizes16-32-64-depths1-1-1`` for an encoder other than the tiny preset's."""
+    if not vision:
+        return ""
+    parts = [f"{key}{'-'.join(map(str, value)) if isinstance(value, list) else value}" for key, value in sorted(vision.items())]
+    return "_vision-" + "-".join(parts)
 
 
 def run(args) -> Path:
@@ -295,7 +305,7 @@ def run(args) -> Path:
     render_seconds = time.perf_counter() - started
     print(f"rendered {args.num_train} + {args.num_test} studies at {args.image_size} px in {render_seconds:.0f} s",
           flush=True)
-    model = Classifier(args.views, args.seed)
+    model = Classifier(args.views, args.seed, args.vision)
     seconds = train(model, train_images, train_targets, args)
     result = score(predict(model, test_images), test_targets, test_findings, train_targets)
     result.update({
@@ -305,7 +315,8 @@ def run(args) -> Path:
         "parameters": sum(p.numel() for p in model.parameters()),
         "settings": {key: getattr(args, key) for key in ("num_train", "num_test", "image_size", "views", "epochs",
                                                         "batch_size", "lr", "weight_decay", "warmup_steps",
-                                                        "data_seed", "threads", "fracture_step", "fracture_contrast", "fracture_callus")},
+                                                        "data_seed", "threads", "fracture_step", "fracture_contrast", "fracture_callus",
+                                                        "vision")},
         "versions": _versions(),
         "phantom_version": _phantom_version(),
     })
@@ -440,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fracture-callus", type=float, default=None,
                         help="what-if: a 12 mm callus of this density at the break (a nodule: 0.28), this process only; "
                              "phantom 1.3 draws one of 0.25 (FRACTURE_SPOT_DENSITY): give this on 1.2 code only")
+    parser.add_argument("--vision", type=json.loads, default=None,
+                        help='the encoder with these keys of the tiny vision config replaced (JSON), e.g. '
+                             '\'{"hidden_sizes": [16, 32, 64], "depths": [1, 1, 1]}\': a 3-stage ResNet, 8x8 map at 128 px')
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables from OUT/runs")
     args = parser.parse_args(argv)
     if not args.summary_only:
