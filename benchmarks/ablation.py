@@ -63,6 +63,8 @@ CONFIGS = {
 CLUE_METRICS = {"perception_macro_f1_14", "clue_drop_rate", "clue_unsupported_rate"}
 HEADLINE = ["bleu_4", "cider", "ce_micro_f1_14", "ce_macro_f1_14", "perception_macro_f1_14", "ce_macro_f1_5",
             "ce_normal_collapse", "clue_drop_rate", "clue_unsupported_rate"]
+# Columns added where the runs carry them (runs before them rebuild unchanged): see finding_truthfulness.
+EXTRA = ["false_finding_rate", "clue_unsupported_rate_vs_encoder"]
 
 
 CHART_METRICS = ("ce_macro_f1_14", "ce_micro_f1_14", "bleu_4", "ce_normal_collapse")
@@ -117,7 +119,45 @@ def _run_config(key: str, seed: int, pretrained, data_dir: Path, plan, work: Pat
                              batch_size=64, meteor=False, clue_probs_for=oracle, progress=False)
     metrics["train_and_eval_s"] = time.perf_counter() - started
     metrics["clue_thresholds"] = model.config.clue_config.clue_thresholds
+    metrics.update(finding_truthfulness(work / f"{key}_seed{seed}_eval"))
     return metrics
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _written_reports(eval_dir: Path) -> tuple[list[dict], list[str]]:
+    predictions = _jsonl(eval_dir / "predictions.jsonl")
+    references = {row["id"]: row["report"] for row in _jsonl(eval_dir / "references.jsonl")}
+    return predictions, [references[p["id"]] for p in predictions]
+
+
+def finding_truthfulness(eval_dir: Path, clues_from: Path | None = None) -> dict:
+    """How many of the findings an arm's reports state are unsupported, comparable across every arm.
+
+    ``false_finding_rate``: of the 13 findings the reports state positive, the share the reference
+    report does not (arms without clues have no clue-unsupported rate; this one needs no clues).
+    With ``clues_from`` (another arm's eval folder on the same test studies, e.g. (e) of the same
+    seed, whose clues are this stage-1 encoder's zero-shot decisions), also
+    ``clue_unsupported_rate_vs_encoder``: the share those clues do not support."""
+    from trrg.evaluation.clinical import label_matrix
+    from trrg.evaluation.truthfulness import clue_faithfulness
+    from trrg.processing.labeler import label_reports
+
+    predictions, references = _written_reports(eval_dir)
+    stated = label_reports([p["report"] for p in predictions])
+    reference_positive = np.isin(label_matrix(label_reports(references)), (1, -1)).astype(np.int8)
+    faithfulness = clue_faithfulness(reference_positive, stated)
+    scores = {"false_finding_rate": faithfulness["clue_unsupported_rate"],
+              "false_finding_count": faithfulness["clue_unsupported_count"]}
+    if clues_from is not None:
+        clue_rows, _ = _written_reports(clues_from)
+        clues = {row["id"]: row["clues"] for row in clue_rows}
+        encoder = clue_faithfulness(np.asarray([clues[p["id"]] for p in predictions], dtype=np.int8), stated)
+        scores |= {"clue_unsupported_rate_vs_encoder": encoder["clue_unsupported_rate"],
+                   "clue_drop_rate_vs_encoder": encoder["clue_drop_rate"]}
+    return scores
 
 
 def _pretrained_for(seed: int, data_dir: Path, work: Path, plan):
@@ -136,12 +176,16 @@ def _pretrained_for(seed: int, data_dir: Path, work: Path, plan):
     return model, processor
 
 
+def headline(results: dict) -> list[str]:
+    return HEADLINE + [m for m in EXTRA if any(m in run for run in results.values())]
+
+
 def _summarise(results: dict, keys: list[str], seeds: list[int]) -> dict:
-    table = {}
+    table, metrics = {}, headline(results)
     for key in keys:
         runs = [results[(key, s)] for s in seeds if (key, s) in results]
         table[key] = {"label": CONFIGS[key]["label"], "seeds": len(runs)}
-        for metric in HEADLINE:
+        for metric in metrics:
             values = [r[metric] for r in runs if r.get(metric) is not None]
             table[key][metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0} if values else None
     return table
@@ -156,14 +200,15 @@ def _paired_difference(results: dict, first: str, second: str, seeds: list[int],
 
 
 def _markdown(summary: dict, perception: dict, differences: dict, protocol: dict) -> str:
+    metrics = [m for m in next(iter(summary.values())) if m not in ("label", "seeds")]
     lines = ["# Ablation on the CXR phantom (tiny preset, CPU)", "",
              f"Command: `{protocol['command']}`  ", f"Seeds: {protocol['seeds']}; data: {protocol['data']}; "
              f"test studies: {protocol['num_test']}; metrics: `trrg score` protocol (docs/METRICS.md), no METEOR.", "",
-             "| configuration | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
+             "| configuration | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for key, row in summary.items():
         injects = CONFIGS[key]["clue"]["use_clue_injection"]
         cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" if row[m] and (injects or m not in CLUE_METRICS)
-                 else "n/a" for m in HEADLINE]
+                 else "n/a" for m in metrics]
         lines.append(f"| {row['label']} (n={row['seeds']}) | " + " | ".join(cells) + " |")
     lines += ["", "perception / clue metrics are n/a for arms that inject no clues (their reports are not written "
               "from a perception). Oracle arm: the perception is the reference labels, so its perception F1 is 1."]
@@ -269,6 +314,9 @@ def main(argv: list[str] | None = None) -> None:
              "(e'') no finding-token weight - (e)": ("e_unweighted", "e")}
     differences = {name: _paired_difference(results, first, second, args.seeds, "ce_macro_f1_14")
                    for name, (first, second) in pairs.items()}
+    if any("false_finding_rate" in run for run in results.values()):
+        differences["(e) full TRRG - (b) stage 1 only, false_finding_rate (not CE)"] = _paired_difference(
+            results, "e", "b", args.seeds, "false_finding_rate")
     differences["(e) report - (e) its own perception"] = _paired_difference(
         {**{("report", s): r for (k, s), r in results.items() if k == "e"},
          **{("perception", s): {"ce_macro_f1_14": r.get("perception_macro_f1_14")} for (k, s), r in results.items() if k == "e"}},
@@ -313,7 +361,21 @@ def _train(out: Path, work: Path, args, plan: dict) -> tuple[dict, list]:
                 print(f"== seed {seed}: {CONFIGS[key]['label']}", flush=True)
                 path.write_text(json.dumps(_run_config(key, seed, pretrained, data_dir, demo_plan, work), indent=1))
             results[(key, seed)] = json.loads(path.read_text())
+        _add_encoder_support(out, work, seed, args.configs, results)
     return results, perceptions
+
+
+def _add_encoder_support(out: Path, work: Path, seed: int, keys: list[str], results: dict) -> None:
+    """For the arms without clues, how much of what they state the seed's stage-1 perception (the
+    clues (e) decided) supports: (e)'s clue-unsupported rate, measured on them."""
+    if "e" not in keys:
+        return
+    for key in keys:
+        run = results[(key, seed)]
+        if CONFIGS[key]["clue"]["use_clue_injection"] or "clue_unsupported_rate_vs_encoder" in run:
+            continue
+        run.update(finding_truthfulness(work / f"{key}_seed{seed}_eval", clues_from=work / f"e_seed{seed}_eval"))
+        (out / "runs" / f"{key}_seed{seed}.json").write_text(json.dumps(run, indent=1))
 
 
 def _collect(out: Path, seeds, keys) -> tuple[dict, list]:
