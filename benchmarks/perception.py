@@ -226,6 +226,13 @@ def _markdown(summary: dict, names: list[str]) -> str:
         pointing = f"{np.mean(hits):.3f} ({np.mean(chances):.3f})" if hits else "n/a"
         lines.append(f"| {arm} | {show(values['auroc_macro'])} | {show(min(defined) if defined else None)} | "
                      f"{pointing} | {values['train_seconds_per_study_epoch'] * 1000:.2f} |")
+    probes = [arm for arm in arms if arm in PROBES]
+    if probes:  # the pointing game of every arm (the table above shows the local arm's)
+        pointed = sorted({name for values in arms.values() for name in values["pointing"]})
+        lines += ["", "Pointing hit rate per arm (chance in the first table):", "",
+                  "| observation | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+        lines += [f"| {name} | " + " | ".join(show(values["pointing"].get(name, {}).get("hit_rate")) for values in arms.values())
+                  + " |" for name in pointed]
     lines += ["", "Training times were taken on 2 CPU cores shared with other work unless the note says otherwise; "
               "compare arms within one table only."]
     return "\n".join(lines) + "\n"

@@ -83,7 +83,8 @@ def test_matplotlib_is_a_benchmark_dependency_only():
 
 
 @pytest.mark.parametrize("folder", ["perception", "perception/timing", "perception/phantom-1.3",
-                                    "perception/phantom-1.3-30ep"])
+                                    "perception/phantom-1.3-30ep", "perception/phantom-1.3-probes",
+                                    "perception/phantom-1.3-60ep"])
 def test_perception_summary_rebuilds_its_docs_byte_for_byte(tmp_path, folder):
     committed = DOCS / folder
     command = json.loads((committed / "perception.json").read_text())["command"]
@@ -140,3 +141,13 @@ def test_verified_decoding_table_rebuilds_byte_for_byte(tmp_path):
     _run(command, tmp_path)
     for name in ("verified_decoding.md", "verified_decoding.json"):
         assert (tmp_path / "docs" / "verified_decoding" / name).read_bytes() == (committed / name).read_bytes(), name
+
+
+def test_clue_threshold_tables_rebuild_from_their_runs(tmp_path):
+    committed = DOCS / "clue_thresholds"
+    command = "python benchmarks/clue_thresholds.py --summary-only --out docs/clue_thresholds"
+    assert f"`{command}`" in (committed / "clue_thresholds.md").read_text() and command in RESULTS.replace("\n", " ")
+    shutil.copytree(committed / "runs", tmp_path / "docs" / "clue_thresholds" / "runs")
+    _run(command, tmp_path)
+    assert (tmp_path / "docs" / "clue_thresholds" / "clue_thresholds.md").read_bytes() == \
+        (committed / "clue_thresholds.md").read_bytes()
