@@ -161,6 +161,25 @@ def run(args) -> None:
             print(f"{label} seed {seed}: macro AUROC {result['auroc_macro']:.3f}, {seconds:.0f} s", flush=True)
 
 
+def measure_folder(args) -> None:
+    """``--measure``: one saved stage-1 model (e.g. a pretrain stage of benchmarks/ablation.py), measured
+    like a run of this benchmark; the settings record the data's own sizes."""
+    from trrg.assembly.hub_folders import load_model_folder
+
+    folder, data_dir = args.measure
+    model, processor = load_model_folder(folder, expected="trrg_contrastive")
+    result = measure(model.eval(), processor, data_dir)
+    drawn = json.loads((data_dir / "phantom_meta.json").read_text()).get("arguments", {})
+    result.update({"arm": args.arm, "seed": args.seeds[0], "train_seconds": None, "train_seconds_per_study_epoch": None,
+                   "settings": {"num_train": drawn.get("num_train"), "num_test": drawn.get("num_test"),
+                                "image_size": drawn.get("image_size", args.image_size),
+                                "pretrain_epochs": args.pretrain_epochs, "data_seed": drawn.get("seed")},
+                   "measured_folder": str(folder), "versions": _versions()})
+    runs = Path(args.out) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / f"{args.arm}_seed{args.seeds[0]}.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
 def _versions() -> dict:
     import platform
 
@@ -168,6 +187,10 @@ def _versions() -> dict:
     import transformers
 
     return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def _milliseconds(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.2f}"
 
 
 def _mean(values):
@@ -225,7 +248,7 @@ def _markdown(summary: dict, names: list[str]) -> str:
         chances = [p["chance_rate"] for p in values["pointing"].values() if p["chance_rate"] is not None]
         pointing = f"{np.mean(hits):.3f} ({np.mean(chances):.3f})" if hits else "n/a"
         lines.append(f"| {arm} | {show(values['auroc_macro'])} | {show(min(defined) if defined else None)} | "
-                     f"{pointing} | {values['train_seconds_per_study_epoch'] * 1000:.2f} |")
+                     f"{pointing} | {_milliseconds(values['train_seconds_per_study_epoch'])} |")
     probes = [arm for arm in arms if arm in PROBES]
     if probes:  # the pointing game of every arm (the table above shows the local arm's)
         pointed = sorted({name for values in arms.values() for name in values["pointing"]})
@@ -250,8 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-epochs", type=int, default=10)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables from OUT/runs")
+    parser.add_argument("--measure", type=Path, nargs=2, metavar=("STAGE1_FOLDER", "DATA"),
+                        help="train nothing: measure a saved stage-1 folder on DATA's test split (a phantom with "
+                             "its phantom_meta.json) as OUT/runs/<--arm>_seed<--seeds>.json")
+    parser.add_argument("--arm", default="local", help="with --measure: the arm the folder is a run of")
     args = parser.parse_args(argv)
-    if not args.summary_only:
+    if args.measure:
+        measure_folder(args)
+    elif not args.summary_only:
         run(args)
     summary = summarize(Path(args.out), f"python benchmarks/perception.py --out {args.out} --summary-only")
     print((Path(args.out) / "perception.md").read_text())
