@@ -90,7 +90,9 @@ def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int 
                             perception_threshold=perception_threshold)
     metrics.update({"generation": {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False,
                                    "clues": "zero-shot perception" if clue_probs_for is None else "given",
-                                   "verified": verify},
+                                   # the pipeline does not verify against a perception never trained
+                                   "verified": verify and (clue_probs_for is not None
+                                                          or getattr(model, "perception_is_trained", True))},
                     "skipped_studies": len(rows) - len(predictions), **versions(), **(protocol or {}),
                     **out_of_distribution(predictions),
                     "self_contradiction_examples": contradiction_examples([p["report"] for p in predictions],

@@ -1049,6 +1049,13 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         perception = self.perception_from_features(features, view_mask, return_maps)
         return perception if return_maps else perception.disease_probs
 
+    @property
+    def perception_is_trained(self) -> bool:
+        """False while the prompt bank is all zeros: the model was built without stage 1 (``trrg init``, or a
+        preset in Python) and never bridged, so every study gets the same disease probabilities and its
+        clues say nothing about the image."""
+        return bool(self.prompt_bank.abs().amax() > 0)
+
     @torch.no_grad()
     def predict_clues(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None,
                       return_maps: bool = False, clue_probs: torch.Tensor | None = None) -> TRRGCluePrediction:

@@ -67,6 +67,9 @@ def clues_markdown(perception, config) -> str:
 def verification_note(report) -> str:
     """What verified decoding changed in the draft the page streamed, as Markdown ("" when nothing): the
     sentences left out and why, the sentences added for clues the draft did not state."""
+    if not getattr(report, "verified", True):  # the Space verifies: the pipeline declined (an untrained perception)
+        return ("\n\n**Not verified**: this model's perception was never trained (it was built without stage-1 "
+                "pre-training), so its clues say nothing about the image and the report was not checked against them.")
     reasons = {"unsupported": "states a finding whose clue is absent", "negates_clue": "denies a present clue",
                "contradicts": "contradicts an earlier sentence"}
     lines = [f'- left out "{r.text}": it {reasons.get(r.reason, r.reason)} ({r.observation})' for r in report.rejected]

@@ -50,6 +50,33 @@ def test_the_pipeline_verifies_by_default_and_says_what_it_left_out(tiny_finetun
             assert any(labels.get(name) in (1, -1) for name in left_out)
 
 
+def test_a_perception_never_trained_is_not_trusted_to_verify(tiny_finetune_model, monkeypatch):
+    """A stage-2 model built without stage 1 has an all-zero prompt bank: every study gets the same clues,
+    and verifying (completing) a report against them would only make it state them. Its reports are
+    written as generated, say so (``verified`` False), and a warning says why; given clue_probs are
+    still verified."""
+    import copy
+
+    from conftest import xray_like
+    from trrg.modeling import pipeline_trrg
+
+    model, processor = tiny_finetune_model
+    assert model.perception_is_trained
+    untrained = copy.deepcopy(model)
+    untrained.prompt_bank.zero_()
+    assert not untrained.perception_is_trained
+    warned = []
+    monkeypatch.setattr(pipeline_trrg.logger, "warning_once", warned.append)
+    study = [xray_like(1), xray_like(2)]
+    report = untrained.report_pipeline(processor)(study, max_new_tokens=12)
+    as_generated = untrained.report_pipeline(processor)(study, max_new_tokens=12, verify=False)
+    assert report.report == as_generated.report and not report.verified and report.to_dict()["verified"] is False
+    assert warned == [pipeline_trrg.UNTRAINED_PERCEPTION]
+    assert model.report_pipeline(processor)(study, max_new_tokens=12).verified  # trained: checked
+    given = torch.zeros(1, len(model.config.disease_names))
+    assert untrained.report_pipeline(processor)(study, max_new_tokens=12, clue_probs=given).verified
+
+
 # ---------------------------------------------------------------------------------------------
 # Clue completion: a present clue no sentence states gets the writer's alternative sentence about it
 # ---------------------------------------------------------------------------------------------
@@ -175,9 +202,13 @@ def test_the_space_says_what_verified_decoding_changed():
     evidence = pytest.importorskip("trrg.space.evidence")
     perception = TRRGStudyPerception(disease_probs={}, clues=CLUES, clue_thresholds={})
     text = "small left pneumothorax . no pleural effusion ."
-    assert evidence.verification_note(TRRGReport(text, sentences_of(text), perception)) == ""
+    assert evidence.verification_note(TRRGReport(text, sentences_of(text), perception, verified=True)) == ""
     changed = TRRGReport(text, sentences_of(text), perception,
-                         [RejectedSentence("moderate pulmonary edema", "unsupported", "Edema")], ["small left pneumothorax"])
+                         [RejectedSentence("moderate pulmonary edema", "unsupported", "Edema")], ["small left pneumothorax"],
+                         verified=True)
     note = evidence.verification_note(changed)
     assert '"moderate pulmonary edema"' in note and "clue is absent (Edema)" in note
     assert 'added "small left pneumothorax"' in note
+    # the Space always verifies: a report that was not is one of a model whose perception was never trained
+    unchecked = evidence.verification_note(TRRGReport(text, sentences_of(text), perception))
+    assert "**Not verified**" in unchecked and "never trained" in unchecked
