@@ -96,15 +96,16 @@ def test_perception_summary_rebuilds_its_docs_byte_for_byte(tmp_path, folder):
         assert (tmp_path / "docs" / folder / name).read_bytes() == (committed / name).read_bytes(), name
 
 
-def test_ablation_phantom12_summary_rebuilds_its_docs(tmp_path):
+@pytest.mark.parametrize("folder", ["phantom-1.2", "demo-budget"])
+def test_ablation_reruns_summary_rebuilds_its_docs(tmp_path, folder):
     pytest.importorskip("matplotlib")
-    committed = DOCS / "ablation" / "phantom-1.2"
+    committed = DOCS / "ablation" / folder
     command = json.loads((committed / "ablation.json").read_text())["protocol"]["command"]
     assert "--summary-only" in command and command in RESULTS.replace("\n", " ")
-    shutil.copytree(committed / "runs", tmp_path / "docs" / "ablation" / "phantom-1.2" / "runs")
+    shutil.copytree(committed / "runs", tmp_path / "docs" / "ablation" / folder / "runs")
     _run(command, tmp_path)
     for name in ("ablation.md", "ablation.json"):
-        assert (tmp_path / "docs" / "ablation" / "phantom-1.2" / name).read_bytes() == (committed / name).read_bytes()
+        assert (tmp_path / "docs" / "ablation" / folder / name).read_bytes() == (committed / name).read_bytes()
 
 
 @pytest.mark.parametrize("folder, stem", [("continued_finetune", "continued_finetune"), ("single_view", "single_view"),
