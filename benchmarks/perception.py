@@ -11,7 +11,7 @@ Arms (the switch lives here, not in the public config):
   global  the same model with the local half switched off (study embedding only), as before
 Probes (PROBES below; `--arms local fine8 ...`): fine8 / fine8wide (a 3-stage encoder, 8x8 map),
 posweight1 (the prompt loss's rare positives weighted by the full odds), augment (stage 1's light
-augmentation on).
+augmentation on), augment_shift (whole-pixel shifts only). Run one probe with an augmentation per process.
 
 Per arm and seed: `trrg pretrain`'s tiny recipe (`commands.demo.run_pretrain` settings) on the train
 split, then on the test split: AUROC and F1@0.5 per observation, and the pointing game per finding
@@ -46,7 +46,20 @@ PROBES = {
     # The light augmentation (small affine, brightness/contrast): at 30 epochs on 1,000 studies stage 1
     # fits its training set (prompt loss ~0.05); measured at 10 epochs it lowered every figure.
     "augment": {"train": {"augment": True}},
+    # Only whole-pixel shifts (up to 3 % each way): no rotation or scaling, so no resampling blur of
+    # thin or small findings, and no brightness/contrast jitter.
+    "augment_shift": {"train": {"augment": True}, "augmentation": "whole_pixel_shift"},
 }
+
+
+def whole_pixel_shift(image, rng):
+    """The image moved by whole pixels (up to 3 % of each side), the uncovered border black."""
+    from PIL import Image
+
+    dx, dy = (int(round(v)) for v in rng.uniform(-0.03, 0.03, size=2) * (image.width, image.height))
+    shifted = Image.new(image.mode, image.size, 0)
+    shifted.paste(image, (dx, dy))
+    return shifted
 
 
 def _global_only(model) -> None:
@@ -81,6 +94,10 @@ def train(arm: str, seed: int, data_dir: Path, work: Path, plan, image_size: int
     if changes:
         preset = f"tiny@{arm}@{image_size}"
         PRESETS[preset] = dataclasses.replace(PRESETS["tiny"], **changes)
+    if probe.get("augmentation"):  # this process trains one arm: the processor's augmentation replaced
+        from trrg.modeling import image_processing_trrg
+
+        image_processing_trrg.augment_xray = globals()[probe["augmentation"]]
     model, processor = build_pretrain_model(preset, seed=seed)
     if arm == "global":
         _global_only(model)
