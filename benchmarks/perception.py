@@ -11,7 +11,8 @@ Arms (the switch lives here, not in the public config):
   global  the same model with the local half switched off (study embedding only), as before
 Probes (PROBES below; `--arms local fine8 ...`): fine8 / fine8wide (a 3-stage encoder, 8x8 map),
 posweight1 (the prompt loss's rare positives weighted by the full odds), augment (stage 1's light
-augmentation on), augment_shift (whole-pixel shifts only). Run one probe with an augmentation per process.
+augmentation on), augment_shift (whole-pixel shifts only), oversample (studies with rare findings drawn
+more often, as stage 2 does). Run one probe with an augmentation per process.
 
 Per arm and seed: `trrg pretrain`'s tiny recipe (`commands.demo.run_pretrain` settings) on the train
 split, then on the test split: AUROC and F1@0.5 per observation, and the pointing game per finding
@@ -49,6 +50,8 @@ PROBES = {
     # Only whole-pixel shifts (up to 3 % each way): no rotation or scaling, so no resampling blur of
     # thin or small findings, and no brightness/contrast jitter.
     "augment_shift": {"train": {"augment": True}, "augmentation": "whole_pixel_shift"},
+    # Studies with rare findings drawn more often (stage 2's sampler, trainers.collators.rare_finding_weights).
+    "oversample": {"oversample_rare_findings": True},
 }
 
 
@@ -104,9 +107,23 @@ def train(arm: str, seed: int, data_dir: Path, work: Path, plan, image_size: int
     args = training_args(TRRGPretrainArguments, work / f"{arm}_seed{seed}", plan, "pretrain", seed, disable_tqdm=True,
                          **probe.get("train", {}))
     trainer, processor = build_pretrainer(args, TRRGDataArguments(data=str(data_dir), eval_split=""), model, processor)
+    if probe.get("oversample_rare_findings"):
+        _oversample_rare_findings(trainer, seed)
     started = time.perf_counter()
     trainer.train()
     return trainer.model.eval(), processor, time.perf_counter() - started
+
+
+def _oversample_rare_findings(trainer, seed: int) -> None:
+    """The trainer draws its studies with replacement, rare findings more often, as stage 2 does."""
+    import torch
+
+    from trrg.trainers.collators import rare_finding_weights
+
+    weights = rare_finding_weights(trainer.train_dataset["labels"])
+    trainer._get_train_sampler = types.MethodType(
+        lambda self, train_dataset=None: torch.utils.data.WeightedRandomSampler(
+            weights, len(weights), generator=torch.Generator().manual_seed(seed)), trainer)
 
 
 def measure(model, processor, data_dir: Path) -> dict:
