@@ -12,7 +12,7 @@ Arms (the switch lives here, not in the public config):
 Probes (PROBES below; `--arms local fine8 ...`): fine8 / fine8wide (a 3-stage encoder, 8x8 map),
 posweight1 (the prompt loss's rare positives weighted by the full odds), augment (stage 1's light
 augmentation on), augment_shift (whole-pixel shifts only), oversample (studies with rare findings drawn
-more often, as stage 2 does). Run one probe with an augmentation per process.
+more often, as stage 2 does), decay01 (weight decay 0.1). Run one probe with an augmentation per process.
 
 Per arm and seed: `trrg pretrain`'s tiny recipe (`commands.demo.run_pretrain` settings) on the train
 split, then on the test split: AUROC and F1@0.5 per observation, and the pointing game per finding
@@ -50,6 +50,8 @@ PROBES = {
     # Only whole-pixel shifts (up to 3 % each way): no rotation or scaling, so no resampling blur of
     # thin or small findings, and no brightness/contrast jitter.
     "augment_shift": {"train": {"augment": True}, "augmentation": "whole_pixel_shift"},
+    # CLIP's order of weight decay (0.1; the recipe has 0.01): stage 1 fits its 1,000 studies.
+    "decay01": {"train": {"weight_decay": 0.1}},
     # Studies with rare findings drawn more often (stage 2's sampler, trainers.collators.rare_finding_weights).
     "oversample": {"oversample_rare_findings": True},
 }
