@@ -80,8 +80,10 @@ def _f3(metrics: dict, *keys: str) -> str:
 
 # docs/results/<file> (a demo run's OUT/metrics.json) -> its column's heading, newest first
 DEMO_COLUMNS = (
+    ("demo_full_phantom13_metrics.json",
+     "full: `bash scripts/demo.sh` (phantom 1.3, stage 1 30 epochs, verified decoding; a fresh clone at 437cdaa)"),
     ("demo_full_phantom12_singleview_metrics.json",
-     "full: `trrg demo --out runs/demo` (phantom 1.2, stage 1 global + local, single-view visits 0.5)"),
+     "full, phantom 1.2 (stage 1 global + local, single-view visits 0.5)"),
     ("demo_full_phantom12_metrics.json", "full, before single-view visits (phantom 1.2, stage 1 global + local)"),
     ("demo_full_metrics.json", "full, before (phantom 1.1, stage 1 global only)"),
     ("demo_quick_metrics.json", "quick: `trrg demo --quick --out runs/quick` (phantom 1.1, before)"),
