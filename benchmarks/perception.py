@@ -174,8 +174,8 @@ def run(args) -> None:
     runs = Path(args.out) / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     work = Path(args.work)
-    data_dir = work / f"phantom_{args.num_train}_{args.num_test}_{args.image_size}px_seed{args.data_seed}"
-    if not (data_dir / "annotation.json").exists():
+    data_dir = args.data or work / f"phantom_{args.num_train}_{args.num_test}_{args.image_size}px_seed{args.data_seed}"
+    if args.data is None and not (data_dir / "annotation.json").exists():
         generate_phantom(data_dir, num_train=args.num_train, num_val=10, num_test=args.num_test,
                          image_size=args.image_size, seed=args.data_seed, overwrite=True)
     plan = DemoPlan(num_train=args.num_train, num_val=10, num_test=args.num_test,
@@ -313,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train nothing: measure a saved stage-1 folder on DATA's test split (a phantom with "
                              "its phantom_meta.json) as OUT/runs/<--arm>_seed<--seeds>.json")
     parser.add_argument("--arm", default="local", help="with --measure: the arm the folder is a run of")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="train and measure on this phantom (with its phantom_meta.json) instead of drawing one; "
+                             "--num-train/--num-test must then say its sizes")
     args = parser.parse_args(argv)
     if args.measure:
         measure_folder(args)
