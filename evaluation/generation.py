@@ -19,7 +19,7 @@ from trrg.processing.studies.schema import CachedStudyReader
 def generate_reports(model, processor, rows: Sequence[Mapping], batch_size: int = 16, max_new_tokens: int = 96,
                      num_beams: int = 1, clue_probs_for: Callable[[list[Mapping]], torch.Tensor] | None = None,
                      reader: CachedStudyReader | None = None, progress: bool = False, verify: bool = True) -> list[dict]:
-    """One ``{"id", "report", "disease_probs", "clues"}`` per readable study (unreadable ones are
+    """One ``{"id", "report", "disease_probs", "clues", "verified"}`` per readable study (unreadable ones are
     skipped and counted by the reader): the report, the model's zero-shot probabilities and the clue
     decisions it injected (1 present, 0 absent), from the model's report pipeline.
 
@@ -54,7 +54,7 @@ def prediction_row(study_id, report) -> dict:
     perception = report.perception
     row = {"id": study_id, "report": report.report,
            "disease_probs": [round(p, 4) for p in perception.disease_probs.values()],
-           "clues": [int(present) for present in perception.clues.values()]}
+           "clues": [int(present) for present in perception.clues.values()], "verified": report.verified}
     if perception.familiarity is not None:  # the model carries statistics of its training images
         row["familiarity"] = round(perception.familiarity, 4)
     return row
@@ -90,9 +90,8 @@ def evaluate_model(model, processor, rows, out_dir: str | Path, batch_size: int 
                             perception_threshold=perception_threshold)
     metrics.update({"generation": {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False,
                                    "clues": "zero-shot perception" if clue_probs_for is None else "given",
-                                   # the pipeline does not verify against a perception never trained
-                                   "verified": verify and (clue_probs_for is not None
-                                                          or getattr(model, "perception_is_trained", True))},
+                                   # as the pipeline did it (it declines for a perception never trained)
+                                   "verified": all(p.get("verified", verify) for p in predictions)},
                     "skipped_studies": len(rows) - len(predictions), **versions(), **(protocol or {}),
                     **out_of_distribution(predictions),
                     "self_contradiction_examples": contradiction_examples([p["report"] for p in predictions],
