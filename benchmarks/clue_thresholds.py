@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary_only:
         print(summarize(args.out))
         return 0
+    if args.model is None or args.data is None:
+        parser.error("--model (a stage-1 folder) and --data (its phantom) are needed unless --summary-only")
+    if not (args.data / "annotation.json").is_file():
+        parser.error(f"--data {args.data}: no annotation.json there; pass a folder written by `trrg phantom`")
     result = measure(args.model, args.data)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

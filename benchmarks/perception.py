@@ -317,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train and measure on this phantom (with its phantom_meta.json) instead of drawing one; "
                              "--num-train/--num-test must then say its sizes")
     args = parser.parse_args(argv)
+    for data in [d for d in (args.data, args.measure and args.measure[1]) if d]:
+        if not (data / "phantom_meta.json").is_file():
+            parser.error(f"{data}: no phantom_meta.json there; pass a folder written by `trrg phantom`")
     if args.measure:
         measure_folder(args)
     elif not args.summary_only:
