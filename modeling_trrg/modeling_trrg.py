@@ -71,6 +71,10 @@ class VisionFeatures(ModelOutput):
     # With ``statistics_layers``: per chosen backbone layer, (batch, views, size) per-channel mean and std
     # over the image (``layer_statistics``): what ``TRRGTrainingDistribution`` compares with training.
     layer_statistics: tuple[torch.Tensor, ...] | None = None
+    # With ``keep_layer``: that backbone layer's output for the real views (padded views are never encoded),
+    # as the backbone gives it ((n, channels, h, w), or (n, tokens, width) for a transformer) and in the
+    # graph: what ``attribution_maps`` differentiates the disease logits by.
+    kept_layer: torch.Tensor | None = None
 
 
 @dataclass
@@ -383,6 +387,15 @@ def evidence_maps(contrast: torch.Tensor, patch_mask: torch.Tensor, views: int) 
     return contrast.reshape(batch, views, side, side, diseases).permute(0, 1, 4, 2, 3)
 
 
+def gradient_attribution(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """Layer gradient x activation (the gradient x input of Shrikumar et al. 2016, arXiv 1605.01713, taken
+    at a hidden layer; Ancona et al., ICLR 2018): how much each position of a feature map adds to a logit,
+    to first order. (n, channels, h, w) activations and the logit's gradient with respect to them ->
+    (n, h, w), summed over channels, the positive part (evidence for the finding; what speaks against it
+    is not drawn)."""
+    return (gradients.float() * activations.float()).sum(dim=1).clamp_min(0)
+
+
 def _vision_backbone_from_config(vision_config) -> PreTrainedModel:
     """The vision backbone, with the attention implementation TRRG was loaded with where the backbone has
     it, else its own default: ``attn_implementation`` is meant for the language model, and a
@@ -415,16 +428,18 @@ class TRRGVisionEncoder(nn.Module):
         """(n, 3, H, W) -> (n, width, h, w), whether the backbone is convolutional or a transformer."""
         return self._encode(pixel_values)[0]
 
-    def _encode(self, pixel_values: torch.Tensor, statistics_layers: Sequence[int] | None = None):
-        """The feature map of ``_feature_map``, and the ``layer_statistics`` of the ``statistics_layers``
-        hidden states (None when not asked)."""
+    def _encode(self, pixel_values: torch.Tensor, statistics_layers: Sequence[int] | None = None,
+                keep_layer: int | None = None):
+        """The feature map of ``_feature_map``, the ``layer_statistics`` of the ``statistics_layers`` hidden
+        states (None when not asked) and the ``keep_layer`` hidden state as a grid (None when not asked)."""
         # The processor gives fp32 pixels; a model loaded in bf16 has a bf16 backbone.
         output = self.backbone(pixel_values=pixel_values.to(self.backbone.dtype),
-                               output_hidden_states=statistics_layers is not None)
+                               output_hidden_states=statistics_layers is not None or keep_layer is not None)
         statistics = None
         if statistics_layers is not None:
             statistics = [layer_statistics(output.hidden_states[index]) for index in statistics_layers]
-        return self._as_grid(output.last_hidden_state), statistics
+        kept = None if keep_layer is None else output.hidden_states[keep_layer]
+        return self._as_grid(output.last_hidden_state), statistics, kept
 
     @staticmethod
     def _as_grid(hidden: torch.Tensor) -> torch.Tensor:
@@ -437,11 +452,11 @@ class TRRGVisionEncoder(nn.Module):
         return hidden.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[2], side, side)
 
     def forward(self, pixel_values: torch.Tensor, view_mask: torch.Tensor,
-                statistics_layers: Sequence[int] | None = None) -> VisionFeatures:
+                statistics_layers: Sequence[int] | None = None, keep_layer: int | None = None) -> VisionFeatures:
         batch, views = pixel_values.shape[:2]
         real = view_mask.reshape(-1).bool()
-        feature_map, statistics = self._encode(pixel_values.reshape(batch * views, *pixel_values.shape[2:])[real],
-                                               statistics_layers)
+        feature_map, statistics, kept = self._encode(pixel_values.reshape(batch * views, *pixel_values.shape[2:])[real],
+                                                     statistics_layers, keep_layer)
         view_global = torch.cat([feature_map.mean(dim=(2, 3)), feature_map.amax(dim=(2, 3))], dim=-1)  # (n_real, 2*width)
         if self.token_grid:
             feature_map = F.adaptive_avg_pool2d(feature_map, self.token_grid)
@@ -458,7 +473,16 @@ class TRRGVisionEncoder(nn.Module):
             study_embeds=masked_mean(view_embeds, view_mask, dim=1),
             layer_statistics=None if statistics is None else tuple(
                 _per_view(values, real, batch, views) for values in statistics),
+            kept_layer=kept,
         )
+
+
+# The backbone's hidden state the attribution maps are drawn on: the stem's output (hidden state 0), the finest
+# grid of a convolutional backbone (stride 4: 32 x 32 at the tiny preset's 128 px, 56 x 56 for ResNet-50 at
+# 224), where a 10-mm nodule still covers a few positions; a ViT's is its patch embeddings. Chosen on the
+# demo's validation split among the tiny preset's hidden states (benchmarks/evidence_maps.py --split val:
+# mean pointing 0.62, the first stage's 0.56); docs/RESULTS.md, "Where the evidence lies".
+ATTRIBUTION_LAYER = 0
 
 
 def _max_views(config) -> int:
@@ -546,6 +570,31 @@ class TRRGPerception(nn.Module):
         """(batch, views, diseases, h, w): where each disease's evidence lies (see ``TRRGDiseasePerception``)."""
         contrast = local_disease_contrast(embeddings.patch_embeds, prompt_bank.float())
         return evidence_maps(contrast, embeddings.patch_mask, views)
+
+    def attribution_maps(self, pixel_values: torch.Tensor, view_mask: torch.Tensor, prompt_bank: torch.Tensor,
+                         layer: int = ATTRIBUTION_LAYER) -> torch.Tensor:
+        """(batch, views, diseases, h, w): where each disease's zero-shot logit comes from, as gradient x
+        activation at the backbone's hidden state ``layer`` (``gradient_attribution``), on that layer's
+        grid; padded views are 0. Finer than ``evidence_maps`` (the patch grid the local logit pools):
+        32 x 32 instead of 4 x 4 for the tiny preset, so a nodule shows as a spot, not a lung. Call it in
+        eval mode (batch norm in training mode mixes the studies of a batch); it costs one backward pass
+        per disease."""
+        batch, views = view_mask.shape
+        real = view_mask.reshape(-1).bool()
+        with torch.inference_mode(False), torch.enable_grad():
+            # The pixels carry the graph, so a frozen perception (stage 2) is differentiated too; clones,
+            # because tensors made under inference mode (a pipeline's) cannot enter a graph.
+            pixels, view_mask = pixel_values.clone().requires_grad_(True), view_mask.clone()
+            features = self.vision_model(pixels, view_mask, keep_layer=layer)
+            logits = self.disease_logits(self.embed(features, view_mask), prompt_bank.clone())
+            activations, as_grid = features.kept_layer, self.vision_model._as_grid
+            maps = [gradient_attribution(as_grid(activations.detach()), as_grid(
+                        torch.autograd.grad(logits[:, disease].sum(), activations, retain_graph=True)[0]))
+                    for disease in range(logits.shape[1])]
+        maps = torch.stack(maps, dim=1)  # (real views, diseases, h, w)
+        full = maps.new_zeros(batch * views, *maps.shape[1:])
+        full[real] = maps
+        return full.reshape(batch, views, *maps.shape[1:])
 
     def forward(self, features: VisionFeatures, view_mask: torch.Tensor, prompt_bank: torch.Tensor,
                 return_maps: bool = False) -> TRRGDiseasePerception:
@@ -852,6 +901,12 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
         perception = self.perception(features, view_mask, prompt_bank, return_maps)
         return perception if return_maps else perception.disease_probs
 
+    def attribution_maps(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None,
+                         prompt_bank: torch.Tensor) -> torch.Tensor:
+        """(batch, views, diseases, h, w): where each disease's zero-shot logit comes from, on the backbone's
+        finest grid (``TRRGPerception.attribution_maps``)."""
+        return self.perception.attribution_maps(pixel_values, _default_view_mask(pixel_values, view_mask), prompt_bank)
+
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -1048,6 +1103,12 @@ class TRRGForConditionalGeneration(TRRGPreTrainedModel, GenerationMixin):
         features = self.perception.vision_model(pixel_values, view_mask, self.perception.statistics_layers)
         perception = self.perception_from_features(features, view_mask, return_maps)
         return perception if return_maps else perception.disease_probs
+
+    def attribution_maps(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, views, diseases, h, w): where each disease's zero-shot logit (its clue) comes from, on the
+        backbone's finest grid (``TRRGPerception.attribution_maps``)."""
+        view_mask = _default_view_mask(pixel_values, view_mask)
+        return self.perception.attribution_maps(pixel_values, view_mask, self.prompt_bank)
 
     @property
     def perception_is_trained(self) -> bool:
@@ -1305,6 +1366,7 @@ __all__ = [
     "TRRGDiseasePerception",
     "TRRGCluePrediction",
     "TRRGMultimodalFeatures",
+    "gradient_attribution",
     "multi_positive_contrastive_loss",
     "multi_positive_loss_from_logits",
     "smooth_max",

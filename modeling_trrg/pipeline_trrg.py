@@ -79,6 +79,10 @@ class TRRGStudyPerception:
     # With return_evidence_maps: (views, diseases, h, w), per patch of each letterboxed view cos(patch,
     # positive prompt) - cos(patch, negated prompt), diseases in the order of the dicts above.
     evidence_maps: torch.Tensor | None = None
+    # With return_attribution_maps: (views, diseases, h', w') on the backbone's finest grid (32 x 32 for the
+    # tiny preset), how much each position adds to each disease's zero-shot logit (gradient x activation,
+    # ``attribution_maps`` of the model): a small finding shows as a spot there.
+    attribution_maps: torch.Tensor | None = None
     # Whether the study resembles what the model was trained on; None: unknown (this model carries no
     # statistics of its training images to compare with). ``familiarity``: the score it is decided from
     # (TRRGTrainingDistribution; above 1: unlike the training images).
@@ -102,20 +106,17 @@ class TRRGReport:
 
     def to_dict(self) -> dict:
         """JSON-ready (``trrg generate --json``): probabilities and thresholds rounded to 4 decimals,
-        evidence maps to 2 (``{"grid": [h, w], "views": [{observation: rows}, ...]}``, frontal first)."""
+        evidence maps to 2 and attribution maps to 3 (``{"grid": [h, w], "views": [{observation: rows}, ...]}``,
+        frontal first)."""
         perception = self.perception
-        maps = perception.evidence_maps
         return {
             "report": self.report,
             "sentences": [{"text": sentence.text, "observations": sentence.observations} for sentence in self.sentences],
             "disease_probs": {name: round(p, 4) for name, p in perception.disease_probs.items()},
             "clues_present": [name for name, present in perception.clues.items() if present],
             "clue_thresholds": {name: round(t, 4) for name, t in perception.clue_thresholds.items()},
-            "evidence_maps": None if maps is None else {
-                "grid": list(maps.shape[-2:]),
-                "views": [{name: [[round(v, 2) for v in row] for row in view[index].tolist()]
-                           for index, name in enumerate(perception.disease_probs)} for view in maps],
-            },
+            "evidence_maps": _maps_dict(perception.evidence_maps, list(perception.disease_probs), 2),
+            "attribution_maps": _maps_dict(perception.attribution_maps, list(perception.disease_probs), 3),
             "in_distribution": perception.in_distribution,
             "familiarity": None if perception.familiarity is None else round(perception.familiarity, 4),
             "rejected_sentences": [{"text": r.text, "reason": r.reason, "observation": r.observation}
@@ -123,6 +124,15 @@ class TRRGReport:
             "completed_sentences": list(self.completed),
             "verified": self.verified,
         }
+
+
+def _maps_dict(maps: torch.Tensor | None, names: list[str], decimals: int) -> dict | None:
+    """(views, diseases, h, w) maps as ``{"grid": [h, w], "views": [{observation: rows}, ...]}``, rounded."""
+    if maps is None:
+        return None
+    return {"grid": list(maps.shape[-2:]),
+            "views": [{name: [[round(v, decimals) for v in row] for row in view[index].tolist()]
+                       for index, name in enumerate(names)} for view in maps]}
 
 
 def sentences_of(report: str) -> list[TRRGSentence]:
@@ -203,7 +213,9 @@ class TRRGReportPipeline(Pipeline):
             batch_size: studies generated together (default 16).
             clue_probs: (studies, diseases) probabilities to decide the clues from instead of the model's
                 own perception (another classifier's; reference labels for an upper bound).
-            return_evidence_maps: also give each study's per-view evidence maps.
+            return_evidence_maps: also give each study's per-view evidence maps (the patch grid).
+            return_attribution_maps: also give each study's per-view attribution maps (the backbone's finest
+                grid; one backward pass per disease, so only on request).
             perception_callback: called with each batch's list of ``TRRGStudyPerception`` as soon as the
                 perception is done, before the reports are written (a page shows it while a report streams).
             streamer: a ``transformers.TextStreamer`` (one study, greedy or sampling).
@@ -230,7 +242,7 @@ class TRRGReportPipeline(Pipeline):
         one_study = not isinstance(images, (list, tuple)) or not any(isinstance(view, (list, tuple)) for view in images)
         return reports[0] if one_study else reports
 
-    def _sanitize_parameters(self, return_evidence_maps: bool | None = None,
+    def _sanitize_parameters(self, return_evidence_maps: bool | None = None, return_attribution_maps: bool | None = None,
                              perception_callback: Callable[[list[TRRGStudyPerception]], None] | None = None,
                              verify: bool | None = None, **generate_kwargs):
         if generate_kwargs.get("num_return_sequences", 1) != 1:
@@ -238,6 +250,8 @@ class TRRGReportPipeline(Pipeline):
         forward_params = {"generate_kwargs": generate_kwargs} if generate_kwargs else {}
         if return_evidence_maps is not None:
             forward_params["return_evidence_maps"] = return_evidence_maps
+        if return_attribution_maps is not None:
+            forward_params["return_attribution_maps"] = return_attribution_maps
         if perception_callback is not None:
             forward_params["perception_callback"] = perception_callback
         if verify is not None:
@@ -250,13 +264,14 @@ class TRRGReportPipeline(Pipeline):
             inputs["clue_probs"] = torch.as_tensor(clue_probs, dtype=torch.float32)
         return inputs
 
-    def _forward(self, model_inputs: dict, return_evidence_maps: bool = False,
+    def _forward(self, model_inputs: dict, return_evidence_maps: bool = False, return_attribution_maps: bool = False,
                  perception_callback: Callable[[list[TRRGStudyPerception]], None] | None = None,
                  generate_kwargs: dict | None = None, verify: bool = True) -> dict:
         view_mask = model_inputs["view_mask"]
         clues = self.model.predict_clues(model_inputs["pixel_values"], view_mask, return_maps=return_evidence_maps,
                                          clue_probs=model_inputs.get("clue_probs"))
-        perceptions = self._perceptions(clues, view_mask)
+        attributions = self.model.attribution_maps(model_inputs["pixel_values"], view_mask) if return_attribution_maps else None
+        perceptions = self._perceptions(clues, view_mask, attributions)
         if perception_callback is not None:
             perception_callback(perceptions)
         prompts = model_inputs["input_ids"]
@@ -446,8 +461,10 @@ class TRRGReportPipeline(Pipeline):
         return type(features)(**{name: value[index] if torch.is_tensor(value) else tuple(part[index] for part in value)
                                  for name, value in features.items() if value is not None})
 
-    def _perceptions(self, clues, view_mask: torch.Tensor) -> list[TRRGStudyPerception]:
-        """One ``TRRGStudyPerception`` per study of a ``predict_clues`` output (padded views dropped)."""
+    def _perceptions(self, clues, view_mask: torch.Tensor,
+                     attributions: torch.Tensor | None = None) -> list[TRRGStudyPerception]:
+        """One ``TRRGStudyPerception`` per study of a ``predict_clues`` output and its ``attribution_maps``
+        (padded views dropped)."""
         names = list(self.model.config.disease_names)
         thresholds = dict(zip(names, self.model.clue_thresholds.tolist()))
         maps, views = clues.evidence_maps, view_mask.sum(dim=1).tolist()
@@ -455,6 +472,8 @@ class TRRGReportPipeline(Pipeline):
         return [TRRGStudyPerception(disease_probs=dict(zip(names, probs)), clues=dict(zip(names, map(bool, states))),
                                     clue_thresholds=thresholds,
                                     evidence_maps=None if maps is None else maps[row, : views[row]].float().cpu(),
+                                    attribution_maps=None if attributions is None
+                                    else attributions[row, : views[row]].float().cpu(),
                                     in_distribution=None if familiarity[row] is None else familiarity[row] <= 1.0,
                                     familiarity=familiarity[row])
                 for row, (probs, states) in enumerate(zip(clues.disease_probs.tolist(), clues.clue_states.tolist()))]

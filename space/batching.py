@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import inspect
 import logging
 import threading
 import time
@@ -62,6 +63,10 @@ class ReportBatcher:
                  idle_s: float = 30.0, stream_interval_s: float | None = None):
         self.model, self.processor, self.idle_s = model, processor, idle_s
         self.reporter = model.report_pipeline(processor)
+        # The overlays are drawn from the attribution maps (the backbone's finest grid); a model folder whose
+        # remote code predates them gives its patch-grid evidence maps instead.
+        fine = "return_attribution_maps" in inspect.signature(self.reporter._sanitize_parameters).parameters
+        self.maps_request = {"return_attribution_maps" if fine else "return_evidence_maps": True}
         self.max_batch_size = MAX_BATCH_SIZE if max_batch_size is None else max_batch_size
         self.window_s = BATCH_WINDOW_S if window_s is None else window_s
         self.stream_interval_s = STREAM_INTERVAL_S if stream_interval_s is None else stream_interval_s
@@ -152,7 +157,7 @@ class ReportBatcher:
         settings = dict(batch[0].settings)
         if len(batch) == 1 and settings["num_beams"] == 1:  # alone: the report streams
             settings["streamer"] = PostingStreamer(self.processor.tokenizer, batch[0].post, self.stream_interval_s)
-        reports = self.reporter([request.views for request in batch], batch_size=len(batch), return_evidence_maps=True,
+        reports = self.reporter([request.views for request in batch], batch_size=len(batch), **self.maps_request,
                                 perception_callback=perceived, **settings)
         for request, report in zip(batch, reports):
             request.post(("report", report))

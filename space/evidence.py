@@ -139,7 +139,11 @@ def evidence_of(views: list, perception, config, processor) -> dict:
     """What a request keeps (in a ``gr.State``) to draw the overlays from, given its decoded views and
     its ``TRRGStudyPerception``: ``names``, ``probs`` and ``present`` (the clue injected per disease),
     ``views`` (each view letterboxed into the square the model saw, at least ``OVERLAY_SIDE`` px), ``maps``
-    (views, diseases, h, w) float32, and ``default`` (the disease shown first)."""
+    (views, diseases, h, w) float32 and ``maps_kind`` ("attribution" on the backbone's finest grid when the
+    perception carries them, else "patches", the patch grid's evidence maps), and ``default`` (the disease
+    shown first)."""
+    attribution = getattr(perception, "attribution_maps", None)
+    maps = perception.evidence_maps if attribution is None else attribution
     names = list(perception.disease_probs)
     probs = [float(p) for p in perception.disease_probs.values()]
     injects = bool(getattr(config.clue_config, "use_clue_injection", True))
@@ -151,7 +155,8 @@ def evidence_of(views: list, perception, config, processor) -> dict:
         "probs": probs,
         "present": present,
         "views": [letterbox(view, side) for view in views],
-        "maps": perception.evidence_maps[: len(views)].float().numpy(),
+        "maps": maps[: len(views)].float().numpy(),
+        "maps_kind": "patches" if attribution is None else "attribution",
         "default": default_disease(probs, present, names),
         "sentences": [],  # the report's (``sentence_rows``), once it is written
     }
@@ -225,9 +230,13 @@ def evidence_views(evidence: dict | None, disease: str | None, sentence: dict | 
     maps = evidence["maps"][:, index]
     low, high = float(maps.min()), float(maps.max())
     overlays = [evidence_overlay(view, view_map, (low, high)) for view, view_map in zip(views, maps)]
+    if evidence.get("maps_kind") == "attribution":
+        meaning = ("Evidence map (how much each spot of the image raises this finding's probability: gradient x "
+                   "activation at the image encoder's first layer)")
+    else:
+        meaning = "Evidence map (per image patch, cosine to the finding's prompt minus cosine to its negation)"
     caption = (f"**{disease}**: probability {evidence['probs'][index]:.2f}, clue injected as *{state}*. "
-               f"Evidence map (per image patch, cosine to the finding's prompt minus cosine to its negation): "
-               f"colours run from {low:+.3f} (clear) to {high:+.3f} (red)"
+               f"{meaning}: colours run from {low:+.3f} (clear) to {high:+.3f} (red)"
                + (f", one scale for both views; strongest on the **{VIEW_NAMES[strongest_view(evidence, disease)]}** "
                   "view." if len(views) > 1 else "."))
     if sentence is not None:

@@ -123,6 +123,17 @@ def test_finetune_guide_tables_rebuild_byte_for_byte(tmp_path, folder, stem):
         assert (tmp_path / "docs" / folder / name).read_bytes() == (committed / name).read_bytes(), name
 
 
+def test_evidence_maps_table_rebuilds_byte_for_byte(tmp_path):
+    """The pointing game of the evidence and attribution maps (RESULTS.md, "Where the evidence lies")."""
+    committed = DOCS / "evidence_maps"
+    command = json.loads((committed / "evidence_maps.json").read_text())["command"]
+    assert f"`{command}`" in (committed / "evidence_maps.md").read_text() and command in RESULTS.replace("\n", " ")
+    shutil.copytree(committed / "runs", tmp_path / "docs" / "evidence_maps" / "runs")
+    _run(command, tmp_path)
+    for name in ("evidence_maps.md", "evidence_maps.json"):
+        assert (tmp_path / "docs" / "evidence_maps" / name).read_bytes() == (committed / name).read_bytes(), name
+
+
 def test_truthful_checks_table_rebuilds_byte_for_byte(tmp_path):
     """docs/truthful: the out-of-distribution flag and verified decoding, rebuilt from their JSON."""
     committed = DOCS / "truthful"

@@ -320,6 +320,45 @@ def test_evidence_maps_per_view_and_the_bridge_keeps_the_perception(tiny_pretrai
     assert torch.allclose(clues["evidence_maps"], maps, atol=1e-5)
 
 
+def test_attribution_maps_say_what_each_position_adds_to_the_disease_logit(tiny_pretrain_model):
+    """Gradient x activation, to first order: scaling the stem's output at one position by (1 - eps) lowers
+    that disease's logit by eps times the map's value there. Fails for the wrong disease, view, layer or
+    sign; the maps are per study and zero on a padded view, and finer than the patch grid."""
+    from trrg.assembly.bridge import encode_prompt_bank
+
+    model, processor = tiny_pretrain_model
+    model.eval()
+    studies = processor.image_processor([[xray_like(1), xray_like(2)], [xray_like(3)]], return_tensors="pt")
+    pixels, view_mask = studies["pixel_values"], studies["view_mask"]
+    bank = encode_prompt_bank(model, processor)
+    maps = model.attribution_maps(pixels, view_mask, bank)
+    patch_grid = model.vision_model._feature_map(pixels[:1, 0]).shape[-1]
+    assert maps.shape[:3] == (2, 2, 14) and maps.shape[-1] > patch_grid
+    assert torch.count_nonzero(maps[1, 1]) == 0 and (maps >= 0).all()
+    assert torch.allclose(model.attribution_maps(pixels[1:], view_mask[1:], bank)[0], maps[1], atol=1e-6)
+
+    def logit(scale_at=None):
+        def scale(module, args, output):
+            output = output.clone()
+            output[(0, slice(None), *scale_at)] *= 1 - 1e-3  # the first real view: study 0's frontal
+            return output
+
+        hook = model.vision_model.backbone.embedder.register_forward_hook(scale) if scale_at else None
+        try:
+            with torch.no_grad():
+                return model.predict_diseases(pixels, view_mask, bank).logit()
+        finally:
+            if hook:
+                hook.remove()
+
+    base = logit()
+    for disease in (0, 7):
+        peak = divmod(int(maps[0, 0, disease].argmax()), maps.shape[-1])
+        change = base[0, disease] - logit(peak)[0, disease]
+        assert maps[0, 0, disease][peak] > 0
+        assert torch.isclose(change, 1e-3 * maps[0, 0, disease][peak], rtol=0.1), (disease, change)
+
+
 def test_gradient_checkpointing_reaches_the_llm_and_keeps_the_gradients(tiny_finetune_model):
     """`--gradient_checkpointing` (activation checkpointing, transformers 5.24) is delegated to the
     composed backbones that support it, and recomputing activations changes no gradient."""

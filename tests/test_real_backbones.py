@@ -53,7 +53,8 @@ def test_pretrain_from_local_vit_and_bert_folders(tiny_tokenizer, tmp_path):
 
 def test_evidence_maps_from_every_backbone_family(tiny_tokenizer, tmp_path):
     """ViT (a CLS token before the patches), Swin (tokens without CLS), ConvNeXt and ResNet (feature
-    maps): every family gives per-view maps on its own patch grid."""
+    maps): every family gives per-view evidence maps on its own patch grid, and attribution maps on its
+    stem's grid."""
     from transformers import ConvNextConfig, ConvNextModel, ResNetConfig, ResNetModel, SwinConfig, SwinModel
 
     from trrg.assembly.bridge import encode_prompt_bank
@@ -76,6 +77,10 @@ def test_evidence_maps_from_every_backbone_family(tiny_tokenizer, tmp_path):
         maps = perception.evidence_maps
         assert maps.shape[:3] == (1, 2, 14) and maps.shape[-1] == maps.shape[-2] > 1, name
         assert torch.isfinite(maps).all() and maps.abs().sum() > 0, name
+        attribution = model.attribution_maps(pixels["pixel_values"], pixels["view_mask"],
+                                             encode_prompt_bank(model, processor))
+        assert attribution.shape[:3] == (1, 2, 14) and attribution.shape[-1] == attribution.shape[-2] >= maps.shape[-1], name
+        assert torch.isfinite(attribution).all() and attribution.sum() > 0, name
 
 
 def test_lora_vision_adapts_a_vit_and_refuses_a_convolutional_encoder(tiny_tokenizer, tiny_finetune_model, tmp_path):

@@ -48,7 +48,13 @@ def test_the_pipeline_encodes_each_batch_once_and_writes_what_generate_writes(ti
         views = len(STUDIES[row])  # padded views are dropped
         assert torch.equal(perception.evidence_maps, clues.evidence_maps[row, :views])
         assert perception.in_distribution is None  # unknown: the model carries no training statistics
-    assert beams.perception.evidence_maps is None  # only on request
+    assert beams.perception.evidence_maps is None and beams.perception.attribution_maps is None  # only on request
+    # The attribution maps (the backbone's finest grid) come on request, per study, padded views dropped.
+    attributed = reporter(STUDIES, max_new_tokens=2, return_attribution_maps=True, verify=False)
+    expected = model.attribution_maps(inputs["pixel_values"], inputs["view_mask"])
+    for row, report in enumerate(attributed):
+        assert torch.allclose(report.perception.attribution_maps, expected[row, : len(STUDIES[row])], atol=1e-6)
+        assert report.to_dict()["attribution_maps"]["grid"] == list(expected.shape[-2:])
 
 
 def test_given_clue_probabilities_decide_the_clues_and_one_study_streams(tiny_finetune_model):

@@ -271,8 +271,11 @@ def test_the_evidence_keeps_the_maps_and_chooses_the_default_disease(tiny_finetu
     assert present.any()  # the fixture's prompt bank makes some clues present
     expected = max(torch.nonzero(present).flatten().tolist(), key=lambda i: float(probs[i]))
     assert evidence["default"] == model.config.disease_names[expected]
-    assert evidence["maps"].shape == (1, 14, 4, 4)
-    assert np.allclose(evidence["maps"], clues["evidence_maps"][0, :1].numpy())
+    # The overlays are drawn from the attribution maps, on a finer grid than the 4 x 4 patch grid.
+    attribution = model.attribution_maps(inputs["pixel_values"], inputs["view_mask"])[0, :1].numpy()
+    assert evidence["maps_kind"] == "attribution" and evidence["maps"].shape == attribution.shape
+    assert attribution.shape[:2] == (1, 14) and attribution.shape[-1] > clues["evidence_maps"].shape[-1]
+    assert np.allclose(evidence["maps"], attribution, atol=1e-6)
     side = max(processor.image_processor.image_size, shown.OVERLAY_SIDE)
     assert evidence["views"][0].size == (side, side)  # the letterboxed square the model saw, enlarged
     labels = dict((value, label) for label, value in shown.disease_choices(evidence))
