@@ -12,7 +12,8 @@ Arms (the switch lives here, not in the public config):
 Probes (PROBES below; `--arms local fine8 ...`): fine8 / fine8wide (a 3-stage encoder, 8x8 map),
 posweight1 (the prompt loss's rare positives weighted by the full odds), augment (stage 1's light
 augmentation on), augment_shift (whole-pixel shifts only), oversample (studies with rare findings drawn
-more often, as stage 2 does), decay01 (weight decay 0.1). Run one probe with an augmentation per process.
+more often, as stage 2 does), decay01 (weight decay 0.1), multiscale8 / multiscale16 (an earlier stage's
+8x8 or 16x16 patches join the local alignment). Run one probe with an augmentation per process.
 
 Per arm and seed: `trrg pretrain`'s tiny recipe (`commands.demo.run_pretrain` settings) on the train
 split, then on the test split: AUROC and F1@0.5 per observation, and the pointing game per finding
@@ -54,6 +55,11 @@ PROBES = {
     "decay01": {"train": {"weight_decay": 0.1}},
     # Studies with rare findings drawn more often (stage 2's sampler, trainers.collators.rare_finding_weights).
     "oversample": {"oversample_rare_findings": True},
+    # Multi-scale local alignment: the patches of an earlier backbone stage (hidden state 3: 8x8 cells of
+    # 16 px, 64 channels; hidden state 2: 16x16 of 8 px) join the last map's 4x4 in the local logits, each
+    # scale with its own projection into the joint space; the evidence maps stay the 4x4 ones.
+    "multiscale8": {"fine_patch_layer": 3},
+    "multiscale16": {"fine_patch_layer": 2},
 }
 
 
@@ -65,6 +71,48 @@ def whole_pixel_shift(image, rng):
     shifted = Image.new(image.mode, image.size, 0)
     shifted.paste(image, (dx, dy))
     return shifted
+
+
+def _add_fine_patches(model, layer: int) -> None:
+    """The local alignment reads the patches of backbone hidden state ``layer`` too (``multiscale`` probes):
+    a projection of their own into the joint space, appended to the last map's patches."""
+    import torch
+    import torch.nn.functional as F
+
+    from trrg.modeling.modeling_trrg import TRRGJointEmbeddings, patch_embeddings
+
+    perception, vision = model.perception, model.perception.vision_model
+    width = model.config.vision_config.hidden_sizes[layer - 1]
+    perception.fine_projection = torch.nn.Linear(width, model.config.projection_dim, bias=False)
+    encode, embed, maps = vision.forward, perception.embed, perception.evidence_maps
+
+    def forward(pixel_values, view_mask, statistics_layers=None, keep_layer=None):
+        features = encode(pixel_values, view_mask, statistics_layers, layer if keep_layer is None else keep_layer)
+        features.fine_layer = keep_layer is None  # the kept layer is the fine patches (not an attribution's)
+        return features
+
+    def fine_embed(features, view_mask):
+        joint = embed(features, view_mask)
+        if not getattr(features, "fine_layer", False):
+            return joint
+        batch, views = view_mask.shape
+        tokens = features.kept_layer.flatten(2).transpose(1, 2)  # (real views, cells, width)
+        padded = tokens.new_zeros(batch * views, *tokens.shape[1:])
+        padded[view_mask.reshape(-1).bool()] = tokens
+        fine, fine_mask = patch_embeddings(padded.reshape(batch, views, *tokens.shape[1:]).float(), view_mask,
+                                           lambda t: F.linear(t, perception.fine_projection.weight.float()))
+        joint = TRRGJointEmbeddings(study_embeds=joint.study_embeds,
+                                    patch_embeds=torch.cat([joint.patch_embeds, fine], dim=1),
+                                    patch_mask=torch.cat([joint.patch_mask, fine_mask], dim=1))
+        joint.coarse_patches = joint.patch_embeds.shape[1] - fine.shape[1]
+        return joint
+
+    def coarse_maps(embeddings, prompt_bank, views):
+        count = getattr(embeddings, "coarse_patches", embeddings.patch_embeds.shape[1])
+        return maps(TRRGJointEmbeddings(study_embeds=embeddings.study_embeds, patch_embeds=embeddings.patch_embeds[:, :count],
+                                        patch_mask=embeddings.patch_mask[:, :count]), prompt_bank, views)
+
+    vision.forward, perception.embed, perception.evidence_maps = forward, fine_embed, coarse_maps
 
 
 def _global_only(model) -> None:
@@ -106,6 +154,8 @@ def train(arm: str, seed: int, data_dir: Path, work: Path, plan, image_size: int
     model, processor = build_pretrain_model(preset, seed=seed)
     if arm == "global":
         _global_only(model)
+    if probe.get("fine_patch_layer"):
+        _add_fine_patches(model, probe["fine_patch_layer"])
     args = training_args(TRRGPretrainArguments, work / f"{arm}_seed{seed}", plan, "pretrain", seed, disable_tqdm=True,
                          **probe.get("train", {}))
     trainer, processor = build_pretrainer(args, TRRGDataArguments(data=str(data_dir), eval_split=""), model, processor)
