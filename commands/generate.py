@@ -6,7 +6,8 @@ model's report pipeline.
 
 ``--json`` prints the pipeline's ``TRRGReport.to_dict()``: the report, its sentences with the
 observations each states, the probabilities, the clues injected as present, the thresholds, the
-evidence maps and ``in_distribution``.
+evidence maps (with ``--attribution_maps``, the finer attribution maps the Space draws too) and
+``in_distribution``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_new_tokens", type=int, default=96)
     parser.add_argument("--num_beams", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--attribution_maps", action="store_true",
+                        help="with --json, also give the attribution maps (the backbone's finest grid; one backward "
+                             "pass per disease)")
     parser.add_argument("--no_verify", action="store_true",
                         help="keep the text as generated (default: drop sentences that contradict the clues or each "
                              "other, and add the model's sentence for a present clue no sentence states)")
@@ -37,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     reporter = model.eval().report_pipeline(processor)
     try:
         result = reporter(args.images, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                          return_evidence_maps=True, verify=not args.no_verify)
+                          return_evidence_maps=True, return_attribution_maps=args.attribution_maps,
+                          verify=not args.no_verify)
     except XRayImageError as error:
         raise SystemExit(f"trrg generate: {error}") from error
     if args.json:

@@ -26,7 +26,10 @@ def test_generate_prints_report_and_clues_as_json(tiny_finetune_model, tiny_phan
     maps = result["evidence_maps"]
     assert len(maps["views"]) == 1 and set(maps["views"][0]) == set(result["disease_probs"])
     assert len(maps["views"][0]["Fracture"]) == maps["grid"][0]
-    assert isinstance(result["report"], str)
+    assert isinstance(result["report"], str) and result["attribution_maps"] is None  # only on request
+    assert generate(["--model", str(folder), "--json", "--max_new_tokens", "5", "--attribution_maps", str(image)]) == 0
+    fine = json.loads(capsys.readouterr().out)["attribution_maps"]
+    assert fine["grid"][0] > maps["grid"][0] and len(fine["views"][0]["Fracture"]) == fine["grid"][0]
     with pytest.raises(SystemExit, match="notes.txt"):
         (tmp_path / "notes.txt").write_text("not an image")
         generate(["--model", str(folder), str(tmp_path / "notes.txt")])
