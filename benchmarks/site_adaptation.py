@@ -291,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--summary-only", action="store_true", help="rebuild the outputs from OUT/runs; no training")
     args = parser.parse_args(argv)
-    command = f"python benchmarks/site_adaptation.py --out {args.out} --summary-only"
+    seeds = "" if args.seeds == [0, 1, 2] else " --seeds " + " ".join(map(str, args.seeds))
+    command = f"python benchmarks/site_adaptation.py --out {args.out}{seeds} --summary-only"
     if not args.summary_only:
         train_all(args)
     print(write_summary(args.out, args.seeds, command))
