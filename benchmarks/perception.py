@@ -13,7 +13,7 @@ Probes (PROBES below; `--arms local fine8 ...`): fine8 / fine8wide (a 3-stage en
 posweight1 (the prompt loss's rare positives weighted by the full odds), augment (stage 1's light
 augmentation on), augment_shift (whole-pixel shifts only), oversample (studies with rare findings drawn
 more often, as stage 2 does), decay01 (weight decay 0.1), multiscale8 / multiscale16 (an earlier stage's
-8x8 or 16x16 patches join the local alignment), ema (a moving average of the weights is measured). Run one probe with an augmentation per process.
+8x8 or 16x16 patches join the local alignment), ema (a moving average of the weights is measured), sharp20 / sharp50 (a sharper pooling of the patch evidence). Run one probe with an augmentation per process.
 
 Per arm and seed: `trrg pretrain`'s tiny recipe (`commands.demo.run_pretrain` settings) on the train
 split, then on the test split: AUROC and F1@0.5 per observation, and the pointing game per finding
@@ -65,6 +65,11 @@ PROBES = {
     # better in such regimes (Polyak averaging; Izmailov et al. 2018). 0.99 per step: a half-life of ~4
     # epochs at 1,000 studies (16 steps an epoch).
     "ema": {"weight_average_decay": 0.99},
+    # A sharper pooling of the patch evidence (the config's local_pool_sharpness, 5 as shipped): at 5 the
+    # log-sum-exp of ~0.1-1 cosine contrasts over 32 patches sits near their mean, so a finding seen in
+    # one patch is diluted; at 20-50 it follows the strongest patch.
+    "sharp20": {"config": {"local_pool_sharpness": 20.0}},
+    "sharp50": {"config": {"local_pool_sharpness": 50.0}},
 }
 
 
@@ -157,6 +162,8 @@ def train(arm: str, seed: int, data_dir: Path, work: Path, plan, image_size: int
 
         image_processing_trrg.augment_xray = globals()[probe["augmentation"]]
     model, processor = build_pretrain_model(preset, seed=seed)
+    for name, value in probe.get("config", {}).items():  # read when used: set before training
+        setattr(model.config, name, value)
     if arm == "global":
         _global_only(model)
     if probe.get("fine_patch_layer"):
