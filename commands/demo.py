@@ -1,6 +1,6 @@
 """``trrg demo``: the main job on the embedded default, end to end on a CPU.
 
-    trrg demo --out runs/demo            # about 15 minutes on 2 cores
+    trrg demo --out runs/demo            # about 7 minutes on 2 cores
     trrg demo --quick --out runs/quick   # under 3 minutes, smaller and shorter: a smoke run
 
 phantom data -> stage 1, pretrain (contrastive) -> bridge (prompt bank) -> stage 2, finetune (report
