@@ -431,7 +431,8 @@ class TRRGVisionEncoder(nn.Module):
     def _encode(self, pixel_values: torch.Tensor, statistics_layers: Sequence[int] | None = None,
                 keep_layer: int | None = None):
         """The feature map of ``_feature_map``, the ``layer_statistics`` of the ``statistics_layers`` hidden
-        states (None when not asked) and the ``keep_layer`` hidden state as a grid (None when not asked)."""
+        states (None when not asked) and the ``keep_layer`` hidden state as the backbone gives it (None when not
+        asked)."""
         # The processor gives fp32 pixels; a model loaded in bf16 has a bf16 backbone.
         output = self.backbone(pixel_values=pixel_values.to(self.backbone.dtype),
                                output_hidden_states=statistics_layers is not None or keep_layer is not None)
