@@ -13,8 +13,8 @@ Probes (PROBES below; `--arms local fine8 ...`): fine8 / fine8wide (a 3-stage en
 posweight1 (the prompt loss's rare positives weighted by the full odds), augment (stage 1's light
 augmentation on), augment_shift (whole-pixel shifts only), oversample (studies with rare findings drawn
 more often, as stage 2 does), decay01 (weight decay 0.1), multiscale8 / multiscale16 (an earlier stage's
-8x8 or 16x16 patches join the local alignment), ema (a moving average of the weights is measured), sharp20 / sharp50 (a sharper pooling of the patch evidence), batch32 (half
-the batch, twice the steps), lr1e-3 (half the peak rate). Run one probe with an augmentation per process.
+8x8 or 16x16 patches join the local alignment), ema (a moving average of the weights is measured), sharp20 / sharp50 (a sharper pooling of the patch evidence), batch32 / batch16 (half
+or a quarter of the batch, more steps), lr1e-3 (half the peak rate). Run one probe with an augmentation per process.
 
 Per arm and seed: `trrg pretrain`'s tiny recipe (`commands.demo.run_pretrain` settings) on the train
 split, then on the test split: AUROC and F1@0.5 per observation, and the pointing game per finding
@@ -74,6 +74,8 @@ PROBES = {
     # Twice the optimizer steps at half the batch (the writer learns rare findings from the number of
     # steps: RECIPES' note on stage 2); fewer in-batch negatives for the sentence contrast.
     "batch32": {"train": {"per_device_train_batch_size": 32}},
+    # A quarter of the batch, four times the steps.
+    "batch16": {"train": {"per_device_train_batch_size": 16}},
     # Half the recipe's peak rate.
     "lr1e-3": {"train": {"learning_rate": 1e-3}},
 }

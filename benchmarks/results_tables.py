@@ -145,6 +145,8 @@ def views_table(columns: list[tuple[str, dict]]) -> str:
 
 # (docs/results/<metrics>, docs/results/<report counts>, heading), newest first
 USERROUTE_COLUMNS = (
+    ("userroute_phantom13_batch32_metrics.json", "userroute_phantom13_batch32_report_counts.json",
+     "phantom 1.3, stage 1 at batch 32 (`runs/userroute14`)"),
     ("userroute_phantom13_metrics.json", "userroute_phantom13_report_counts.json",
      "phantom 1.3, stage 1 for 30 epochs (`runs/userroute13`)"),
     ("userroute_phantom12_metrics.json", "userroute_phantom12_report_counts.json",

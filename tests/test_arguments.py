@@ -219,3 +219,20 @@ def test_finetune_evaluates_each_epoch_when_the_data_has_an_evaluation_split(tin
     assert evaluation_argv(argv + ["--eval_split", ""]) == argv + ["--eval_split", ""]  # "": no evaluation
     args, _ = parse_with_resume((TRRGFinetuneArguments, TRRGDataArguments), added + ["--use_cpu", "True"], "test")
     assert args.load_best_model_at_end and args.logging_steps == 0.05 and args.save_total_limit == 2
+
+
+def test_the_demo_plans_pin_stage_one_batch_and_the_recipe_fills_the_rest(tmp_path):
+    """`trrg pretrain` trains stage 1 at the tiny recipe's batch (32); the demo plans pin 64 (their time
+    budget), and a plan that sets none (the benchmarks') gets the recipe's."""
+    from trrg.assembly.presets import RECIPES
+    from trrg.commands.demo import PLANS, DemoPlan, training_args
+    from trrg.trainers.arguments import TRRGFinetuneArguments, TRRGPretrainArguments
+
+    assert RECIPES["tiny"]["pretrain"]["per_device_train_batch_size"] == 32
+    for name in ("full", "quick"):
+        args = training_args(TRRGPretrainArguments, tmp_path / name, PLANS[name], "pretrain", 0)
+        assert args.per_device_train_batch_size == 64 and args.num_train_epochs == PLANS[name].pretrain_epochs
+    plain = DemoPlan(num_train=10, num_val=0, num_test=0, pretrain_epochs=2, finetune_epochs=1)
+    assert training_args(TRRGPretrainArguments, tmp_path / "p", plain, "pretrain", 0).per_device_train_batch_size == 32
+    finetune = training_args(TRRGFinetuneArguments, tmp_path / "f", PLANS["full"], "finetune", 0)
+    assert finetune.per_device_train_batch_size == RECIPES["tiny"]["finetune"]["per_device_train_batch_size"]
