@@ -42,7 +42,7 @@ def measure(folder: Path, data_dir: Path, layers: list[int], limit: int | None, 
     from trrg.assembly.bridge import encode_prompt_bank
     from trrg.assembly.hub_folders import load_model_folder, model_kind
     from trrg.modeling.modeling_trrg import ATTRIBUTION_LAYER
-    from trrg.evaluation.perception import pointing_game
+    from trrg.evaluation.perception import pointing_cases, pointing_game
     from trrg.processing.phantom import finding_regions
     from trrg.processing.studies import load_studies
     from trrg.processing.studies.schema import CachedStudyReader
@@ -72,15 +72,8 @@ def measure(folder: Path, data_dir: Path, layers: list[int], limit: int | None, 
                 fine.flatten(0, 1), patch_grid).unflatten(0, fine.shape[:2])
         for kind, kind_maps in maps.items():
             grids[kind] = list(kind_maps.shape[-2:])
-            for index, (row, study_views) in enumerate(zip(kept, views)):
-                for view, regions in finding_regions(meta, row["id"]).items():
-                    if view >= len(study_views):
-                        continue
-                    size = study_views[view].size[::-1]  # (height, width) of the image the boxes are in
-                    for name, boxes in regions.items():
-                        if name in names and row["labels"].get(name) == 1:
-                            cases.setdefault(kind, []).append(
-                                (name, kind_maps[index, view, names.index(name)].float().numpy(), boxes, size))
+            cases.setdefault(kind, []).extend(pointing_cases(kept, views, kind_maps.float().numpy(), names,
+                                                             lambda study: finding_regions(meta, study)))
     return {"pointing": {kind: pointing_game(kind_cases) for kind, kind_cases in cases.items()}, "grids": grids,
             "split": split, "studies": len(rows)}
 
@@ -173,7 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        result = measure(args.model, args.data, args.layers, args.limit, args.split)
+        from trrg.processing.studies.schema import StudyDataError
+
+        try:
+            result = measure(args.model, args.data, args.layers, args.limit, args.split)
+        except (FileNotFoundError, StudyDataError, ValueError) as error:  # a wrong folder or split: say which
+            parser.error(str(error))
         result.update({"group": args.group, "seed": args.seed, "model": str(args.model), "data": str(args.data),
                        "versions": _versions()})
         runs = args.out / "runs"

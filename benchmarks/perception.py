@@ -241,7 +241,7 @@ def measure(model, processor, data_dir: Path) -> dict:
     import torch
 
     from trrg.assembly.bridge import encode_prompt_bank
-    from trrg.evaluation.perception import perception_scores, pointing_game
+    from trrg.evaluation.perception import perception_scores, pointing_cases, pointing_game
     from trrg.processing.phantom import finding_regions
     from trrg.processing.studies import load_studies
     from trrg.processing.studies.schema import CachedStudyReader
@@ -261,15 +261,8 @@ def measure(model, processor, data_dir: Path) -> dict:
                                                 return_maps=True)
         probs.append(perception.disease_probs.numpy())
         targets.append(disease_targets(kept).numpy())
-        maps = perception.evidence_maps.numpy()
-        for index, (row, study_views) in enumerate(zip(kept, views)):
-            for view, regions in finding_regions(meta, row["id"]).items():
-                if view >= len(study_views):
-                    continue
-                size = study_views[view].size[::-1]  # (height, width) of the image the boxes are in
-                for name, boxes in regions.items():
-                    if name in names and row["labels"].get(name) == 1:
-                        cases.append((name, maps[index, view, names.index(name)], boxes, size))
+        cases += pointing_cases(kept, views, perception.evidence_maps.numpy(), names,
+                                lambda study: finding_regions(meta, study))
     scores = perception_scores(np.concatenate(probs), np.concatenate(targets), names)
     scores["pointing"] = pointing_game(cases)
     return scores

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -78,6 +78,27 @@ def pointing_chance(grid: tuple[int, int], boxes: Sequence[Box], image_size: tup
     above this."""
     cells = [cell_box(r, c, grid, image_size) for r in range(grid[0]) for c in range(grid[1])]
     return sum(any(_overlaps(cell, box) for box in boxes) for cell in cells) / len(cells)
+
+
+def pointing_cases(rows: Sequence[dict], views: Sequence[Sequence], maps: np.ndarray,
+                   names: Sequence[str], regions_of: Callable[[str], dict]) -> list[tuple]:
+    """The pointing game's cases of a batch of studies: for each positive finding with a drawn region on a
+    view the study has, (observation, that view's map of it, the boxes, the view's (height, width)).
+
+    Args:
+        rows: the studies (``id``, ``labels``); views: each study's views (PIL images, in map order);
+        maps: (studies, views, diseases, h, w), diseases in the order of ``names``;
+        regions_of: a study id -> ``{view: {observation: boxes}}`` (the phantom's ``finding_regions``).
+    """
+    cases = []
+    for index, (row, study_views) in enumerate(zip(rows, views)):
+        for view, regions in regions_of(row["id"]).items():
+            if view >= len(study_views):
+                continue
+            size = study_views[view].size[::-1]  # (height, width) of the image the boxes are in
+            cases += [(name, maps[index, view, names.index(name)], boxes, size) for name, boxes in regions.items()
+                      if name in names and row["labels"].get(name) == 1]
+    return cases
 
 
 def pointing_game(cases: Sequence[tuple[str, np.ndarray, Sequence[Box], tuple[int, int]]]) -> dict:

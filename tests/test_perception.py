@@ -33,3 +33,20 @@ def test_pointing_game_hits_when_the_peak_cell_overlaps_the_region():
     summary = pointing_game([("Fracture", evidence, [[70, 40, 80, 50]], (128, 128)),
                              ("Fracture", evidence, [[0, 0, 10, 10]], (128, 128))])
     assert summary["Fracture"] == {"hit_rate": 0.5, "chance_rate": 1 / 16, "cases": 2}
+
+
+def test_pointing_cases_take_positive_findings_with_a_region_on_a_view_the_study_has():
+    from PIL import Image
+
+    from trrg.evaluation.perception import pointing_cases
+
+    names = ["Fracture", "Lung Lesion"]
+    rows = [{"id": "a", "labels": {"Fracture": 1, "Lung Lesion": 0}}, {"id": "b", "labels": {"Lung Lesion": 1}}]
+    views = [[Image.new("L", (8, 6)), Image.new("L", (8, 6))], [Image.new("L", (4, 4))]]
+    maps = np.arange(2 * 2 * 2 * 3 * 3, dtype=float).reshape(2, 2, 2, 3, 3)
+    regions = {"a": {1: {"Fracture": [[0, 0, 2, 2]], "Lung Lesion": [[1, 1, 2, 2]]}},
+               "b": {0: {"Lung Lesion": [[0, 0, 1, 1]]}, 1: {"Lung Lesion": [[0, 0, 1, 1]]}}}  # b has no view 1
+    cases = pointing_cases(rows, views, maps, names, regions.__getitem__)
+    assert [(name, boxes, size) for name, _, boxes, size in cases] == [
+        ("Fracture", [[0, 0, 2, 2]], (6, 8)), ("Lung Lesion", [[0, 0, 1, 1]], (4, 4))]  # negatives left out
+    assert np.array_equal(cases[0][1], maps[0, 1, 0]) and np.array_equal(cases[1][1], maps[1, 0, 1])
