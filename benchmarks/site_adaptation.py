@@ -21,7 +21,9 @@ Arms (each measured on the site's test split and on the original phantom's test 
                   then averaged half and half with its weights before (--adapted_perception_weight 0.5);
                   thresholds re-tuned)
   adapt_replay    adapt with `--replay_data <the model's own phantom>`: as many of the original training
-                  studies as the site has mixed into the training split (the route docs recommend)
+                  studies as the site has mixed into the training split (the route docs recommend); the
+                  thresholds are re-tuned on the site's training studies and as many original ones that were
+                  not replayed (until the commit after 7f3b4ea: on the training split itself)
   adapt_alone, adapt_replay_alone
                   the same with the adapted weights kept whole (--adapted_perception_weight 1.0)
   adapt_replay_gentle  adapt_replay at a fifth of the adapt recipe's learning rate (1e-4)
@@ -36,8 +38,10 @@ Explored on seed 0, all with the adapted weights kept whole:
                   restricts what --adapt_perception trains, in this process)
   adapt_replay_early  both
 
-Writes OUT/runs/<arm>_seed<k>.json as each run ends (a rerun skips finished runs), then
-OUT/site_adaptation.json and OUT/site_adaptation.md. With --summary-only nothing is trained.
+Writes OUT/runs/calibration_noise.json first (how far the original test split's score moves when only the
+clue thresholds are re-tuned: the noise floor of "change on the original"), OUT/runs/<arm>_seed<k>.json as
+each run ends (a rerun skips finished runs), then OUT/site_adaptation.json and OUT/site_adaptation.md. With
+--summary-only nothing is trained.
 """
 
 from __future__ import annotations
@@ -196,6 +200,39 @@ def run_arm(arm: str, seed: int, model_dir: Path, site: Path, phantom: Path, wor
     return result
 
 
+def calibration_noise(model_dir: Path, phantom: Path, phantom_test: int, studies: int, draws: int = 10) -> dict:
+    """How far the original test split's perception macro-F1 moves when nothing but the clue thresholds
+    change: the model as it is, its thresholds re-tuned (the route's rule, ``fit_clue_thresholds``) on
+    ``draws`` random draws of ``studies`` of its own training studies (as many as the adapt route's
+    training split holds). The noise floor of the "change on the original" column."""
+    from trrg.assembly.hub_folders import load_model_folder
+    from trrg.processing.studies import load_studies
+    from trrg.trainers.clue_calibration import fit_clue_thresholds, perceive
+    from trrg.trainers.collators import disease_targets
+
+    model, processor = load_model_folder(model_dir, expected="trrg")
+    model.eval()
+    source = load_studies(phantom)
+    probs, targets = {}, {}
+    for split, rows in (("train", list(source["train"])), ("test", list(source["test"])[:phantom_test])):
+        kept, split_probs = perceive(model, processor, rows)
+        probs[split], targets[split] = split_probs.numpy(), disease_targets(kept, "positive").numpy() > 0.5
+
+    def macro_f1(thresholds) -> float:
+        called = probs["test"] >= np.asarray(thresholds)
+        true_positives = (called & targets["test"]).sum(0)
+        return float(np.mean(2 * true_positives / np.maximum(called.sum(0) + targets["test"].sum(0), 1)))
+
+    scores = []
+    for draw in range(draws):
+        chosen = np.random.default_rng(draw).choice(len(probs["train"]), studies, replace=False)
+        scores.append(macro_f1(fit_clue_thresholds(probs["train"][chosen], targets["train"][chosen])))
+    return {"model": str(model_dir), "studies": studies, "draws": draws, "phantom_test": phantom_test,
+            "own_thresholds": round(macro_f1(model.config.clue_config.clue_thresholds), 4),
+            "retuned": {"mean": round(float(np.mean(scores)), 4), "sd": round(float(np.std(scores)), 4),
+                        "min": round(min(scores), 4), "max": round(max(scores), 4)}}
+
+
 EARLY_LAYERS = ("vision_model.backbone.embedder.", "vision_model.backbone.encoder.stages.0.")
 
 
@@ -237,6 +274,9 @@ def summarise(results: list[dict]) -> dict:
                                           "n": len(runs)} for metric in HEADLINE} for test in ("site", "original")}
             table[arm]["gain_per_seed"] = [round(run["site"]["ce_macro_f1_14"] - _none(results, run["seed"], "site"), 4)
                                            for run in runs if _none(results, run["seed"], "site") is not None]
+            table[arm]["original_change_per_seed"] = [
+                round(run["original"]["ce_macro_f1_14"] - _none(results, run["seed"], "original"), 4)
+                for run in runs if _none(results, run["seed"], "original") is not None]
     return table
 
 
@@ -251,15 +291,24 @@ def markdown(summary: dict, protocol: dict) -> str:
              f"{protocol['seeds']} (site data and training); `trrg score` protocol (docs/METRICS.md), no METEOR. "
              "Mean ± sd over seeds.", "",
              "| arm | site CE macro-F1 | site perception macro-F1 | site clue drop | site collapse | site BLEU-4 | "
-             "gain over none per seed | original CE macro-F1 | original perception macro-F1 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "gain over none per seed | original CE macro-F1 | change on the original per seed | "
+             "original perception macro-F1 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for arm, tests in summary.items():
         site, original = tests["site"], tests["original"]
         cell = lambda m: f"{m['mean']:.3f} ± {m['sd']:.3f}"  # noqa: E731
         lines.append(f"| {arm} | {cell(site['ce_macro_f1_14'])} | {cell(site['perception_macro_f1_14'])} | "
                      f"{cell(site['clue_drop_rate'])} | {cell(site['ce_normal_collapse'])} | {cell(site['bleu_4'])} | "
                      f"{', '.join(f'{g:+.3f}' for g in tests['gain_per_seed'])} | {cell(original['ce_macro_f1_14'])} | "
+                     f"{', '.join(f'{c:+.4f}' for c in tests['original_change_per_seed'])} | "
                      f"{cell(original['perception_macro_f1_14'])} |")
+    noise = protocol.get("calibration_noise")
+    if noise:
+        lines += ["", f"Calibration noise (`calibration_noise`): the model as it is scores perception macro-F1 "
+                  f"{noise['own_thresholds']:.4f} on these {noise['phantom_test']} original test studies with its own "
+                  f"thresholds; re-tuned on {noise['draws']} random draws of {noise['studies']} of its training studies "
+                  f"(the route's rule, nothing else changed) it scores {noise['retuned']['mean']:.4f} ± "
+                  f"{noise['retuned']['sd']:.4f} (min {noise['retuned']['min']:.4f}, max {noise['retuned']['max']:.4f})."]
     return "\n".join(lines) + "\n"
 
 
@@ -272,6 +321,9 @@ def write_summary(out: Path, seeds: list[int], command: str) -> str:
     protocol = {"command": command, "model": first["model"], "phantom": first["phantom"],
                 "phantom_test": first["phantom_test"], "site": f"phantom seed 2000 + seed, shifted ({SHIFT}; {SPLITS})",
                 "seeds": sorted({run["seed"] for run in results}), "versions": first.get("versions")}
+    noise_file = out / "runs" / "calibration_noise.json"
+    if noise_file.exists():
+        protocol["calibration_noise"] = json.loads(noise_file.read_text())
     summary = summarise(results)
     table = markdown(summary, protocol)
     (out / "site_adaptation.json").write_text(json.dumps({"protocol": protocol, "summary": summary}, indent=2) + "\n")
@@ -309,6 +361,10 @@ def train_all(args) -> None:
         torch.set_num_threads(args.threads)
     image_size = load_model_folder(args.model, expected="trrg")[0].config.image_size
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    noise_file = args.out / "runs" / "calibration_noise.json"
+    if not noise_file.exists():  # the route's training split: the site's studies and as many replayed
+        noise = calibration_noise(args.model, args.phantom, args.phantom_test, 2 * SPLITS["num_train"])
+        noise_file.write_text(json.dumps(noise, indent=2) + "\n")
     for seed in args.seeds:
         site = make_site(args.work / f"site_seed{seed}", 2000 + seed, image_size)
         for arm in args.arms:

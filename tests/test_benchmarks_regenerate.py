@@ -111,7 +111,9 @@ def test_ablation_reruns_summary_rebuilds_its_docs(tmp_path, folder):
 
 @pytest.mark.parametrize("folder, stem", [("continued_finetune", "continued_finetune"), ("single_view", "single_view"),
                                           ("rendering_shift", "rendering_shift"), ("site_adaptation", "site_adaptation"),
-                                          ("site_adaptation/phantom-1.3", "site_adaptation")])
+                                          ("site_adaptation/phantom-1.3", "site_adaptation"),
+                                          ("site_adaptation/phantom-1.3-full-test", "site_adaptation"),
+                                          ("site_adaptation/phantom-1.3-unseen-calibration", "site_adaptation")])
 def test_finetune_guide_tables_rebuild_byte_for_byte(tmp_path, folder, stem):
     """The continued-fine-tuning, one-view and rendering-shift tables (docs/FINETUNE_ON_YOUR_DATA.md, RESULTS.md)."""
     committed = DOCS / folder

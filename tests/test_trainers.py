@@ -513,3 +513,40 @@ def test_frozen_features_are_computed_once_in_the_trainer_process_with_dataloade
     shipped = pickle.dumps(trainer.data_collator)  # what a worker gets (spawn) or shares (fork)
     assert not any(isinstance(value, torch.nn.Module) for value in vars(trainer.data_collator).values())
     assert len(shipped) < 200_000 and trainer.state.global_step == 6  # 2 epochs of 48 studies, batch 16
+
+
+def test_thresholds_after_adapting_with_replay_are_tuned_on_original_studies_it_did_not_train_on(
+        tiny_phantom, tiny_finetune_model, tmp_path):
+    """--adapt_perception with --replay_data: the clue thresholds are re-tuned on the site's training studies
+    and as many original training studies as were replayed, none of them replayed (replay_calibration_studies),
+    not on the training split the perception was just fitted to."""
+    import copy
+    import shutil
+
+    from trrg.trainers.clue_calibration import calibrate_clue_thresholds
+    from trrg.trainers.training_data import load_training_studies, replay_calibration_studies
+
+    site = shutil.copytree(tiny_phantom, tmp_path / "site")
+    (site / "phantom_meta.json").unlink()
+    data_args = TRRGDataArguments(data=str(site), replay_data=str(tiny_phantom), replay_studies=16)
+    mixed = load_training_studies(data_args, seed=3)["train"]
+    calibration = replay_calibration_studies(mixed, data_args, seed=3)
+    site_count = len(mixed) - 16
+    assert len(calibration) == len(mixed) and calibration["id"][:site_count] == mixed["id"][:site_count]
+    assert not set(calibration["id"][site_count:]) & set(mixed["id"][site_count:])  # none was replayed
+    # Not with_replay's output for this seed, or too few original studies left: the training split itself.
+    assert replay_calibration_studies(mixed, data_args, seed=4)["id"] == mixed["id"]
+    too_many = TRRGDataArguments(data=str(site), replay_data=str(tiny_phantom), replay_studies=30)
+    crowded = load_training_studies(too_many, seed=3)["train"]
+    assert replay_calibration_studies(crowded, too_many, seed=3)["id"] == crowded["id"]
+
+    model = copy.deepcopy(tiny_finetune_model[0])
+    args = _args(TRRGFinetuneArguments, tmp_path / "out", adapt_perception=True, cache_vision_features=False,
+                 learning_rate=1e-2, max_steps=3, seed=3)
+    torch.manual_seed(0)
+    TRRGFinetuneTrainer(model=model, args=args, train_dataset=mixed, processing_class=tiny_finetune_model[1],
+                        data_args=data_args).train()
+    tuned = list(model.config.clue_config.clue_thresholds)
+    on_training_split = calibrate_clue_thresholds(copy.deepcopy(model), tiny_finetune_model[1], mixed)
+    assert calibrate_clue_thresholds(copy.deepcopy(model), tiny_finetune_model[1], calibration) == tuned
+    assert on_training_split != tuned  # the two sets of studies give other thresholds: the test tells them apart

@@ -84,7 +84,8 @@ class TRRGDataArguments:
             (docs/site_adaptation). Evaluation stays on ``data``. If `None`, no replay.
         replay_studies (`int` or `None`, *optional*):
             How many training studies of ``replay_data`` to mix in, drawn at random with the run's seed.
-            If `None`, as many as ``data``'s training split holds.
+            If `None`, as many as ``data``'s training split holds. With ``adapt_perception``, as many more
+            (the next of the same draw) tune the clue thresholds after training.
 
         > Parameters that control the labels and images
 
@@ -268,8 +269,9 @@ class TRRGFinetuneArguments(TrainingArguments):
         adapt_perception (`bool`, *optional*, defaults to `False`):
             Train only the zero-shot perception (vision encoder and projections, batch norm included), under its
             disease-prompt loss against the data's report labels, the report writer frozen; the clue thresholds
-            are re-tuned on the training split afterwards. For a new site whose images the model reads badly
-            (docs/site_adaptation); ``trrg finetune`` then takes the preset's "adapt" recipe.
+            are re-tuned on the training split afterwards (with ``replay_data``: on the site's training studies
+            and as many original training studies that were not replayed). For a new site whose images the model
+            reads badly (docs/site_adaptation); ``trrg finetune`` then takes the preset's "adapt" recipe.
         adapted_perception_weight (`float`, *optional*, defaults to `1.0`):
             With ``adapt_perception``: the perception kept after training is this share of the adapted
             weights plus the rest of the weights it started from (weight-space averaging), before the

@@ -41,7 +41,12 @@ from trrg.trainers.distributed import (
 )
 from trrg.trainers.loss_parts import LossPartsMixin
 from trrg.trainers.training_distribution import record_training_distribution
-from trrg.trainers.training_data import evaluation_split, load_training_studies, training_data_label
+from trrg.trainers.training_data import (
+    evaluation_split,
+    load_training_studies,
+    replay_calibration_studies,
+    training_data_label,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +110,13 @@ class TRRGFinetuneTrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
             average_weights(model.perception, starting, weight)
             logger.info("perception: %.2f x the adapted weights + %.2f x the weights before", weight, 1 - weight)
         if self.options.adapt_perception and self.options.calibrate_clue_thresholds:
-            # The perception changed: its thresholds are tuned again, on the same training split.
-            thresholds = calibrate_clue_thresholds(model, self.processing_class, self.train_dataset, self.data_args.uncertain)
-            logger.info("clue thresholds re-tuned after adapting the perception: %s", thresholds)
+            # The perception changed: its thresholds are tuned again, on the site's training studies and, with
+            # replay, on original studies it was not trained on.
+            rows = self.train_dataset
+            if self.data_args.replay_data:
+                rows = replay_calibration_studies(rows, self.data_args, self.args.seed)
+            thresholds = calibrate_clue_thresholds(model, self.processing_class, rows, self.data_args.uncertain)
+            logger.info("clue thresholds re-tuned on %d studies after adapting the perception: %s", len(rows), thresholds)
         record_training_distribution(self)
         return result
 

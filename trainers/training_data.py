@@ -31,20 +31,44 @@ def load_training_studies(data_args: TRRGDataArguments, seed: int = 0) -> datase
 def with_replay(train: datasets.Dataset, data_args: TRRGDataArguments, seed: int) -> datasets.Dataset:
     """The training split with ``--replay_studies`` studies of ``--replay_data``'s training split (drawn
     with ``seed``) appended; named after both, so the model records what it was fine-tuned on."""
+    source = _replay_source(data_args, seed)
+    count = len(train) if data_args.replay_studies is None else data_args.replay_studies
+    if not 0 < count <= len(source):
+        raise StudyDataError(f"--replay_studies {count}: --replay_data {data_args.replay_data} has {len(source)} "
+                             f"training studies; pass a number from 1 to {len(source)}")
+    columns = [name for name in train.column_names if name in source.column_names]
+    replay = source.select(range(count)).select_columns(columns).cast(train.select_columns(columns).features)
+    mixed = datasets.concatenate_datasets([train.select_columns(columns), replay])
+    mixed.info.dataset_name = f"{training_data_label(train)} + {count} replayed from {training_data_label(source)}"
+    return mixed
+
+
+def replay_calibration_studies(mixed: datasets.Dataset, data_args: TRRGDataArguments, seed: int) -> datasets.Dataset:
+    """Where the clue thresholds are re-tuned after ``--adapt_perception`` with ``--replay_data``: the site's
+    training studies and as many of the replay source's training studies as were replayed, the next ones of
+    ``with_replay``'s draw, so none of them was replayed. A perception just trained on the replayed studies
+    is surer of them than of the original's other studies, and thresholds tuned on them cost the original
+    (docs/site_adaptation). ``mixed`` itself where it is not ``with_replay``'s output for ``seed`` or the
+    source has too few studies left."""
+    source = _replay_source(data_args, seed)
+    count = len(mixed) // 2 if data_args.replay_studies is None else data_args.replay_studies
+    if not 0 < count < len(mixed) or len(source) < 2 * count:
+        return mixed
+    replayed = mixed.select(range(len(mixed) - count, len(mixed)))
+    if list(replayed["id"]) != list(source.select(range(count))["id"]):
+        return mixed
+    columns = mixed.column_names
+    unseen = source.select(range(count, 2 * count)).select_columns(columns).cast(mixed.features)
+    return datasets.concatenate_datasets([mixed.select(range(len(mixed) - count)), unseen])
+
+
+def _replay_source(data_args: TRRGDataArguments, seed: int) -> datasets.Dataset:
+    """``--replay_data``'s training split, shuffled with ``seed``: the replay draws from its start."""
     source = load_studies(data_args.replay_data)
     if data_args.train_split not in source:
         raise StudyDataError(f"--replay_data {data_args.replay_data} has no split {data_args.train_split!r} "
                              f"(it has {sorted(source)}): replay draws from the training split")
-    replay = source[data_args.train_split]
-    count = len(train) if data_args.replay_studies is None else data_args.replay_studies
-    if not 0 < count <= len(replay):
-        raise StudyDataError(f"--replay_studies {count}: --replay_data {data_args.replay_data} has {len(replay)} "
-                             f"training studies; pass a number from 1 to {len(replay)}")
-    columns = [name for name in train.column_names if name in replay.column_names]
-    replay = replay.shuffle(seed=seed).select(range(count)).select_columns(columns).cast(train.select_columns(columns).features)
-    mixed = datasets.concatenate_datasets([train.select_columns(columns), replay])
-    mixed.info.dataset_name = f"{training_data_label(train)} + {count} replayed from {training_data_label(replay)}"
-    return mixed
+    return source[data_args.train_split].shuffle(seed=seed)
 
 
 def evaluation_split(studies: datasets.DatasetDict, data_args: TRRGDataArguments, eval_strategy) -> datasets.Dataset | None:
