@@ -78,6 +78,11 @@ PROBES = {
     "batch16": {"train": {"per_device_train_batch_size": 16}},
     # Half the recipe's peak rate.
     "lr1e-3": {"train": {"learning_rate": 1e-3}},
+    # At the recipe's batch 32 (the batch named, so the arm keeps its meaning if the recipe changes):
+    # the light augmentation, a trade at batch 64, with twice the steps to learn from varied studies;
+    "augment_b32": {"train": {"augment": True, "per_device_train_batch_size": 32}},
+    # the disease-prompt loss (the zero-shot clues' own objective) weighted twice the sentence contrast.
+    "prompt2_b32": {"config": {"prompt_loss_weight": 2.0}, "train": {"per_device_train_batch_size": 32}},
 }
 
 
