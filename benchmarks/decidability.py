@@ -425,7 +425,9 @@ def _markdown(summary: dict) -> str:
     lines += ["", "Rendering parameters that govern the small findings (current values; the phantom is not changed "
               "here):", "", "| observation | where | what |", "|---|---|---|"]
     lines += [f"| {p['observation']} | `{p['where']}` | {p['what']} |" for p in summary["parameters"]]
-    lines += ["", "Times on 2 CPU cores shared with other work, 1 torch thread; compare runs within one table only."]
+    threads = sorted({r["settings"].get("threads", 1) for r in runs.values()})
+    lines += ["", f"Times on 2 CPU cores, {' or '.join(map(str, threads))} torch thread(s) (each run's settings), "
+              "at times shared with other work; compare runs within one table only."]
     return "\n".join(lines) + "\n"
 
 
