@@ -23,15 +23,25 @@ def recipe_argv(argv: list[str], stage: str) -> list[str]:
             preset = value
     if stage == "finetune" and _is_true(_flag_value(argv, "--adapt_perception")):
         stage = "adapt"
+        applied = _applied(argv, preset, stage)
+        weight = float(applied["adapted_perception_weight"])
+        if not applied["calibrate_clue_thresholds"]:
+            thresholds = "kept"
+        elif _flag_value(argv, "--replay_data") is not None:
+            thresholds = "re-tuned after training on your training studies and as many original ones not replayed"
+        else:
+            thresholds = ("re-tuned after training on your training split (without --replay_data the model forgets "
+                          "the original; docs/FINETUNE_ON_YOUR_DATA.md)")
+        print(f"--adapt_perception: the {preset!r} preset's \"adapt\" recipe fills the options you leave out; applied: "
+              f"{_schedule(applied)}, the perception kept as {weight:g} x the adapted weights + {1 - weight:g} x the "
+              f"weights before, clue thresholds {thresholds}.", file=sys.stderr)
     elif stage == "finetune" and (trained_on := fine_tuned_on(_flag_value(argv, "--model"))) is not None:
         stage = "continue"
-        applied = {**recipe_options(preset, stage), **{key: value for key in recipe_options(preset, stage)
-                                                        if (value := _flag_value(argv, f"--{key}")) is not None}}
+        applied = _applied(argv, preset, stage)
         print(f"--model was already fine-tuned (on {trained_on!r}): the {preset!r} preset's \"continue\" recipe fills "
-              "the options you leave out (a higher rate erases what the model learned); applied: learning rate "
-              f"{float(applied['learning_rate']):g}, {applied['num_train_epochs']} epochs, warm-up "
-              f"{_warmup(applied['warmup_steps'])}, clue thresholds "
-              f"{'re-tuned' if str(applied.get('calibrate_clue_thresholds', True)) == 'True' else 'kept'}.",
+              f"the options you leave out (a higher rate erases what the model learned); applied: {_schedule(applied)}, "
+              "clue thresholds "
+              f"{'re-tuned' if applied['calibrate_clue_thresholds'] else 'kept'}.",
               file=sys.stderr)
     recipe = []
     for key, value in recipe_options(preset, stage).items():
@@ -47,6 +57,20 @@ def _is_true(value: str | None) -> bool:
         return value is not None and bool(string_to_bool(value))
     except Exception:  # the parser itself names a bad value
         return False
+
+
+def _applied(argv: list[str], preset: str, stage: str) -> dict:
+    """The recipe's options for ``stage`` with the values ``argv`` gives them instead."""
+    recipe = {"calibrate_clue_thresholds": True, **recipe_options(preset, stage)}
+    given = {key: value for key in recipe if (value := _flag_value(argv, f"--{key}")) is not None}
+    if "calibrate_clue_thresholds" in given:
+        given["calibrate_clue_thresholds"] = _is_true(given["calibrate_clue_thresholds"])
+    return {**recipe, **given}
+
+
+def _schedule(applied: dict) -> str:
+    return (f"learning rate {float(applied['learning_rate']):g}, {applied['num_train_epochs']} epochs, warm-up "
+            f"{_warmup(applied['warmup_steps'])}")
 
 
 def _warmup(value) -> str:

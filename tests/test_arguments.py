@@ -205,6 +205,19 @@ def test_finetuning_an_already_fine_tuned_model_takes_the_continue_recipe(tiny_f
     assert "already fine-tuned (on 'phantom')" in stated
     assert "2 epochs" in stated and "warm-up 10% of the steps" in stated  # what is applied, the user's flags included
     assert recipe_argv(["--model", "no-such/model-id"], "finetune")[:2] == ["--learning_rate", "0.002"]
+    capsys.readouterr()
+    adapt = RECIPES["tiny"]["adapt"]
+    argv = recipe_argv(["--model", str(trained), "--adapt_perception", "true", "--replay_data", "orig",
+                        "--adapted_perception_weight", "0.3"], "finetune")
+    assert argv[:2] == ["--learning_rate", str(adapt["learning_rate"])]
+    stated = capsys.readouterr().err
+    assert '"adapt" recipe' in stated and "already fine-tuned" not in stated
+    assert f"{adapt['num_train_epochs']} epochs" in stated and "0.3 x the adapted weights" in stated
+    assert "as many original ones not replayed" in stated
+    recipe_argv(["--model", str(trained), "--adapt_perception", "true", "--calibrate_clue_thresholds", "false"], "finetune")
+    assert "clue thresholds kept." in capsys.readouterr().err
+    recipe_argv(["--model", str(trained), "--calibrate_clue_thresholds", "true"], "finetune")  # continue, re-tuned
+    assert "clue thresholds re-tuned." in capsys.readouterr().err
 
 
 def test_finetune_evaluates_each_epoch_when_the_data_has_an_evaluation_split(tiny_phantom, tmp_path):
