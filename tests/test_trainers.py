@@ -516,7 +516,7 @@ def test_frozen_features_are_computed_once_in_the_trainer_process_with_dataloade
 
 
 def test_thresholds_after_adapting_with_replay_are_tuned_on_original_studies_it_did_not_train_on(
-        tiny_phantom, tiny_finetune_model, tmp_path):
+        tiny_phantom, tiny_finetune_model, tmp_path, caplog):
     """--adapt_perception with --replay_data: the clue thresholds are re-tuned on the site's training studies
     and as many original training studies as were replayed, none of them replayed (replay_calibration_studies),
     not on the training split the perception was just fitted to."""
@@ -550,3 +550,11 @@ def test_thresholds_after_adapting_with_replay_are_tuned_on_original_studies_it_
     on_training_split = calibrate_clue_thresholds(copy.deepcopy(model), tiny_finetune_model[1], mixed)
     assert calibrate_clue_thresholds(copy.deepcopy(model), tiny_finetune_model[1], calibration) == tuned
     assert on_training_split != tuned  # the two sets of studies give other thresholds: the test tells them apart
+    assert "replayed studies included" not in caplog.text
+    # A mix drawn with another seed than the trainer's: the training split, and a warning that says why.
+    args = _args(TRRGFinetuneArguments, tmp_path / "other", adapt_perception=True, cache_vision_features=False,
+                 learning_rate=1e-2, max_steps=1, seed=4)
+    with caplog.at_level("WARNING", logger="trrg.trainers.finetune_trainer"):
+        TRRGFinetuneTrainer(model=copy.deepcopy(tiny_finetune_model[0]), args=args, train_dataset=mixed,
+                            processing_class=tiny_finetune_model[1], data_args=data_args).train()
+    assert "re-tuned on the training split, replayed studies included" in caplog.text

@@ -115,6 +115,10 @@ class TRRGFinetuneTrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
             rows = self.train_dataset
             if self.data_args.replay_data:
                 rows = replay_calibration_studies(rows, self.data_args, self.args.seed)
+                if rows is self.train_dataset:
+                    logger.warning("clue thresholds re-tuned on the training split, replayed studies included: it is "
+                                   "not load_training_studies(data_args, seed=args.seed)'s mix, or --replay_data has "
+                                   "too few studies left to tune them on original studies that were not replayed")
             thresholds = calibrate_clue_thresholds(model, self.processing_class, rows, self.data_args.uncertain)
             logger.info("clue thresholds re-tuned on %d studies after adapting the perception: %s", len(rows), thresholds)
         record_training_distribution(self)
