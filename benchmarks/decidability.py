@@ -17,8 +17,8 @@ feature map average- and max-pooled), and one linear layer over the pooled featu
 concatenated (frontal, lateral: 2 x 256 features; ``--views frontal``: the frontal's 256) giving
 14 logits, trained with BCE on the study's labels (uncertain counted positive, not mentioned as
 negative, as the stage-1 trainer's ``disease_targets`` does), AdamW, warm-up then a cosine schedule,
-batch 64, no augmentation. Pixels as the processor gives them: grey levels scaled to [-1, 1],
-replicated to 3 channels.
+batch 64, no augmentation (``--augment``: stage 1's, each view of each batch). Pixels as the processor
+gives them: grey levels scaled to [-1, 1], replicated to 3 channels.
 
 Studies are rendered in memory with the phantom's own functions, study ``i`` from the generator seeded
 ``(data_seed, i)`` exactly as ``trrg phantom`` does (train: indices 0..N-1, every study with a lateral
@@ -215,13 +215,15 @@ def train(model, images: np.ndarray, targets: np.ndarray, args) -> float:
     loss_fn = torch.nn.BCEWithLogitsLoss()
     images_t, targets_t = torch.from_numpy(images), torch.from_numpy(targets)
     generator = torch.Generator().manual_seed(args.seed)
+    augment_rng = np.random.default_rng([args.seed, 7])
     model.train()
     started = time.perf_counter()
     for epoch in range(args.epochs):
         order, running = torch.randperm(len(images), generator=generator), 0.0
         for step in range(steps_per_epoch):
             batch = order[step * args.batch_size : (step + 1) * args.batch_size]
-            loss = loss_fn(model(images_t[batch]), targets_t[batch])
+            inputs = augmented(images[batch.numpy()], augment_rng) if args.augment else images_t[batch]
+            loss = loss_fn(model(inputs), targets_t[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -231,6 +233,21 @@ def train(model, images: np.ndarray, targets: np.ndarray, args) -> float:
         print(f"  epoch {epoch + 1}/{args.epochs}: loss {running / steps_per_epoch:.4f}, "
               f"{time.perf_counter() - started:.0f} s", flush=True)
     return time.perf_counter() - started
+
+
+def augmented(images: np.ndarray, rng: np.random.Generator):
+    """Each view of a (batch, views, S, S) uint8 batch through stage 1's light augmentation
+    (``augment_xray``, the processor's own), so the ceiling can be read with the demo's augmentation."""
+    import torch
+    from PIL import Image
+
+    from trrg.modeling.image_processing_trrg import augment_xray
+
+    out = np.empty_like(images)
+    for study, views in enumerate(images):
+        for view, pixels in enumerate(views):
+            out[study, view] = np.asarray(augment_xray(Image.fromarray(pixels), rng))
+    return torch.from_numpy(out)
 
 
 def predict(model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
@@ -274,6 +291,7 @@ def run_label(args) -> str:
     what_if += "" if args.fracture_contrast is None else f"_fracturecontrast{args.fracture_contrast:g}"
     what_if += "" if args.fracture_callus is None else f"_fracturecallus{args.fracture_callus:g}"
     what_if += _vision_label(args.vision)
+    what_if += "_augment" if getattr(args, "augment", False) else ""
     return f"{args.image_size}px_{args.num_train}train_{args.epochs}ep{views}{what_if}_seed{args.seed}"
 
 
@@ -316,7 +334,7 @@ def run(args) -> Path:
         "settings": {key: getattr(args, key) for key in ("num_train", "num_test", "image_size", "views", "epochs",
                                                         "batch_size", "lr", "weight_decay", "warmup_steps",
                                                         "data_seed", "threads", "fracture_step", "fracture_contrast", "fracture_callus",
-                                                        "vision")},
+                                                        "vision", "augment")},
         "versions": _versions(),
         "phantom_version": _phantom_version(),
     })
@@ -456,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vision", type=json.loads, default=None,
                         help='the encoder with these keys of the tiny vision config replaced (JSON), e.g. '
                              '\'{"hidden_sizes": [16, 32, 64], "depths": [1, 1, 1]}\': a 3-stage ResNet, 8x8 map at 128 px')
+    parser.add_argument("--augment", action="store_true",
+                        help="train with stage 1's light augmentation (each view of each batch, freshly drawn)")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables from OUT/runs")
     args = parser.parse_args(argv)
     if not args.summary_only:
