@@ -206,6 +206,7 @@ def calibration_noise(model_dir: Path, phantom: Path, phantom_test: int, studies
     ``draws`` random draws of ``studies`` of its own training studies (as many as the adapt route's
     training split holds). The noise floor of the "change on the original" column."""
     from trrg.assembly.hub_folders import load_model_folder
+    from trrg.evaluation.perception import f1_at
     from trrg.processing.studies import load_studies
     from trrg.trainers.clue_calibration import fit_clue_thresholds, perceive
     from trrg.trainers.collators import disease_targets
@@ -219,9 +220,8 @@ def calibration_noise(model_dir: Path, phantom: Path, phantom_test: int, studies
         probs[split], targets[split] = split_probs.numpy(), disease_targets(kept, "positive").numpy() > 0.5
 
     def macro_f1(thresholds) -> float:
-        called = probs["test"] >= np.asarray(thresholds)
-        true_positives = (called & targets["test"]).sum(0)
-        return float(np.mean(2 * true_positives / np.maximum(called.sum(0) + targets["test"].sum(0), 1)))
+        return float(np.mean([f1_at(probs["test"][:, d], targets["test"][:, d], t) or 0.0
+                              for d, t in enumerate(thresholds)]))
 
     scores = []
     for draw in range(draws):

@@ -23,18 +23,7 @@ def recipe_argv(argv: list[str], stage: str) -> list[str]:
             preset = value
     if stage == "finetune" and _is_true(_flag_value(argv, "--adapt_perception")):
         stage = "adapt"
-        applied = _applied(argv, preset, stage)
-        weight = float(applied["adapted_perception_weight"])
-        if not applied["calibrate_clue_thresholds"]:
-            thresholds = "kept"
-        elif _flag_value(argv, "--replay_data") is not None:
-            thresholds = "re-tuned after training on your training studies and as many original ones not replayed"
-        else:
-            thresholds = ("re-tuned after training on your training split (without --replay_data the model forgets "
-                          "the original; docs/FINETUNE_ON_YOUR_DATA.md)")
-        print(f"--adapt_perception: the {preset!r} preset's \"adapt\" recipe fills the options you leave out; applied: "
-              f"{_schedule(applied)}, the perception kept as {weight:g} x the adapted weights + {1 - weight:g} x the "
-              f"weights before, clue thresholds {thresholds}.", file=sys.stderr)
+        _say_adapt_recipe(_applied(argv, preset, stage), preset, replay=_flag_value(argv, "--replay_data") is not None)
     elif stage == "finetune" and (trained_on := fine_tuned_on(_flag_value(argv, "--model"))) is not None:
         stage = "continue"
         applied = _applied(argv, preset, stage)
@@ -57,6 +46,21 @@ def _is_true(value: str | None) -> bool:
         return value is not None and bool(string_to_bool(value))
     except Exception:  # the parser itself names a bad value
         return False
+
+
+def _say_adapt_recipe(applied: dict, preset: str, replay: bool) -> None:
+    """On stderr, the "adapt" recipe as applied (``applied``: ``_applied``'s options)."""
+    weight = float(applied["adapted_perception_weight"])
+    if not applied["calibrate_clue_thresholds"]:
+        thresholds = "kept"
+    elif replay:
+        thresholds = "re-tuned after training on your training studies and as many original ones not replayed"
+    else:
+        thresholds = ("re-tuned after training on your training split (without --replay_data the model forgets "
+                      "the original; docs/FINETUNE_ON_YOUR_DATA.md)")
+    print(f"--adapt_perception: the {preset!r} preset's \"adapt\" recipe fills the options you leave out; applied: "
+          f"{_schedule(applied)}, the perception kept as {weight:g} x the adapted weights + {1 - weight:g} x the "
+          f"weights before, clue thresholds {thresholds}.", file=sys.stderr)
 
 
 def _applied(argv: list[str], preset: str, stage: str) -> dict:
