@@ -344,6 +344,28 @@ def test_single_view_visits_show_the_frontal_view_alone_in_both_stages(tiny_phan
     assert not SingleViewSchedule(1.0)("one-view study", 1)  # a one-view study is never emptied
 
 
+def test_augmentation_is_drawn_afresh_each_epoch_in_every_dataloader_worker(tiny_phantom, tiny_pretrain_model):
+    """A dataloader worker holds a copy of the collator made when its epoch starts: the augmentation must
+    differ between epochs and between the batches of one epoch, and repeat for the same batch and epoch."""
+    import copy
+
+    from trrg.processing.studies import load_r2gen
+
+    rows = list(load_r2gen(tiny_phantom / "annotation.json")["train"])[:8]
+    config, processor = tiny_pretrain_model[0].config, tiny_pretrain_model[1]
+    collator = pretrain_collator(processor, config, augment=True, single_view_rate=0.0)  # only the augmentation varies
+
+    def worker_batch(epoch, batch_rows):
+        collator.set_epoch(epoch)
+        return copy.deepcopy(collator)(batch_rows)["pixel_values"]  # the copy a worker of that epoch holds
+
+    first, again, later = worker_batch(0, rows[:4]), worker_batch(0, rows[:4]), worker_batch(1, rows[:4])
+    assert torch.equal(first, again)  # the same batch of the same epoch: the same draws
+    assert not torch.equal(first, later)  # the next epoch: new draws
+    plain = pretrain_collator(processor, config, augment=False, single_view_rate=0.0)(rows[:4])["pixel_values"]
+    assert not torch.equal(first, plain) and (first - plain).abs().mean() < 0.5  # augmented, lightly
+
+
 def test_evaluation_batches_show_every_view_while_training_batches_drop_the_lateral(tiny_phantom, tiny_finetune_model,
                                                                                      tiny_pretrain_model, tmp_path):
     import copy

@@ -201,7 +201,10 @@ class PretrainCollator:
         self.uncertain = uncertain
         self.augment = augment
         self.reader = CachedStudyReader(strict=strict_images, max_cached_studies=0 if augment else 20000)
-        self._generator = torch.Generator().manual_seed(seed)
+        # Keyed by (seed, the batch's study ids, epoch), not one generator advanced call by call: dataloader
+        # workers each hold a copy of the collator, made afresh every epoch, and a shared generator's copies
+        # drew the same augmentation in every worker and every epoch.
+        self._augmentation = VisitRandomness(seed, stream=2)
 
     @classmethod
     def from_arguments(cls, processor, config, args, data_args=None, **overrides) -> "PretrainCollator":
@@ -216,7 +219,7 @@ class PretrainCollator:
     def __call__(self, rows: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         rows, views = self.reader.read_batch(rows)
         views = shown_views(rows, views, self.single_view.first_view_only(rows, [len(v) for v in views]))
-        pixels = self.processor.image_processor(views, return_tensors="pt", **self._augment_kwargs())
+        pixels = self.processor.image_processor(views, return_tensors="pt", **self._augment_kwargs(rows))
         sentences = [self.sampler(row["id"], row["report"]) for row in rows]
         text = self.processor.encode_sentences(sentences)
         return {
@@ -231,9 +234,12 @@ class PretrainCollator:
         """Key this epoch's draws (sentence, single view) by ``epoch`` (``CollatorEpochCallback``)."""
         self.sampler.set_epoch(epoch)
         self.single_view.set_epoch(epoch)
+        self._augmentation.set_epoch(epoch)
 
-    def _augment_kwargs(self) -> dict:
-        return {"augment": True, "generator": self._generator} if self.augment else {}
+    def _augment_kwargs(self, rows: Sequence[Mapping]) -> dict:
+        if not self.augment:
+            return {}
+        return {"augment": True, "generator": self._augmentation("\n".join(str(row["id"]) for row in rows))}
 
 
 class ReferenceClueSchedule:
