@@ -18,7 +18,15 @@ concatenated (frontal, lateral: 2 x 256 features; ``--views frontal``: the front
 14 logits, trained with BCE on the study's labels (uncertain counted positive, not mentioned as
 negative, as the stage-1 trainer's ``disease_targets`` does), AdamW, warm-up then a cosine schedule,
 batch 64, no augmentation (``--augment``: stage 1's, each view of each batch). Pixels as the processor
-gives them: grey levels scaled to [-1, 1], replicated to 3 channels.
+gives them: grey levels scaled to [-1, 1], replicated to 3 channels. ``--head`` changes the head only:
+``study`` is one linear layer over the mean of the views' features (stage 1's study embedding; with
+shared weights for both views it was the higher ceiling at 1,000 studies, docs/decidability/heads-at-1000),
+``cosine`` is stage 1's zero-shot form, scale x (cos(e, positive) - cos(e, negated)), e the L2-normalised
+projected study embedding, against free prompt vectors instead of a text encoder's, and ``cosine_bias``
+adds a learnt bias per disease to it.
+
+    python benchmarks/decidability.py --out docs/decidability/heads-at-1000 --num-train 1000 --epochs 30 \
+        --batch-size 32 --threads 2 --augment --head study --seed 0
 
 Studies are rendered in memory with the phantom's own functions, study ``i`` from the generator seeded
 ``(data_seed, i)`` exactly as ``trrg phantom`` does (train: indices 0..N-1, every study with a lateral
@@ -47,6 +55,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_OFFSET = 10_000_000  # test study indices start here: the same test studies for every run
+PROJECTION_DIM = 128  # the tiny preset's joint image-text space (--head cosine)
 WEAK = 0.95  # below this test AUROC an observation counts as not (yet) decidable
 # Subgroups scored separately (positives with this drawn attribute against all negatives).
 SUBGROUPS = {
@@ -176,13 +185,16 @@ def render(seed: int, indices, image_size: int):
 class Classifier:
     """The tiny preset's vision encoder and a linear head over the pooled features of the views used."""
 
-    def __new__(cls, views: str, seed: int, vision_overrides: dict | None = None):
+    def __new__(cls, views: str, seed: int, vision_overrides: dict | None = None, head: str = "views"):
+        import math
+
         import torch
+        import torch.nn.functional as F
         from torch import nn
 
         from trrg.assembly.presets import PRESETS, config_of
         from trrg.modeling.constants_trrg import CHEXPERT_OBSERVATIONS
-        from trrg.modeling.modeling_trrg import TRRGVisionEncoder
+        from trrg.modeling.modeling_trrg import TRRGVisionEncoder, disease_logits_from_prompt_bank
 
         torch.manual_seed(seed)
 
@@ -192,13 +204,34 @@ class Classifier:
                 vision = {**PRESETS["tiny"].vision, **(vision_overrides or {})}
                 self.encoder = TRRGVisionEncoder(config_of(vision, "vision"), token_grid=None)
                 self.num_views = 2 if views == "both" else 1
-                self.head = nn.Linear(self.num_views * self.encoder.global_size, len(CHEXPERT_OBSERVATIONS))
+                self.head_kind, diseases = head, len(CHEXPERT_OBSERVATIONS)
+                if head == "views":
+                    self.head = nn.Linear(self.num_views * self.encoder.global_size, diseases)
+                elif head == "study":
+                    self.head = nn.Linear(self.encoder.global_size, diseases)
+                else:  # "cosine": stage 1's zero-shot form, with free prompt vectors instead of a text encoder
+                    self.projection = nn.Linear(self.encoder.global_size, PROJECTION_DIM, bias=False)
+                    self.prompts = nn.Parameter(torch.randn(diseases, 2, PROJECTION_DIM) * 0.02)
+                    self.logit_scale = nn.Parameter(torch.tensor([math.log(1 / 0.07)]))
+                    # cosine_bias: and a learnt per-disease bias (each finding's base rate)
+                    self.bias = nn.Parameter(torch.zeros(diseases), requires_grad=head == "cosine_bias")
 
             def forward(self, images: torch.Tensor) -> torch.Tensor:  # (batch, views, S, S) uint8
                 pixels = images[:, : self.num_views].float().div(255.0).sub(0.5).div(0.5)
                 pixels = pixels.unsqueeze(2).expand(-1, -1, 3, -1, -1)  # grey replicated to 3 channels
                 mask = torch.ones(pixels.shape[:2], dtype=torch.long)
-                return self.head(self.encoder(pixels, mask).view_embeds.flatten(1))
+                features = self.encoder(pixels, mask)
+                if self.head_kind == "views":
+                    return self.head(features.view_embeds.flatten(1))
+                if self.head_kind == "study":
+                    return self.head(features.study_embeds)
+                study = F.normalize(self.projection(features.study_embeds), dim=-1)
+                return disease_logits_from_prompt_bank(study, F.normalize(self.prompts, dim=-1), self.logit_scale.exp()) + self.bias
+
+            def after_step(self) -> None:
+                if self.head_kind.startswith("cosine"):  # stage 1's clamp (logit_scale_max)
+                    with torch.no_grad():
+                        self.logit_scale.clamp_(0, math.log(100.0))
 
         return _Classifier()
 
@@ -228,6 +261,7 @@ def train(model, images: np.ndarray, targets: np.ndarray, args) -> float:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
+            model.after_step()
             schedule.step()
             running += loss.item()
         print(f"  epoch {epoch + 1}/{args.epochs}: loss {running / steps_per_epoch:.4f}, "
@@ -292,6 +326,7 @@ def run_label(args) -> str:
     what_if += "" if args.fracture_callus is None else f"_fracturecallus{args.fracture_callus:g}"
     what_if += _vision_label(args.vision)
     what_if += "_augment" if getattr(args, "augment", False) else ""
+    what_if += "" if getattr(args, "head", "views") == "views" else f"_head-{args.head}"
     return f"{args.image_size}px_{args.num_train}train_{args.epochs}ep{views}{what_if}_seed{args.seed}"
 
 
@@ -323,7 +358,7 @@ def run(args) -> Path:
     render_seconds = time.perf_counter() - started
     print(f"rendered {args.num_train} + {args.num_test} studies at {args.image_size} px in {render_seconds:.0f} s",
           flush=True)
-    model = Classifier(args.views, args.seed, args.vision)
+    model = Classifier(args.views, args.seed, args.vision, args.head)
     seconds = train(model, train_images, train_targets, args)
     result = score(predict(model, test_images), test_targets, test_findings, train_targets)
     result.update({
@@ -334,7 +369,7 @@ def run(args) -> Path:
         "settings": {key: getattr(args, key) for key in ("num_train", "num_test", "image_size", "views", "epochs",
                                                         "batch_size", "lr", "weight_decay", "warmup_steps",
                                                         "data_seed", "threads", "fracture_step", "fracture_contrast", "fracture_callus",
-                                                        "vision", "augment")},
+                                                        "vision", "augment", "head")},
         "versions": _versions(),
         "phantom_version": _phantom_version(),
     })
@@ -405,21 +440,23 @@ def _markdown(summary: dict) -> str:
     names = list(next(iter(runs.values()))["per_observation"]) if runs else []
     lines = [f"Regenerate from the runs in this folder: `{summary['command']}`", "",
              "# Decidability: a supervised classifier's ceiling on the CXR phantom", "",
-             "The tiny preset's vision encoder (ResNet 16-32-64-128 from config, random init), a linear head "
-             "over the average+max pooled features of the views, BCE on the study's 14 labels (uncertain as "
-             "positive), AdamW + cosine; test AUROC on the same held-out phantom studies for every run "
+             "The tiny preset's vision encoder (ResNet 16-32-64-128 from config, random init), a head over the "
+             "average+max pooled features of the views (views: one linear layer over each view's features; "
+             "study: over their mean across views, stage 1's study embedding; cosine / cosine_bias: stage 1's "
+             "zero-shot form against free prompt vectors, with a learnt bias per disease in the second), BCE on "
+             "the study's 14 labels (uncertain as positive), AdamW + cosine; test AUROC on the same held-out phantom studies for every run "
              "(benchmarks/decidability.py's docstring). "
              f"Observations below {WEAK} are marked *; 'pos' is the test positives. What-if runs patch the "
              "renderer in their own process only (--fracture-step/-contrast/-callus), on 6,000 or 20,000 "
              "studies: compare a what-if with the runs of the same size. Phantom 1.3 draws the fracture of the "
              "1.2 renderer's `--fracture-callus 0.25` what-if.", "",
-             "| run | phantom | studies (train/test) | px | views | epochs | train s | ms per study-epoch | macro AUROC |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| run | phantom | studies (train/test) | px | views | head | epochs | train s | ms per study-epoch | macro AUROC |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in runs.items():
         s = r["settings"]
         views = s["views"] + (f", what-if: {_what_if(s)}" if _what_if(s) else "")
         lines.append(f"| {label} | {r.get('phantom_version', '1.2')} | {s['num_train']}/{s['num_test']} | "
-                     f"{s['image_size']} | {views} | {s['epochs']} | "
+                     f"{s['image_size']} | {views} | {s.get('head', 'views')} | {s['epochs']} | "
                      f"{r['train_seconds']:.0f} | {r['train_ms_per_study_epoch']:.2f} | {show(r['auroc_macro'])} |")
     lines += [f"\nNote on {label}: {r['note']}." for label, r in runs.items() if r.get("note")]
     lines += ["", "| observation | " + " | ".join(f"AUROC {label}" for label in runs) + " | pos |",
@@ -476,6 +513,12 @@ def main(argv: list[str] | None = None) -> int:
                              '\'{"hidden_sizes": [16, 32, 64], "depths": [1, 1, 1]}\': a 3-stage ResNet, 8x8 map at 128 px')
     parser.add_argument("--augment", action="store_true",
                         help="train with stage 1's light augmentation (each view of each batch, freshly drawn)")
+    parser.add_argument("--head", choices=("views", "study", "cosine", "cosine_bias"), default="views",
+                        help="views: a linear layer over each view's pooled features (the ceiling); study: over their "
+                             "mean across views (stage 1's study embedding); cosine: stage 1's zero-shot form, "
+                             "scale x (cos(e, positive) - cos(e, negated)) of the L2-normalised projected study "
+                             "embedding e against free per-disease prompt vectors, scale learnt and clamped at 100; "
+                             "cosine_bias: that plus a learnt bias per disease")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables from OUT/runs")
     args = parser.parse_args(argv)
     if not args.summary_only:

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
 
-@pytest.mark.parametrize("folder", ["decidability", "decidability/encoders", "decidability/at-1000", "decidability/at-3000"])
+@pytest.mark.parametrize("folder", ["decidability", "decidability/encoders", "decidability/at-1000", "decidability/at-3000",
+                                    "decidability/heads-at-1000"])
 def test_summary_rebuilds_from_the_committed_runs(tmp_path, folder):
     COMMITTED = DOCS / folder
     command = json.loads((COMMITTED / "decidability.json").read_text())["command"]
