@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import types
@@ -83,6 +84,28 @@ PROBES = {
     "augment_b32": {"train": {"augment": True, "per_device_train_batch_size": 32}},
     # the disease-prompt loss (the zero-shot clues' own objective) weighted twice the sentence contrast.
     "prompt2_b32": {"config": {"prompt_loss_weight": 2.0}, "train": {"per_device_train_batch_size": 32}},
+    # Diagnosis of augment_b32: the sentence contrast off (weight 0), the prompt loss alone with the
+    # augmentation; does the sentence loss keep stage 1 from drawing on the augmentation?
+    # A learnt bias per disease added to the zero-shot logits (each finding's base rate), so the image
+    # embedding need not spend its direction on how rare a finding is: in the supervised classifier's
+    # cosine form (benchmarks/decidability.py --head cosine_bias) it raised the 1,000-study AUROC.
+    "bias_augment_b32": {"disease_bias": True, "train": {"augment": True, "per_device_train_batch_size": 32}},
+    "bias_b32": {"disease_bias": True, "train": {"per_device_train_batch_size": 32}},
+    # The disease-prompt logits with a temperature of their own, learnt by the prompt loss alone (clamped at
+    # the config's logit_scale_max like the shared one): the shared one is set by the sentence contrast
+    # (~22 in the demo's model), which caps how confident a zero-shot logit can get.
+    "promptscale_augment_b32": {"prompt_scale": True, "train": {"augment": True, "per_device_train_batch_size": 32}},
+    # Every visit with both views (single_view_rate 0; the recipe shows half the visits of a two-view study
+    # with the frontal view alone): the supervised ceiling (benchmarks/decidability.py) always sees both.
+    # Plain BCE for the disease prompts (power 0; the recipe weights rare positives by the square root of
+    # their odds, posweight1 by the full odds): the supervised ceiling is trained without a weight.
+    "posweight0_b32": {"train": {"prompt_pos_weight_power": 0.0, "per_device_train_batch_size": 32}},
+    "posweight0_augment_b32": {"train": {"prompt_pos_weight_power": 0.0, "augment": True,
+                                         "per_device_train_batch_size": 32}},
+    "twoview_b32": {"train": {"single_view_rate": 0.0, "per_device_train_batch_size": 32}},
+    "twoview_augment_b32": {"train": {"single_view_rate": 0.0, "augment": True, "per_device_train_batch_size": 32}},
+    "promptonly_augment_b32": {"config": {"sentence_loss_weight": 0.0},
+                               "train": {"augment": True, "per_device_train_batch_size": 32}},
 }
 
 
@@ -139,17 +162,56 @@ def _add_fine_patches(model, layer: int) -> None:
 
 
 def _global_only(model) -> None:
-    """Switch off the local half of the stage-1 logits (the reference arm)."""
+    """Switch off the local half of the stage-1 logits (the reference arm): the disease logits (on the
+    model's ``TRRGPerception``) and the sentence logits read the study embedding only."""
     from trrg.modeling.modeling_trrg import disease_logits_from_prompt_bank
 
-    def disease_logits(self, image_embeds, patch_embeds, patch_mask, prompt_bank):
-        return disease_logits_from_prompt_bank(image_embeds, prompt_bank, self.logit_scale.exp())
+    def disease_logits(self, embeddings, prompt_bank):
+        return disease_logits_from_prompt_bank(embeddings.study_embeds, prompt_bank.float(), self.logit_scale.float().exp())
 
     def sentence_logits(self, image_embeds, patch_embeds, patch_mask, text_embeds):
-        return self.logit_scale.exp() * image_embeds @ text_embeds.t()
+        return self.perception.logit_scale.float().exp() * image_embeds @ text_embeds.float().t()
 
-    model.disease_logits = types.MethodType(disease_logits, model)
+    model.perception.disease_logits = types.MethodType(disease_logits, model.perception)
     model.sentence_logits = types.MethodType(sentence_logits, model)
+
+
+def _add_disease_bias(model) -> None:
+    """A learnt per-disease bias (zeros at first; no weight decay: its name says bias) added to the
+    perception's zero-shot logits (``disease_bias`` probes)."""
+    import torch
+
+    perception = model.perception
+    perception.disease_bias = torch.nn.Parameter(torch.zeros(model.config.num_diseases))
+    logits = perception.disease_logits
+    perception.disease_logits = lambda embeddings, prompt_bank: logits(embeddings, prompt_bank) + perception.disease_bias.float()
+
+
+def _add_prompt_scale(model) -> None:
+    """The zero-shot disease logits with a learnt temperature of their own (``prompt_scale`` probes):
+    ``prompt_logit_scale``, initialised and clamped as the shared one, which the sentence logits keep."""
+    import torch
+
+    from trrg.modeling.modeling_trrg import disease_logits_from_prompt_bank, local_disease_logits
+
+    perception = model.perception
+    perception.prompt_logit_scale = torch.nn.Parameter(perception.logit_scale.detach().clone())
+
+    def disease_logits(embeddings, prompt_bank):
+        scale, prompt_bank = perception.prompt_logit_scale.float().exp(), prompt_bank.float()
+        global_logits = disease_logits_from_prompt_bank(embeddings.study_embeds, prompt_bank, scale)
+        local_logits = local_disease_logits(embeddings.patch_embeds, embeddings.patch_mask, prompt_bank, scale,
+                                            model.config.local_pool_sharpness)
+        return (global_logits + local_logits) / 2
+
+    clamp = perception.clamp_logit_scale
+
+    def clamp_both(maximum):
+        clamp(maximum)
+        with torch.no_grad():
+            perception.prompt_logit_scale.clamp_(0, math.log(maximum))
+
+    perception.disease_logits, perception.clamp_logit_scale = disease_logits, clamp_both
 
 
 def train(arm: str, seed: int, data_dir: Path, work: Path, plan, image_size: int = 128) -> tuple:
@@ -181,6 +243,10 @@ def train(arm: str, seed: int, data_dir: Path, work: Path, plan, image_size: int
         _global_only(model)
     if probe.get("fine_patch_layer"):
         _add_fine_patches(model, probe["fine_patch_layer"])
+    if probe.get("disease_bias"):
+        _add_disease_bias(model)
+    if probe.get("prompt_scale"):
+        _add_prompt_scale(model)
     args = training_args(TRRGPretrainArguments, work / f"{arm}_seed{seed}", plan, "pretrain", seed, disable_tqdm=True,
                          **probe.get("train", {}))
     trainer, processor = build_pretrainer(args, TRRGDataArguments(data=str(data_dir), eval_split=""), model, processor)
@@ -257,19 +323,25 @@ def measure(model, processor, data_dir: Path) -> dict:
     names = list(model.config.disease_names)
     prompt_bank = encode_prompt_bank(model, processor)
     reader = CachedStudyReader(max_cached_studies=0)
-    probs, targets, cases = [], [], []
+    probs, frontal_probs, targets, cases = [], [], [], []
     for start in range(0, len(rows), 64):
         kept, views = reader.read_batch(rows[start : start + 64])
         pixels = processor.image_processor(views, return_tensors="pt")
         with torch.no_grad():
             perception = model.predict_diseases(pixels["pixel_values"], pixels["view_mask"], prompt_bank,
                                                 return_maps=True)
+            # The same studies read from the first (frontal) view alone: a one-view study.
+            frontal_probs.append(model.predict_diseases(pixels["pixel_values"][:, :1], pixels["view_mask"][:, :1],
+                                                        prompt_bank).numpy())
         probs.append(perception.disease_probs.numpy())
         targets.append(disease_targets(kept).numpy())
         cases += pointing_cases(kept, views, perception.evidence_maps.numpy(), names,
                                 lambda study: finding_regions(meta, study))
     scores = perception_scores(np.concatenate(probs), np.concatenate(targets), names)
     scores["pointing"] = pointing_game(cases)
+    frontal = perception_scores(np.concatenate(frontal_probs), np.concatenate(targets), names)
+    scores["frontal_only"] = {"auroc_macro": frontal["auroc_macro"], "f1_macro": frontal["f1_macro"],
+                              "auroc": {name: v["auroc"] for name, v in frontal["per_observation"].items()}}
     return scores
 
 
@@ -359,6 +431,12 @@ def summarize(out: Path, command: str) -> dict:
                          for n in pointing_names},
             "train_seconds_per_study_epoch": _mean([r["train_seconds_per_study_epoch"] for r in runs]),
         }
+        if all("frontal_only" in r for r in runs):  # runs since the frontal-only reading was added
+            summary["arms"][arm]["auroc_macro_per_seed"] = {r["seed"]: r["auroc_macro"] for r in runs}
+            summary["arms"][arm]["frontal_only"] = {
+                "auroc_macro_per_seed": {r["seed"]: r["frontal_only"]["auroc_macro"] for r in runs},
+                "auroc_macro": _mean([r["frontal_only"]["auroc_macro"] for r in runs]),
+                "auroc": {n: _mean([r["frontal_only"]["auroc"][n] for r in runs]) for n in names}}
     (out / "perception.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "perception.md").write_text(_markdown(summary, names))
     return summary
@@ -391,6 +469,19 @@ def _markdown(summary: dict, names: list[str]) -> str:
         pointing = f"{np.mean(hits):.3f} ({np.mean(chances):.3f})" if hits else "n/a"
         lines.append(f"| {arm} | {show(values['auroc_macro'])} | {show(min(defined) if defined else None)} | "
                      f"{pointing} | {_milliseconds(values['train_seconds_per_study_epoch'])} |")
+    read_alone = {arm: values for arm, values in arms.items() if "frontal_only" in values}
+    if read_alone:  # both views (the test studies as drawn) and the frontal view alone (a one-view study)
+        per_seed = lambda values: ", ".join(f"{v:.3f}" for _, v in sorted(values.items()))  # noqa: E731
+        lines += ["", "Both views against the frontal view alone (the same test studies read as one-view studies):", "",
+                  "| arm | macro AUROC per seed | macro AUROC, frontal alone, per seed | mean | mean, frontal alone | "
+                  "Lung Lesion | Fracture | Lung Lesion, frontal alone | Fracture, frontal alone |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for arm, values in read_alone.items():
+            frontal = values["frontal_only"]
+            lines.append(f"| {arm} | {per_seed(values['auroc_macro_per_seed'])} | {per_seed(frontal['auroc_macro_per_seed'])} | "
+                         f"{show(values['auroc_macro'])} | {show(frontal['auroc_macro'])} | "
+                         f"{show(values['auroc'].get('Lung Lesion'))} | {show(values['auroc'].get('Fracture'))} | "
+                         f"{show(frontal['auroc'].get('Lung Lesion'))} | {show(frontal['auroc'].get('Fracture'))} |")
     probes = [arm for arm in arms if arm in PROBES]
     if probes:  # the pointing game of every arm (the table above shows the local arm's)
         pointed = sorted({name for values in arms.values() for name in values["pointing"]})
