@@ -104,6 +104,8 @@ PROBES = {
                                          "per_device_train_batch_size": 32}},
     "twoview_b32": {"train": {"single_view_rate": 0.0, "per_device_train_batch_size": 32}},
     "twoview_augment_b32": {"train": {"single_view_rate": 0.0, "augment": True, "per_device_train_batch_size": 32}},
+    # Between the two: a quarter of the visits with the frontal view alone.
+    "views25_augment_b32": {"train": {"single_view_rate": 0.25, "augment": True, "per_device_train_batch_size": 32}},
     "promptonly_augment_b32": {"config": {"sentence_loss_weight": 0.0},
                                "train": {"augment": True, "per_device_train_batch_size": 32}},
 }
