@@ -43,7 +43,8 @@ class DemoPlan:
 PLANS = {
     # Stage 1 with its augmentation: on these 3,000 studies it raised the zero-shot AUROC on every seed
     # (3 seeds: macro 0.975 -> 0.985, lung lesion 0.884 -> 0.938, fracture 0.860 -> 0.931;
-    # docs/perception/phantom-1.3-3000studies). On 1,000 it was a trade, so the recipe keeps it off.
+    # docs/perception/phantom-1.3-3000studies). On 1,000 it gains little (0.921 -> 0.925 macro, better on 2
+    # of 3 seeds, 30% more time; docs/perception/phantom-1.3-augment-gap), so the recipe keeps it off.
     # Stage 1 at batch 64, not the recipe's 32: at 3,000 studies with the augmentation batch 32 takes ~190 s
     # more (the full demo in 589 s of its 600 s budget) for CE macro-F1 0.827 -> 0.841 on one seed
     # (docs/RESULTS.md, "Stage 1 at batch 32").
