@@ -23,7 +23,8 @@ gives them: grey levels scaled to [-1, 1], replicated to 3 channels. ``--head`` 
 shared weights for both views it was the higher ceiling at 1,000 studies, docs/decidability/heads-at-1000),
 ``cosine`` is stage 1's zero-shot form, scale x (cos(e, positive) - cos(e, negated)), e the L2-normalised
 projected study embedding, against free prompt vectors instead of a text encoder's, and ``cosine_bias``
-adds a learnt bias per disease to it.
+adds a learnt bias per disease to it; ``cosine_local`` averages cosine's logits with stage 1's local
+ones (each disease's patch evidence pooled by log-sum-exp, as ``local_disease_logits``).
 
     python benchmarks/decidability.py --out docs/decidability/heads-at-1000 --num-train 1000 --epochs 30 \
         --batch-size 32 --threads 2 --augment --head study --seed 0
@@ -56,6 +57,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 TEST_OFFSET = 10_000_000  # test study indices start here: the same test studies for every run
 PROJECTION_DIM = 128  # the tiny preset's joint image-text space (--head cosine)
+LOCAL_POOL_SHARPNESS = 5.0  # stage 1's config default (--head cosine_local)
 WEAK = 0.95  # below this test AUROC an observation counts as not (yet) decidable
 # Subgroups scored separately (positives with this drawn attribute against all negatives).
 SUBGROUPS = {
@@ -194,7 +196,8 @@ class Classifier:
 
         from trrg.assembly.presets import PRESETS, config_of
         from trrg.modeling.constants_trrg import CHEXPERT_OBSERVATIONS
-        from trrg.modeling.modeling_trrg import TRRGVisionEncoder, disease_logits_from_prompt_bank
+        from trrg.modeling.modeling_trrg import (TRRGVisionEncoder, disease_logits_from_prompt_bank,
+                                                 local_disease_logits, patch_embeddings)
 
         torch.manual_seed(seed)
 
@@ -215,6 +218,8 @@ class Classifier:
                     self.logit_scale = nn.Parameter(torch.tensor([math.log(1 / 0.07)]))
                     # cosine_bias: and a learnt per-disease bias (each finding's base rate)
                     self.bias = nn.Parameter(torch.zeros(diseases), requires_grad=head == "cosine_bias")
+                    if head == "cosine_local":  # and stage 1's local half: the best patches against the prompts
+                        self.patch_projection = nn.Linear(self.encoder.hidden_size, PROJECTION_DIM, bias=False)
 
             def forward(self, images: torch.Tensor) -> torch.Tensor:  # (batch, views, S, S) uint8
                 pixels = images[:, : self.num_views].float().div(255.0).sub(0.5).div(0.5)
@@ -226,7 +231,12 @@ class Classifier:
                 if self.head_kind == "study":
                     return self.head(features.study_embeds)
                 study = F.normalize(self.projection(features.study_embeds), dim=-1)
-                return disease_logits_from_prompt_bank(study, F.normalize(self.prompts, dim=-1), self.logit_scale.exp()) + self.bias
+                prompts, scale = F.normalize(self.prompts, dim=-1), self.logit_scale.exp()
+                logits = disease_logits_from_prompt_bank(study, prompts, scale) + self.bias
+                if self.head_kind != "cosine_local":
+                    return logits
+                patches, patch_mask = patch_embeddings(features.patch_tokens, mask, self.patch_projection)
+                return (logits + local_disease_logits(patches, patch_mask, prompts, scale, LOCAL_POOL_SHARPNESS)) / 2
 
             def after_step(self) -> None:
                 if self.head_kind.startswith("cosine"):  # stage 1's clamp (logit_scale_max)
@@ -443,7 +453,8 @@ def _markdown(summary: dict) -> str:
              "The tiny preset's vision encoder (ResNet 16-32-64-128 from config, random init), a head over the "
              "average+max pooled features of the views (views: one linear layer over each view's features; "
              "study: over their mean across views, stage 1's study embedding; cosine / cosine_bias: stage 1's "
-             "zero-shot form against free prompt vectors, with a learnt bias per disease in the second), BCE on "
+             "zero-shot form against free prompt vectors, with a learnt bias per disease in the second; "
+             "cosine_local: cosine averaged with stage 1's local logits), BCE on "
              "the study's 14 labels (uncertain as positive), AdamW + cosine; test AUROC on the same held-out phantom studies for every run "
              "(benchmarks/decidability.py's docstring). "
              f"Observations below {WEAK} are marked *; 'pos' is the test positives. What-if runs patch the "
@@ -513,12 +524,13 @@ def main(argv: list[str] | None = None) -> int:
                              '\'{"hidden_sizes": [16, 32, 64], "depths": [1, 1, 1]}\': a 3-stage ResNet, 8x8 map at 128 px')
     parser.add_argument("--augment", action="store_true",
                         help="train with stage 1's light augmentation (each view of each batch, freshly drawn)")
-    parser.add_argument("--head", choices=("views", "study", "cosine", "cosine_bias"), default="views",
+    parser.add_argument("--head", choices=("views", "study", "cosine", "cosine_bias", "cosine_local"), default="views",
                         help="views: a linear layer over each view's pooled features (the ceiling); study: over their "
                              "mean across views (stage 1's study embedding); cosine: stage 1's zero-shot form, "
                              "scale x (cos(e, positive) - cos(e, negated)) of the L2-normalised projected study "
                              "embedding e against free per-disease prompt vectors, scale learnt and clamped at 100; "
-                             "cosine_bias: that plus a learnt bias per disease")
+                             "cosine_bias: that plus a learnt bias per disease; cosine_local: cosine's logits averaged with "
+                             "stage 1's local ones (the best patches against the prompts)")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables from OUT/runs")
     args = parser.parse_args(argv)
     if not args.summary_only:

@@ -106,6 +106,8 @@ PROBES = {
     "twoview_augment_b32": {"train": {"single_view_rate": 0.0, "augment": True, "per_device_train_batch_size": 32}},
     # Between the two: a quarter of the visits with the frontal view alone.
     "views25_augment_b32": {"train": {"single_view_rate": 0.25, "augment": True, "per_device_train_batch_size": 32}},
+    # The full demo's stage 1 (DemoPlan "full": the augmentation at batch 64), for 3,000-study runs.
+    "augment_b64": {"train": {"augment": True, "per_device_train_batch_size": 64}},
     "promptonly_augment_b32": {"config": {"sentence_loss_weight": 0.0},
                                "train": {"augment": True, "per_device_train_batch_size": 32}},
 }

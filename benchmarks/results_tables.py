@@ -80,8 +80,11 @@ def _f3(metrics: dict, *keys: str) -> str:
 
 # docs/results/<file> (a demo run's OUT/metrics.json) -> its column's heading, newest first
 DEMO_COLUMNS = (
+    ("demo_full_phantom13_keyed_metrics.json",
+     "full: `bash scripts/demo.sh` (phantom 1.3, stage 1 30 epochs with augmentation drawn per batch and epoch, "
+     "verified decoding; a fresh clone at 496d0bf)"),
     ("demo_full_phantom13_metrics.json",
-     "full: `bash scripts/demo.sh` (phantom 1.3, stage 1 30 epochs with augmentation, verified decoding; a fresh clone at 84ce914)"),
+     "full, the augmentation drawn by one generator (phantom 1.3, verified decoding; a fresh clone at 84ce914)"),
     ("demo_full_phantom12_singleview_metrics.json",
      "full, phantom 1.2 (stage 1 global + local, single-view visits 0.5)"),
     ("demo_full_phantom12_metrics.json", "full, before single-view visits (phantom 1.2, stage 1 global + local)"),
