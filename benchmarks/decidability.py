@@ -188,8 +188,6 @@ class Classifier:
     """The tiny preset's vision encoder and a linear head over the pooled features of the views used."""
 
     def __new__(cls, views: str, seed: int, vision_overrides: dict | None = None, head: str = "views"):
-        import math
-
         import torch
         import torch.nn.functional as F
         from torch import nn
