@@ -175,8 +175,11 @@ def measure(work: Path, llm_layers: int, llm_dtype: str, encoders: str, tiny: bo
            "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(work / "modules")}  # remote code lands in work/
     backbones = save_backbones(work, llm_layers, llm_dtype, encoders, tiny)
     stage1, init, bridged, exported = (work / name for name in ("stage1", "init", "bridged", "exported"))
-    run_step("init", "--preset", "base", "--stage", "pretrain", "--vision", backbones["vit"], "--text", backbones["bert"],
-             "--out", stage1, env=env)
+    from trrg.cli import main as trrg  # the stage-1 folder is an input, not a measured step: built here
+
+    if trrg(["init", "--preset", "base", "--stage", "pretrain", "--vision", str(backbones["vit"]),
+             "--text", str(backbones["bert"]), "--out", str(stage1)]) != 0:
+        raise RuntimeError("trrg init --stage pretrain failed")
     steps = {
         "baseline": (("baseline",), None),
         "init": (("init", "--preset", "base", "--vision", backbones["vit"], "--llm", backbones["qwen2"], "--out", init), init),
