@@ -110,6 +110,25 @@ PROBES = {
     "augment_b64": {"train": {"augment": True, "per_device_train_batch_size": 64}},
     "promptonly_augment_b32": {"config": {"sentence_loss_weight": 0.0},
                                "train": {"augment": True, "per_device_train_batch_size": 32}},
+    # The same without the augmentation, against batch32 with the same draws: what the sentence contrast
+    # costs the zero-shot ranking.
+    "promptonly_b32": {"config": {"sentence_loss_weight": 0.0}, "train": {"per_device_train_batch_size": 32}},
+    # Diagnosis, not a candidate (it leaves the paper's design): the disease prompts as free vectors
+    # learnt by the prompt loss (initialised at the text encoder's prompts), the sentence contrast as
+    # shipped. Does the text encoder's prompt bank cost stage 1 the gap to the supervised cosine form?
+    "freeprompt_b32": {"free_prompts": True, "train": {"per_device_train_batch_size": 32}},
+    # The text encoder's prompts kept, their differences (positive - negated) pushed apart: a penalty on
+    # the squared cosines between the diseases' difference directions. The negation the prompts share
+    # ("there is no ...") makes these directions alike (lesion and fracture at 0.74 in the demo's model),
+    # so an image cannot raise one finding's logit without raising the other's.
+    "decorrelate_b32": {"prompt_decorrelation": 1.0, "train": {"per_device_train_batch_size": 32}},
+    "decorrelate_augment_b32": {"prompt_decorrelation": 1.0,
+                                "train": {"augment": True, "per_device_train_batch_size": 32}},
+    # Every visit with both views (as twoview_augment_b32, the best two-view reading) and the disease-prompt
+    # loss also on each two-view study read from its frontal view alone (from the same forward pass's
+    # features): does the model keep its one-view reading without the single-view visits' cost?
+    "frontalaux_twoview_augment_b32": {"frontal_reading": True, "train": {
+        "single_view_rate": 0.0, "augment": True, "per_device_train_batch_size": 32}},
 }
 
 
@@ -218,6 +237,79 @@ def _add_prompt_scale(model) -> None:
     perception.disease_logits, perception.clamp_logit_scale = disease_logits, clamp_both
 
 
+def _free_prompts(model, processor) -> None:
+    """The prompt bank as a free parameter (``free_prompts`` probes), started at the text encoder's."""
+    import torch
+    import torch.nn.functional as F
+
+    from trrg.assembly.bridge import encode_prompt_bank
+
+    with torch.no_grad():
+        model.free_prompt_bank = torch.nn.Parameter(encode_prompt_bank(model, processor).detach().clone())
+    model.encode_prompt_bank = lambda *args, **kwargs: F.normalize(model.free_prompt_bank, dim=-1)
+
+
+def prompt_difference_overlap(prompt_bank):
+    """Mean squared cosine between different diseases' directions positive - negated prompt."""
+    import torch
+    import torch.nn.functional as F
+
+    directions = F.normalize(prompt_bank[:, 0] - prompt_bank[:, 1], dim=-1)
+    cosines = directions @ directions.t()
+    off_diagonal = ~torch.eye(len(cosines), dtype=torch.bool, device=cosines.device)
+    return cosines[off_diagonal].pow(2).mean()
+
+
+def _add_prompt_decorrelation(model, weight: float) -> None:
+    """Stage 1's loss plus ``weight`` * ``prompt_difference_overlap`` of the batch's prompt bank."""
+    forward = model.forward
+
+    def decorrelated(*args, **kwargs):
+        output = forward(*args, **kwargs)
+        if output.loss is not None and kwargs.get("prompt_input_ids") is not None:
+            bank = model.encode_prompt_bank(kwargs["prompt_input_ids"], kwargs.get("prompt_attention_mask"))
+            output.loss = output.loss + weight * prompt_difference_overlap(bank.float())
+        return output
+
+    model.forward = decorrelated
+
+
+def _add_frontal_reading(model) -> None:
+    """Stage 1's loss plus the disease-prompt loss of each two-view study read from its first (frontal)
+    view alone: the vision features of the forward pass kept, the frontal view's taken as the study's
+    (``frontal_reading`` probes)."""
+    from trrg.modeling.modeling_trrg import VisionFeatures, weighted_disease_bce
+
+    perception, kept = model.perception, {}
+    vision_forward, model_forward = perception.vision_model.forward, model.forward
+
+    def keep_features(*args, **kwargs):
+        kept["features"] = vision_forward(*args, **kwargs)
+        return kept["features"]
+
+    def with_frontal_reading(*args, **kwargs):
+        output = model_forward(*args, **kwargs)
+        labels, view_mask = kwargs.get("disease_labels"), kwargs.get("view_mask")
+        if output.loss is None or labels is None or view_mask is None or view_mask.shape[1] < 2:
+            return output
+        two_views = view_mask[:, 1] > 0
+        if not two_views.any():
+            return output
+        features = kept.pop("features")
+        frontal = VisionFeatures(patch_tokens=features.patch_tokens[two_views, :1],
+                                 view_embeds=features.view_embeds[two_views, :1],
+                                 study_embeds=features.view_embeds[two_views, 0])
+        embeddings = perception.embed(frontal, view_mask[two_views, :1])
+        bank = model.encode_prompt_bank(kwargs["prompt_input_ids"], kwargs.get("prompt_attention_mask"))
+        mask = kwargs.get("disease_label_mask")
+        frontal_loss = weighted_disease_bce(perception.disease_logits(embeddings, bank), labels[two_views],
+                                            perception.disease_pos_weight, None if mask is None else mask[two_views])
+        output.loss = output.loss + model.config.prompt_loss_weight * frontal_loss
+        return output
+
+    perception.vision_model.forward, model.forward = keep_features, with_frontal_reading
+
+
 def train(arm: str, seed: int, data_dir: Path, work: Path, plan, image_size: int = 128) -> tuple:
     import dataclasses
 
@@ -251,6 +343,12 @@ def train(arm: str, seed: int, data_dir: Path, work: Path, plan, image_size: int
         _add_disease_bias(model)
     if probe.get("prompt_scale"):
         _add_prompt_scale(model)
+    if probe.get("free_prompts"):
+        _free_prompts(model, processor)
+    if probe.get("frontal_reading"):
+        _add_frontal_reading(model)
+    if probe.get("prompt_decorrelation"):
+        _add_prompt_decorrelation(model, probe["prompt_decorrelation"])
     args = training_args(TRRGPretrainArguments, work / f"{arm}_seed{seed}", plan, "pretrain", seed, disable_tqdm=True,
                          **probe.get("train", {}))
     trainer, processor = build_pretrainer(args, TRRGDataArguments(data=str(data_dir), eval_split=""), model, processor)
@@ -343,6 +441,10 @@ def measure(model, processor, data_dir: Path) -> dict:
                                 lambda study: finding_regions(meta, study))
     scores = perception_scores(np.concatenate(probs), np.concatenate(targets), names)
     scores["pointing"] = pointing_game(cases)
+    scores["prompt_difference_overlap"] = float(prompt_difference_overlap(prompt_bank.float()))
+    directions = torch.nn.functional.normalize(prompt_bank[:, 0] - prompt_bank[:, 1], dim=-1).float()
+    scores["lesion_fracture_direction_cosine"] = float(
+        directions[names.index("Lung Lesion")] @ directions[names.index("Fracture")])
     frontal = perception_scores(np.concatenate(frontal_probs), np.concatenate(targets), names)
     scores["frontal_only"] = {"auroc_macro": frontal["auroc_macro"], "f1_macro": frontal["f1_macro"],
                               "auroc": {name: v["auroc"] for name, v in frontal["per_observation"].items()}}
