@@ -102,8 +102,11 @@ PROBES = {
     "posweight0_b32": {"train": {"prompt_pos_weight_power": 0.0, "per_device_train_batch_size": 32}},
     "posweight0_augment_b32": {"train": {"prompt_pos_weight_power": 0.0, "augment": True,
                                          "per_device_train_batch_size": 32}},
-    "twoview_b32": {"train": {"single_view_rate": 0.0, "per_device_train_batch_size": 32}},
-    "twoview_augment_b32": {"train": {"single_view_rate": 0.0, "augment": True, "per_device_train_batch_size": 32}},
+    # (Without the frontal-alone reading stage 1 has since round 3's seventh session: the arms keep their meaning.)
+    "twoview_b32": {"config": {"first_view_prompt_loss_weight": 0.0},
+                    "train": {"single_view_rate": 0.0, "per_device_train_batch_size": 32}},
+    "twoview_augment_b32": {"config": {"first_view_prompt_loss_weight": 0.0},
+                            "train": {"single_view_rate": 0.0, "augment": True, "per_device_train_batch_size": 32}},
     # Between the two: a quarter of the visits with the frontal view alone.
     "views25_augment_b32": {"train": {"single_view_rate": 0.25, "augment": True, "per_device_train_batch_size": 32}},
     # The full demo's stage 1 (DemoPlan "full": the augmentation at batch 64), for 3,000-study runs.
@@ -124,11 +127,20 @@ PROBES = {
     "decorrelate_b32": {"prompt_decorrelation": 1.0, "train": {"per_device_train_batch_size": 32}},
     "decorrelate_augment_b32": {"prompt_decorrelation": 1.0,
                                 "train": {"augment": True, "per_device_train_batch_size": 32}},
+    # The recipe before round 3's seventh session: half the visits of a two-view study hide the lateral view
+    # (single_view_rate 0.5), no reading from the frontal view alone (first_view_prompt_loss_weight 0).
+    "viewdrop_b32": {"config": {"first_view_prompt_loss_weight": 0.0},
+                     "train": {"single_view_rate": 0.5, "per_device_train_batch_size": 32}},
+    "viewdrop_augment_b32": {"config": {"first_view_prompt_loss_weight": 0.0},
+                             "train": {"single_view_rate": 0.5, "augment": True, "per_device_train_batch_size": 32}},
     # Every visit with both views (as twoview_augment_b32, the best two-view reading) and the disease-prompt
     # loss also on each two-view study read from its frontal view alone (from the same forward pass's
     # features): does the model keep its one-view reading without the single-view visits' cost?
-    "frontalaux_twoview_augment_b32": {"frontal_reading": True, "train": {
-        "single_view_rate": 0.0, "augment": True, "per_device_train_batch_size": 32}},
+    # It became the recipe (the config's first_view_prompt_loss_weight, stage 1's single_view_rate 0): the
+    # probe's own loss is kept, the config's switched off, so the arm keeps its meaning.
+    "frontalaux_twoview_augment_b32": {"frontal_reading": True, "config": {"first_view_prompt_loss_weight": 0.0},
+                                       "train": {"single_view_rate": 0.0, "augment": True,
+                                                 "per_device_train_batch_size": 32}},
 }
 
 

@@ -47,6 +47,10 @@ class TRRGContrastiveConfig(PretrainedConfig):
         logit_scale_max: the scale is clamped to this after each optimizer step (open_clip uses 100).
         disease_names / disease_prompts: the observation vocabulary and its positive/negated prompts.
         sentence_loss_weight / prompt_loss_weight: weights of the two contrastive losses.
+        first_view_prompt_loss_weight: weight of the prompt loss of each study read from its first
+            (frontal) view alone, beside the reading with all its views (0: off). Stage 1 then learns
+            to read one-view studies without training visits that hide views, which cost the
+            multi-view reading (docs/RESULTS.md, issue 20's probes).
         local_pool_sharpness: how close the pooling of patch evidence is to a max (log-sum-exp with
             this sharpness; 0 would be the mean): a small finding shows in few patches, so the
             study's local score follows its strongest patches (``smooth_max``).
@@ -66,6 +70,7 @@ class TRRGContrastiveConfig(PretrainedConfig):
         disease_prompts=None,
         sentence_loss_weight: float = 1.0,
         prompt_loss_weight: float = 1.0,
+        first_view_prompt_loss_weight: float = 1.0,
         image_size: int = 128,
         local_pool_sharpness: float = 5.0,
         **kwargs,
@@ -79,6 +84,7 @@ class TRRGContrastiveConfig(PretrainedConfig):
         self.disease_names, self.disease_prompts = _disease_fields(disease_names, disease_prompts)
         self.sentence_loss_weight = sentence_loss_weight
         self.prompt_loss_weight = prompt_loss_weight
+        self.first_view_prompt_loss_weight = first_view_prompt_loss_weight
         self.image_size = image_size
         super().__init__(**kwargs)
 

@@ -36,7 +36,8 @@ from .distribution_trrg import TRRGTrainingDistribution, layer_statistics
 
 @dataclass
 class TRRGContrastiveOutput(ModelOutput):
-    """Stage-1 output. ``loss`` = sentence_loss * w_s + prompt_loss * w_p (the parts are logged apart)."""
+    """Stage-1 output. ``loss`` = sentence_loss * w_s + prompt_loss * w_p + first_view_prompt_loss * w_f
+    (the parts are logged apart)."""
 
     loss: torch.Tensor | None = None
     sentence_loss: torch.Tensor | None = None
@@ -45,6 +46,8 @@ class TRRGContrastiveOutput(ModelOutput):
     image_embeds: torch.Tensor | None = None  # (batch, projection_dim), L2-normalised
     text_embeds: torch.Tensor | None = None  # (batch, projection_dim), L2-normalised
     disease_logits: torch.Tensor | None = None  # (batch, diseases): logit of p(disease present)
+    # The prompt loss of the same studies read from their first (frontal) view alone.
+    first_view_prompt_loss: torch.Tensor | None = None
 
 
 @dataclass
@@ -200,6 +203,13 @@ def disease_logits_from_prompt_bank(
     """
     cosines = torch.einsum("be,dke->bdk", image_embeds, prompt_bank)  # (batch, diseases, 2)
     return logit_scale * (cosines[..., 0] - cosines[..., 1])
+
+
+def first_view_features(features: VisionFeatures) -> VisionFeatures:
+    """A study's vision features as if it had only its first view (the frontal one: the processor puts
+    frontal views first): what a one-view study of the same patient would give."""
+    return VisionFeatures(patch_tokens=features.patch_tokens[:, :1], view_embeds=features.view_embeds[:, :1],
+                          study_embeds=features.view_embeds[:, 0])
 
 
 def smooth_max(values: torch.Tensor, mask: torch.Tensor, dim: int, sharpness: float) -> torch.Tensor:
@@ -935,7 +945,9 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
                 trainer's ``gather_for_global_loss``): the sentence loss is then computed over the
                 global batch, with the sentence_group_ids gathered too.
         """
-        embeddings = self._image_embeddings(pixel_values, view_mask)
+        view_mask = _default_view_mask(pixel_values, view_mask)
+        features = self.perception.vision_model(pixel_values, view_mask)
+        embeddings = self.perception.embed(features, view_mask)
         image_embeds, patch_embeds, patch_mask = embeddings.study_embeds, embeddings.patch_embeds, embeddings.patch_mask
         output = TRRGContrastiveOutput(image_embeds=image_embeds)
         losses = []
@@ -957,10 +969,22 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
                     output.disease_logits, disease_labels, self.perception.disease_pos_weight, disease_label_mask
                 )
                 losses.append(self.config.prompt_loss_weight * output.prompt_loss)
+                if self.config.first_view_prompt_loss_weight > 0:
+                    output.first_view_prompt_loss = self._first_view_prompt_loss(
+                        features, view_mask, prompt_bank, disease_labels, disease_label_mask
+                    )
+                    losses.append(self.config.first_view_prompt_loss_weight * output.first_view_prompt_loss)
         if losses:
             output.loss = torch.stack(losses).sum()
         return output
 
+
+    def _first_view_prompt_loss(self, features, view_mask, prompt_bank, disease_labels, disease_label_mask):
+        """The prompt loss of every study read from its first (frontal) view alone, from this pass's
+        features: a one-view study is read as it is, so training need not drop views to teach it."""
+        first_view = first_view_features(features)
+        logits = self.perception.disease_logits(self.perception.embed(first_view, view_mask[:, :1]), prompt_bank)
+        return weighted_disease_bce(logits, disease_labels, self.perception.disease_pos_weight, disease_label_mask)
 
     def sentence_logits(self, image_embeds, patch_embeds, patch_mask, text_embeds) -> torch.Tensor:
         """(images, texts) logits: the mean of the global (study . sentence) and the local (best
@@ -1371,6 +1395,7 @@ __all__ = [
     "multi_positive_contrastive_loss",
     "multi_positive_loss_from_logits",
     "smooth_max",
+    "first_view_features",
     "local_disease_contrast",
     "local_disease_logits",
     "local_sentence_logits",

@@ -231,6 +231,29 @@ def test_pretrain_losses_gradients_and_zero_shot(tiny_pretrain_model):
     assert model.logit_scale.exp().item() == pytest.approx(model.config.logit_scale_max, rel=1e-4)
 
 
+def test_first_view_prompt_loss_reads_each_study_from_its_first_view_alone(tiny_pretrain_model):
+    """The part is the prompt loss of the same studies given their first view only, and joins the total
+    with its weight; at weight 0 it is not computed."""
+    model, processor = tiny_pretrain_model
+    model = copy.deepcopy(model).eval()  # batch norm from its running statistics: the passes compare
+    both = processor.image_processor([[xray_like(1), xray_like(2)], [xray_like(3), xray_like(4)], [xray_like(5)]],
+                                     return_tensors="pt")
+    first = processor.image_processor([[xray_like(1)], [xray_like(3)], [xray_like(5)]], return_tensors="pt")
+    prompts = processor.encode_disease_prompts(model.config.disease_prompts, model.config.disease_names)
+    labels = torch.zeros(3, 14)
+    labels[0, 2], labels[1, 4] = 1, 1
+    with torch.no_grad():
+        model.config.first_view_prompt_loss_weight = 0.0
+        off = model(**both, **prompts, disease_labels=labels)
+        model.config.first_view_prompt_loss_weight = 0.5
+        on = model(**both, **prompts, disease_labels=labels)
+        alone = model(**first, **prompts, disease_labels=labels)
+    assert off.first_view_prompt_loss is None
+    assert on.first_view_prompt_loss.item() == pytest.approx(alone.prompt_loss.item(), rel=1e-5)
+    assert on.first_view_prompt_loss.item() != pytest.approx(on.prompt_loss.item(), rel=1e-3)  # both views read otherwise
+    assert on.loss.item() == pytest.approx(off.loss.item() + 0.5 * alone.prompt_loss.item(), rel=1e-5)
+
+
 def test_pretrain_save_load_equality(tiny_pretrain_model, tmp_path):
     from trrg.modeling.modeling_trrg import TRRGContrastiveModel
 

@@ -102,7 +102,7 @@ def test_pretrainer_lowers_the_loss_logs_parts_and_clamps_the_temperature(tiny_p
     weights = model.disease_pos_weight.clone()
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    assert {"sentence_loss", "prompt_loss"} <= set(logs[0])
+    assert {"sentence_loss", "prompt_loss", "first_view_prompt_loss"} <= set(logs[0])
     assert logs[-1]["loss"] < logs[0]["loss"]
     assert model.logit_scale.item() <= torch.log(torch.tensor(100.0)).item() + 1e-6
     # Positive weights from the training prevalence: the most common label (No Finding) weighs least.

@@ -171,9 +171,11 @@ class TRRGPretrainArguments(TrainingArguments):
             negated sentences in radiology reports.
         augment (`bool`, *optional*, defaults to `False`):
             Light X-ray augmentation: a small affine transform and brightness/contrast changes.
-        single_view_rate (`float`, *optional*, defaults to `0.5`):
-            Share of the training visits of a multi-view study that show only its first (frontal) view, so the
-            model also reads one-view studies (docs/single_view). `0` always shows every view. Evaluation
+        single_view_rate (`float`, *optional*, defaults to `0`):
+            Share of the training visits of a multi-view study that show only its first (frontal) view. Stage
+            1 reads every study with all its views and with its first view alone at once (the config's
+            ``first_view_prompt_loss_weight``), which reads one-view studies better than hiding views and
+            costs the multi-view reading nothing (docs/RESULTS.md, issue 20's probes); so `0`. Evaluation
             batches always show every view.
 
         > Parameters that control the loss
@@ -212,7 +214,7 @@ class TRRGPretrainArguments(TrainingArguments):
         default=False, metadata={"help": "light X-ray augmentation (small affine, brightness/contrast)"}
     )
     single_view_rate: float = field(
-        default=0.5,
+        default=0.0,
         metadata={"help": "share of training visits of a multi-view study shown with its first (frontal) view only"},
     )
 

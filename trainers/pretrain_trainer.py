@@ -44,7 +44,7 @@ class TRRGPretrainer(LossPartsMixin, StudyCollatorMixin, Trainer):
     single-process loss of the global batch.
     """
 
-    loss_parts = ("sentence_loss", "prompt_loss")
+    loss_parts = ("sentence_loss", "prompt_loss", "first_view_prompt_loss")
 
     def __init__(self, model=None, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
                  processing_class=None, *more, data_args: TRRGDataArguments | None = None, **kwargs):
