@@ -80,8 +80,11 @@ def _f3(metrics: dict, *keys: str) -> str:
 
 # docs/results/<file> (a demo run's OUT/metrics.json) -> its column's heading, newest first
 DEMO_COLUMNS = (
+    ("demo_full_phantom13_firstview_metrics.json",
+     "full: `bash scripts/demo.sh` (phantom 1.3, stage 1 reading each study with both views and with its frontal "
+     "view alone, no single-view visits; a fresh clone at cddec49, on a machine 2.1x slower than 84ce914's)"),
     ("demo_full_phantom13_keyed_metrics.json",
-     "full: `bash scripts/demo.sh` (phantom 1.3, stage 1 30 epochs with augmentation drawn per batch and epoch, "
+     "full, stage 1 with single-view visits (phantom 1.3, augmentation drawn per batch and epoch, "
      "verified decoding; a fresh clone at 496d0bf)"),
     ("demo_full_phantom13_metrics.json",
      "full, the augmentation drawn by one generator (phantom 1.3, verified decoding; a fresh clone at 84ce914)"),
@@ -148,6 +151,8 @@ def views_table(columns: list[tuple[str, dict]]) -> str:
 
 # (docs/results/<metrics>, docs/results/<report counts>, heading), newest first
 USERROUTE_COLUMNS = (
+    ("userroute_phantom13_firstview_metrics.json", "userroute_phantom13_firstview_report_counts.json",
+     "phantom 1.3, stage 1 reading each study from its frontal view alone as well (`runs/userroute17`)"),
     ("userroute_phantom13_batch32_metrics.json", "userroute_phantom13_batch32_report_counts.json",
      "phantom 1.3, stage 1 at batch 32 (`runs/userroute14`)"),
     ("userroute_phantom13_metrics.json", "userroute_phantom13_report_counts.json",

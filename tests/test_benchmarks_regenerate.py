@@ -86,7 +86,8 @@ def test_matplotlib_is_a_benchmark_dependency_only():
                                     "perception/phantom-1.3-30ep", "perception/phantom-1.3-probes",
                                     "perception/phantom-1.3-60ep", "perception/phantom-1.3-3000studies",
                                     "perception/phantom-1.3-6000studies", "perception/phantom-1.3-augment-gap",
-                                    "perception/phantom-1.3-3000studies-keyed", "perception/phantom-1.3-prompt-bank"])
+                                    "perception/phantom-1.3-3000studies-keyed", "perception/phantom-1.3-prompt-bank",
+                                    "perception/phantom-1.3-first-view"])
 def test_perception_summary_rebuilds_its_docs_byte_for_byte(tmp_path, folder):
     committed = DOCS / folder
     command = json.loads((committed / "perception.json").read_text())["command"]
