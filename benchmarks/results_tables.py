@@ -92,7 +92,10 @@ DEMO_COLUMNS = (
      "full, phantom 1.2 (stage 1 global + local, single-view visits 0.5)"),
     ("demo_full_phantom12_metrics.json", "full, before single-view visits (phantom 1.2, stage 1 global + local)"),
     ("demo_full_metrics.json", "full, before (phantom 1.1, stage 1 global only)"),
-    ("demo_quick_metrics.json", "quick: `trrg demo --quick --out runs/quick` (phantom 1.1, before)"),
+    ("demo_quick_phantom13_firstview_metrics.json",
+     "quick: `trrg demo --quick --out runs/quick15` (phantom 1.3, stage 1 reading the frontal view alone as well; "
+     "the working tree at 2d6981e, on the machine 1.6-1.9x slower)"),
+    ("demo_quick_metrics.json", "quick, before (phantom 1.1)"),
 )
 
 
