@@ -47,8 +47,8 @@ class TRRGContrastiveConfig(PretrainedConfig):
         logit_scale_max: the scale is clamped to this after each optimizer step (open_clip uses 100).
         disease_names / disease_prompts: the observation vocabulary and its positive/negated prompts.
         sentence_loss_weight / prompt_loss_weight: weights of the two contrastive losses.
-        first_view_prompt_loss_weight: weight of the prompt loss of each study read from its first
-            (frontal) view alone, beside the reading with all its views (0: off). Stage 1 then learns
+        first_view_prompt_loss_weight: weight of the prompt loss of each multi-view study read from its
+            first (frontal) view alone, beside the reading with all its views (0: off). Stage 1 then learns
             to read one-view studies without training visits that hide views, which cost the
             multi-view reading (docs/RESULTS.md, issue 20's probes).
         local_pool_sharpness: how close the pooling of patch evidence is to a max (log-sum-exp with

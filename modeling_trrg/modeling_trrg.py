@@ -46,7 +46,7 @@ class TRRGContrastiveOutput(ModelOutput):
     image_embeds: torch.Tensor | None = None  # (batch, projection_dim), L2-normalised
     text_embeds: torch.Tensor | None = None  # (batch, projection_dim), L2-normalised
     disease_logits: torch.Tensor | None = None  # (batch, diseases): logit of p(disease present)
-    # The prompt loss of the same studies read from their first (frontal) view alone.
+    # The prompt loss of the multi-view studies read from their first (frontal) view alone.
     first_view_prompt_loss: torch.Tensor | None = None
 
 
@@ -281,15 +281,23 @@ def positive_class_weight(prevalence: torch.Tensor, power: float) -> torch.Tenso
 
 
 def weighted_disease_bce(
-    logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    pos_weight: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    study_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-disease binary cross-entropy, positives weighted by ``pos_weight`` (diseases,), entries
-    where ``mask`` is false ignored (e.g. an observation the labeler could not decide)."""
+    where ``mask`` is false ignored (e.g. an observation the labeler could not decide).
+
+    ``study_weights`` (batch,) scales each study's terms while the mean stays over every entry the
+    mask keeps: a study weighted 0 adds nothing and raises no other study's share, so the loss of
+    one batch split over processes is still the mean of the processes' losses.
+    """
     losses = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=pos_weight, reduction="none")
-    if mask is None:
-        return losses.mean()
-    mask = mask.to(losses.dtype)
-    return (losses * mask).sum() / mask.sum().clamp_min(1.0)
+    mask = torch.ones_like(losses) if mask is None else mask.to(losses.dtype)
+    weights = mask if study_weights is None else mask * study_weights.to(losses.dtype).unsqueeze(-1)
+    return (losses * weights).sum() / mask.sum().clamp_min(1.0)
 
 
 def soft_clue_embeddings(probs: torch.Tensor, prompt_bank: torch.Tensor) -> torch.Tensor:
@@ -980,11 +988,16 @@ class TRRGContrastiveModel(TRRGPreTrainedModel):
 
 
     def _first_view_prompt_loss(self, features, view_mask, prompt_bank, disease_labels, disease_label_mask):
-        """The prompt loss of every study read from its first (frontal) view alone, from this pass's
-        features: a one-view study is read as it is, so training need not drop views to teach it."""
+        """The prompt loss of every multi-view study read from its first (frontal) view alone, from this
+        pass's features, so training need not drop views to teach the one-view reading. A one-view
+        study counts zero: the prompt loss already reads it that way, and counting it again would
+        double its weight (on a one-view data set, the prompt loss's)."""
         first_view = first_view_features(features)
         logits = self.perception.disease_logits(self.perception.embed(first_view, view_mask[:, :1]), prompt_bank)
-        return weighted_disease_bce(logits, disease_labels, self.perception.disease_pos_weight, disease_label_mask)
+        several_views = view_mask[:, 1:].sum(dim=1) > 0
+        return weighted_disease_bce(
+            logits, disease_labels, self.perception.disease_pos_weight, disease_label_mask, study_weights=several_views
+        )
 
     def sentence_logits(self, image_embeds, patch_embeds, patch_mask, text_embeds) -> torch.Tensor:
         """(images, texts) logits: the mean of the global (study . sentence) and the local (best

@@ -231,27 +231,34 @@ def test_pretrain_losses_gradients_and_zero_shot(tiny_pretrain_model):
     assert model.logit_scale.exp().item() == pytest.approx(model.config.logit_scale_max, rel=1e-4)
 
 
-def test_first_view_prompt_loss_reads_each_study_from_its_first_view_alone(tiny_pretrain_model):
-    """The part is the prompt loss of the same studies given their first view only, and joins the total
-    with its weight; at weight 0 it is not computed."""
+def test_first_view_prompt_loss_reads_each_multi_view_study_from_its_first_view_alone(tiny_pretrain_model):
+    """The part is the prompt loss of the two-view studies given their first view only, averaged over
+    the whole batch (a one-view study counts zero: the prompt loss already reads it so), and joins the
+    total with its weight; at weight 0 it is not computed; a batch of one-view studies trains as without it."""
     model, processor = tiny_pretrain_model
     model = copy.deepcopy(model).eval()  # batch norm from its running statistics: the passes compare
     both = processor.image_processor([[xray_like(1), xray_like(2)], [xray_like(3), xray_like(4)], [xray_like(5)]],
                                      return_tensors="pt")
-    first = processor.image_processor([[xray_like(1)], [xray_like(3)], [xray_like(5)]], return_tensors="pt")
+    first = processor.image_processor([[xray_like(1)], [xray_like(3)]], return_tensors="pt")
+    single = processor.image_processor([[xray_like(5)], [xray_like(6)]], return_tensors="pt")
     prompts = processor.encode_disease_prompts(model.config.disease_prompts, model.config.disease_names)
     labels = torch.zeros(3, 14)
-    labels[0, 2], labels[1, 4] = 1, 1
+    labels[0, 2], labels[1, 4], labels[2, 7] = 1, 1, 1
     with torch.no_grad():
         model.config.first_view_prompt_loss_weight = 0.0
         off = model(**both, **prompts, disease_labels=labels)
+        off_single = model(**single, **prompts, disease_labels=labels[1:])
         model.config.first_view_prompt_loss_weight = 0.5
         on = model(**both, **prompts, disease_labels=labels)
-        alone = model(**first, **prompts, disease_labels=labels)
+        alone = model(**first, **prompts, disease_labels=labels[:2])
+        on_single = model(**single, **prompts, disease_labels=labels[1:])
     assert off.first_view_prompt_loss is None
-    assert on.first_view_prompt_loss.item() == pytest.approx(alone.prompt_loss.item(), rel=1e-5)
+    # 2 of the 3 studies have two views: their first-view terms over all 3 studies' entries
+    assert on.first_view_prompt_loss.item() == pytest.approx(alone.prompt_loss.item() * 2 / 3, rel=1e-5)
     assert on.first_view_prompt_loss.item() != pytest.approx(on.prompt_loss.item(), rel=1e-3)  # both views read otherwise
-    assert on.loss.item() == pytest.approx(off.loss.item() + 0.5 * alone.prompt_loss.item(), rel=1e-5)
+    assert on.loss.item() == pytest.approx(off.loss.item() + 0.5 * on.first_view_prompt_loss.item(), rel=1e-5)
+    assert on_single.first_view_prompt_loss.item() == 0.0
+    assert on_single.loss.item() == pytest.approx(off_single.loss.item(), rel=1e-6)
 
 
 def test_pretrain_save_load_equality(tiny_pretrain_model, tmp_path):
