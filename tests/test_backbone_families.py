@@ -141,7 +141,7 @@ def test_lora_targets_outside_peft_are_the_attention_linears():
 
 
 # ---------------------------------------------------------------------------------------------
-# The matrix (slow): every command in-process, one remote-code interpreter at the end
+# The matrix (slow): every command in-process, one remote-code interpreter beside them
 # ---------------------------------------------------------------------------------------------
 
 REMOTE_GENERATE = textwrap.dedent(
@@ -155,8 +155,10 @@ REMOTE_GENERATE = textwrap.dedent(
     import numpy as np, torch
     from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
     image = (np.random.default_rng(0).random((64, 64)) * 255).astype("uint8")
-    results = {}
-    for folder in sys.argv[1:]:
+    results, folders = {}, []
+    for line in sys.stdin:  # each export as soon as the test has written it: this runs beside the training
+        folder = line.strip()
+        folders.append(folder)
         # bf16 runs on any CPU torch supports (natively with AVX512-BF16/AMX, converted elsewhere)
         model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=torch.bfloat16).eval()
         processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
@@ -168,7 +170,7 @@ REMOTE_GENERATE = textwrap.dedent(
                            "new_tokens": ids.shape[1] - inputs["input_ids"].shape[1]}
     # the stage-2 model is an image-text-to-text model for the Auto classes too
     results["image_text_to_text"] = type(AutoModelForImageTextToText.from_pretrained(
-        sys.argv[1], trust_remote_code=True)).__name__
+        folders[0], trust_remote_code=True)).__name__
     print(json.dumps(results))
     """
 )
@@ -256,13 +258,25 @@ def test_every_backbone_family_trains_exports_and_generates_by_remote_code(tmp_p
     tokenizer = plain_tokenizer()
     ids = {"vocab": len(tokenizer), "pad": tokenizer.pad_token_id, "bos": tokenizer.bos_token_id,
            "eos": tokenizer.eos_token_id}
-    facts = [_train_row(row, tokenizer, ids, data, tmp_path / row.lm.replace(" ", "_")) for row in ROWS]
-
+    # The interpreter without trrg starts now and loads each export while the next row trains (one
+    # thread each, two cores); stderr to a file, not a pipe: a full pipe would stall it.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", REMOTE_GENERATE, *(str(f["export"]) for f in facts)],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    errors_file = tmp_path / "remote.stderr"
+    with open(errors_file, "w") as errors:
+        remote = subprocess.Popen([sys.executable, "-c", REMOTE_GENERATE], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=errors, text=True, env=env, cwd=tmp_path)
+    try:
+        facts = []
+        for row in ROWS:
+            facts.append(_train_row(row, tokenizer, ids, data, tmp_path / row.lm.replace(" ", "_")))
+            remote.stdin.write(f"{facts[-1]['export']}\n")
+            remote.stdin.flush()
+        stdout, _ = remote.communicate(timeout=300)
+    finally:
+        remote.kill()  # a no-op once it has ended; a failed row leaves no interpreter waiting for input
+        remote.wait()
+    assert remote.returncode == 0, errors_file.read_text()[-3000:]
+    loaded = json.loads(stdout.strip().splitlines()[-1])
     for row, fact in zip(ROWS, facts):
         result = loaded[str(fact["export"])]
         assert result["module"].startswith("transformers_modules."), row  # the folder's code, not the package
