@@ -71,6 +71,24 @@ def test_weighted_bce_ignores_masked_entries():
     assert torch.allclose(weighted_disease_bce(logits, targets, mask=mask), expected)
 
 
+def test_study_weights_drop_a_study_without_raising_the_others_share():
+    """A study weighted 0 adds nothing, the mean stays over the whole batch, and so the loss of a batch
+    split in two equal halves (two processes) is the mean of the halves' losses, however the weighted
+    studies fall between them."""
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    weights = torch.tensor([True, False, False, True])
+    per_entry = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    whole = weighted_disease_bce(logits, targets, study_weights=weights)
+    assert torch.allclose(whole, per_entry[weights].sum() / per_entry.numel())
+    halves = [weighted_disease_bce(logits[part], targets[part], study_weights=weights[part])
+              for part in (slice(0, 2), slice(2, 4))]
+    assert torch.allclose(whole, (halves[0] + halves[1]) / 2)
+    assert weighted_disease_bce(logits, targets, study_weights=torch.zeros(4)) == 0
+    assert torch.allclose(weighted_disease_bce(logits, targets, study_weights=torch.ones(4)),
+                          weighted_disease_bce(logits, targets))
+
+
 def test_soft_clue_interpolates_between_prompts():
     bank = _unit(2, 2, 4)
     clues = soft_clue_embeddings(torch.tensor([[1.0, 0.0]]), bank)

@@ -173,7 +173,7 @@ class TRRGPretrainArguments(TrainingArguments):
             Light X-ray augmentation: a small affine transform and brightness/contrast changes.
         single_view_rate (`float`, *optional*, defaults to `0`):
             Share of the training visits of a multi-view study that show only its first (frontal) view. Stage
-            1 reads every study with all its views and with its first view alone at once (the config's
+            1 reads every multi-view study with all its views and with its first view alone at once (the config's
             ``first_view_prompt_loss_weight``), which reads one-view studies better than hiding views and
             costs the multi-view reading nothing (docs/RESULTS.md, issue 20's probes); so `0`. Evaluation
             batches always show every view.
