@@ -99,7 +99,7 @@ def test_perception_summary_rebuilds_its_docs_byte_for_byte(tmp_path, folder):
         assert (tmp_path / "docs" / folder / name).read_bytes() == (committed / name).read_bytes(), name
 
 
-@pytest.mark.parametrize("folder", ["phantom-1.2", "demo-budget"])
+@pytest.mark.parametrize("folder", ["phantom-1.2", "demo-budget", "demo-budget-first-view"])
 def test_ablation_reruns_summary_rebuilds_its_docs(tmp_path, folder):
     pytest.importorskip("matplotlib")
     committed = DOCS / "ablation" / folder
