@@ -23,20 +23,6 @@ def _isolated_hf_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_MODULES_CACHE", str(home / "modules"))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _meteor_started_with_the_session():
-    """The process-wide METEOR scorer is a JVM that takes seconds to start: started here, it loads on the
-    other core while the first tests run, instead of stalling the first test that scores. Tests of its
-    failures build their own scorer or swap the process-wide one (monkeypatch puts it back)."""
-    from trrg.evaluation import nlg
-
-    try:
-        nlg.get_meteor()
-    except nlg.MeteorUnavailable:
-        pass  # no java or no jar: the tests that need METEOR skip or check that case themselves
-    yield
-
-
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     from trrg.assembly.report_tokenizer import phantom_report_corpus, train_report_tokenizer
