@@ -154,6 +154,8 @@ def views_table(columns: list[tuple[str, dict]]) -> str:
 
 # (docs/results/<metrics>, docs/results/<report counts>, heading), newest first
 USERROUTE_COLUMNS = (
+    ("userroute_phantom13_augment_metrics.json", "userroute_phantom13_augment_report_counts.json",
+     "phantom 1.3, the next column's route with `--augment True` for stage 1 (`runs/userroute18`; not the default)"),
     ("userroute_phantom13_firstview_metrics.json", "userroute_phantom13_firstview_report_counts.json",
      "phantom 1.3, stage 1 reading each study from its frontal view alone as well (`runs/userroute17`)"),
     ("userroute_phantom13_batch32_metrics.json", "userroute_phantom13_batch32_report_counts.json",
