@@ -50,10 +50,9 @@ def smallest_phantom(tmp_path_factory):
 def test_readme_commands_run_as_written(smallest_phantom, tmp_path, capsys):
     from trrg.cli import main
 
-    tiny_phantom = smallest_phantom
     commands = readme_commands()
     work = tmp_path
-    image = tiny_phantom / "images" / "phantom_000000" / "0.png"
+    image = smallest_phantom / "images" / "phantom_000000" / "0.png"
     (work / "reports.jsonl").write_text(json.dumps({"id": "r1", "report": "small left pleural effusion ."}) + "\n")
     from test_prepare import make_mimic_tree  # a tiny raw MIMIC-CXR-JPG tree
 
@@ -63,11 +62,11 @@ def test_readme_commands_run_as_written(smallest_phantom, tmp_path, capsys):
         "phantom": {"DIR": work / "phantom", "S": "1", "N": "6"},
         "prepare": {"R": mimic, "DIR": work / "prepared"},
         "label": {"INPUT": work / "reports.jsonl", "OUT": work / "labels.jsonl"},
-        "pretrain": {"D": tiny_phantom, "O": work / "pretrain"},
+        "pretrain": {"D": smallest_phantom, "O": work / "pretrain"},
         "bridge": {"P": work / "pretrain" / "final", "B": work / "bridged"},
-        "finetune": {"B": work / "bridged", "D": tiny_phantom, "O": work / "finetune"},
+        "finetune": {"B": work / "bridged", "D": smallest_phantom, "O": work / "finetune"},
         "generate": {"M": work / "finetune" / "final", "IMAGE": image},
-        "evaluate": {"M": work / "finetune" / "final", "D": tiny_phantom, "O": work / "eval"},
+        "evaluate": {"M": work / "finetune" / "final", "D": smallest_phantom, "O": work / "eval"},
         "score": {"P": work / "eval" / "predictions.jsonl", "R": work / "eval" / "references.jsonl",
                   "M.json": work / "scores.json"},
         "export": {"C": work / "finetune" / "final", "O": work / "export"},
